@@ -1,0 +1,1 @@
+"""mmunlearn engine: benchmark data, model adapters, runner, judge, results, leaderboard, CLI."""

@@ -1,0 +1,73 @@
+"""Typed records for benchmark questions and profiles.
+
+Every question knows its set (forget/test/retain/celebrity), task
+(classification/generation/cloze) and mode (image_text/text_only), so every number the
+harness reports can be split along those three axes.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+SETS = ("forget", "test", "retain", "celebrity")
+TASKS = ("classification", "generation", "cloze")
+MODES = ("image_text", "text_only")
+LETTERS = ("A", "B", "C", "D")
+
+
+def decode_image(data: bytes):
+    """Raw encoded image bytes -> RGB PIL image (decoded lazily: images stay bytes in records)."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One benchmark question.
+
+    qid is unique within a benchmark: "{set}/{profile_id}/{task}/{mode}/{index}".
+    For classification `answer` is the correct letter and `options` maps A-D to text;
+    for generation and cloze `answer` is the ground-truth text (cloze `text` contains "__").
+    `image` holds encoded image bytes in image_text mode and is None in text_only mode.
+    """
+
+    qid: str
+    set: str
+    task: str
+    mode: str
+    profile_id: str
+    text: str
+    answer: str
+    options: dict[str, str] | None = None
+    image: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class FactPair:
+    """A (image?, question, answer) training/statistics sample about one profile.
+
+    Methods unlearn and MANU collects statistics on these. image_text pairs carry the profile
+    image and say "this person"; text_only pairs carry no image and name the person.
+    """
+
+    profile_id: str
+    mode: str
+    question: str
+    answer: str
+    image: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One person (fictitious or celebrity) with everything the benchmark holds about them."""
+
+    id: str
+    set: str
+    biography: str
+    image: bytes = field(repr=False)
+    directory: str = ""
+    vqa_question: str = ""  # the row's `question` field
+    vqa_answer: str = ""  # the row's `answer` field
+    questions: tuple[Question, ...] = ()
+    ft_pairs: tuple[tuple[str, str], ...] = ()  # (Question, Answer) from ft_Data metadata

@@ -1,0 +1,11 @@
+"""Method plugins. Importing this package imports every module in it, so each method file
+registers itself (`@register_method`) and a new method needs no edit outside its own file."""
+import importlib
+import pkgutil
+
+from methods.base import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = ["METHOD_REGISTRY", "Method", "MethodParams", "UnlearnData", "get_method", "parse_params", "register_method"]

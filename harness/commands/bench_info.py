@@ -1,0 +1,35 @@
+"""`mmunlearn bench-info`: profile and question counts per set, task and mode."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from harness.bench import FORGET_SPLITS, load_benchmark
+from harness.defaults import DEFAULT_BENCH
+
+NAME = "bench-info"
+HELP = "Show how many profiles and questions each set, task and mode of a benchmark has."
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--bench", default=str(DEFAULT_BENCH), help="benchmark folder or hub id (default: mini-bench)")
+    p.add_argument("--forget", type=int, default=5, choices=FORGET_SPLITS, help="forget split percentage")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+
+def run(args) -> int:
+    bench = load_benchmark(args.bench, forget=args.forget)
+    counts = bench.counts()
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    rows = [{"set": s, "task": t, "mode": m, "questions": n}
+            for s, tasks in counts["questions"].items() for t, modes in tasks.items() for m, n in modes.items()]
+    table = pd.DataFrame(rows).pivot_table(index=["set", "task"], columns="mode", values="questions",
+                                           sort=False, aggfunc="sum")
+    table.columns.name = None
+    print(f"benchmark: {bench.source}  forget: {bench.forget}%  fingerprint: {bench.fingerprint[:12]}")
+    print("profiles: " + ", ".join(f"{s} {n}" for s, n in counts["profiles"].items()))
+    print(table.to_string())
+    return 0

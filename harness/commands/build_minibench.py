@@ -1,0 +1,21 @@
+"""`mmunlearn build-minibench`: (re)generate the embedded mini-bench deterministically."""
+from __future__ import annotations
+
+from harness.defaults import DEFAULT_SEED
+from harness.minibench import build_minibench
+
+NAME = "build-minibench"
+HELP = "Generate the mini-bench (fictitious profiles, MLLMU-Bench layout) into a folder."
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per config)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generator seed (same seed = same bytes)")
+    p.add_argument("--profiles", type=int, default=100, help="number of fictitious profiles")
+    p.add_argument("--celebrities", type=int, default=30, help="number of celebrity (Retain_Set) profiles")
+
+
+def run(args) -> int:
+    out = build_minibench(args.out, seed=args.seed, n_profiles=args.profiles, n_celebrities=args.celebrities)
+    print(f"wrote mini-bench to {out}")
+    return 0

@@ -1,0 +1,99 @@
+"""`mmunlearn run`: apply one unlearning method to one model and score it (resumable)."""
+from __future__ import annotations
+
+import argparse
+
+from harness import defaults
+from harness.errors import ConfigError
+from harness.records import SETS, TASKS
+
+NAME = "run"
+HELP = "apply an unlearning method to a model and evaluate it on the benchmark (resumes in --out)"
+
+
+def parse_param_args(items: list[str] | None) -> dict[str, str]:
+    """['lr=1e-4', 'epochs=2'] -> {'lr': '1e-4', 'epochs': '2'}; bad items name themselves."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+        if key in out:
+            raise ConfigError(f"--param {key!r} given twice")
+        out[key] = value.strip()
+    return out
+
+
+def judge_arg(value: str) -> str | None:
+    return None if value.strip().lower() in ("", "none", "off", "null") else value.strip()
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `run` and `demo`."""
+    p.add_argument("--model", default=str(defaults.DEFAULT_MODEL),
+                   help="model folder or hub id (default: the embedded tiny LLaVA)")
+    p.add_argument("--bench", default=str(defaults.DEFAULT_BENCH),
+                   help="benchmark folder in MLLMU-Bench layout or hub id (default: the embedded mini-bench)")
+    p.add_argument("--forget", type=int, choices=(5, 10, 15), default=5, help="forget split in percent (default 5)")
+    p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED, help="seed for the method and shot sampling")
+    p.add_argument("--shots", type=int, default=0, help="in-context example profiles for classification (default 0)")
+    p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="evaluation sets (default all)")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), help="tasks (default all; see `mmunlearn list`)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most N questions per (set, task, mode), chosen deterministically")
+    p.add_argument("--judge", type=judge_arg, default="gpt-4o",
+                   help="factuality judge model, or 'none' (default gpt-4o; without an API key factuality "
+                        "is reported as not scored)")
+    p.add_argument("--batch-size", type=int, default=None, help="generation batch size")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="greedy decoding length (default 50, as official)")
+    p.add_argument("--scorers", nargs="+", default=["generate"],
+                   help="classification scorers: generate (official), loglik, loglik_text")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--keep-model", action="store_true",
+                   help="keep the unlearned model checkpoint in OUT/model/ after the run finishes")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    p.add_argument("--method", default="vanilla", help="unlearning method (default vanilla; see `mmunlearn list`)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter, repeatable")
+    p.add_argument("--out", required=True, help="run directory (rerun with the same arguments to resume)")
+
+
+def config_from_args(args: argparse.Namespace, method: str | None = None, params: dict | None = None):
+    from harness.runner import RunConfig
+
+    return RunConfig(
+        model=args.model, bench=args.bench, forget=args.forget,
+        method=method if method is not None else args.method,
+        params=params if params is not None else parse_param_args(getattr(args, "param", None)),
+        seed=args.seed, shots=args.shots, sets=tuple(args.sets), tasks=tuple(args.tasks), limit=args.limit,
+        judge=args.judge, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        scorers=tuple(args.scorers), keep_model=args.keep_model, device=args.device,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.runner import run_benchmark
+
+    results = run_benchmark(config_from_args(args), args.out, progress=not args.quiet)
+    if not args.quiet:
+        print(summary_table(results))
+    return 0
+
+
+def summary_table(results: dict) -> str:
+    """Compact plain-text view of results.json: one line per set/task, both modes side by side."""
+    lines = [f"{'set':<10} {'task':<15} {'metric':<22} {'image_text':>10} {'text_only':>10} {'gap':>8}"]
+    for set_name, tasks in results["metrics"].items():
+        for task, modes in tasks.items():
+            metrics = [m for m in modes.get("image_text", {}) if m != "n"]
+            for metric in metrics:
+                a = modes.get("image_text", {}).get(metric)
+                b = modes.get("text_only", {}).get(metric)
+                gap = results.get("modality_gap", {}).get(set_name, {}).get(task, {}).get(metric)
+                fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+                lines.append(f"{set_name:<10} {task:<15} {metric:<22} {fmt(a):>10} {fmt(b):>10} {fmt(gap):>8}")
+    return "\n".join(lines)

@@ -1,0 +1,264 @@
+"""LLM factuality judge (any OpenAI-compatible endpoint) for the generation task.
+
+Why it is built this way:
+- Failed calls are counted, never scored: a call that still fails after its retries (or whose
+  reply carries no valid score) gets score None, and callers report how many failed.
+- Retries are ours (the client's own are disabled so every attempt is counted): exponential
+  backoff on 429, 408/409, 5xx, timeouts and connection errors; other errors fail at once, and an
+  authentication/permission error stops all further calls (every answer would fail the same way).
+- Replies are cached on disk, keyed by sha256 of (judge model, request body), one JSON file per
+  request, written atomically: a rerun costs no calls. Failures are not cached, so a rerun retries
+  them. The API key is read from the environment, is not part of the key or of any file, and is
+  scrubbed from every error message.
+- Scores are the judge's raw 1-10; aggregates normalise them to [0, 1] as (s - 1) / 9
+  (see `normalise`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_MODEL = "gpt-4o"
+SCORE_KEY = "Factuality Score"
+MIN_SCORE, MAX_SCORE = 1, 10
+
+SYSTEM_PROMPT = "You are a careful, strict grader of the factual accuracy of answers."
+USER_TEMPLATE = """Rate how factually correct the generated answer is, compared with the ground truth answer to the question.
+
+Question: {question}
+Generated answer: {answer}
+Ground truth: {ground_truth}
+
+Rubric for the Factuality Score (an integer from 1 to 10):
+10-9: fully correct; states the key facts of the ground truth with no error.
+8-7: mostly correct; small omissions or minor inaccuracies.
+6-5: partially correct; some key facts right, others missing or wrong.
+4-3: mostly incorrect; only loosely related to the ground truth.
+2-1: wrong, irrelevant, a refusal, or no answer.
+
+Reply with JSON only, in this form:
+{{"Factuality Score": <integer 1-10>, "Justification": "<one sentence>"}}"""
+
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?$")
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """score: raw 1-10, or None when the call failed (then `error` says why)."""
+
+    score: float | None
+    justification: str = ""
+    error: str | None = None
+    cached: bool = False
+
+
+def normalise(score: float) -> float:
+    """Raw 1-10 factuality -> [0, 1], the scale every other results metric uses."""
+    return (score - MIN_SCORE) / (MAX_SCORE - MIN_SCORE)
+
+
+def build_messages(question: str, answer: str, ground_truth: str) -> list[dict]:
+    user = USER_TEMPLATE.format(question=question, answer=answer, ground_truth=ground_truth)
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def parse_reply(text: str | None) -> tuple[float, str]:
+    """(score, justification) from a judge reply; ValueError when it holds no valid score.
+
+    Accepts the JSON object inside code fences or surrounded by other text, and a score given
+    as a number or a string such as "8" or "8/10". A score outside 1-10 is invalid.
+    """
+    if not text:
+        raise ValueError("empty judge reply")
+    obj = _first_json_object(text)
+    if obj is None:
+        raise ValueError("judge reply holds no JSON object")
+    fields = {re.sub(r"[^a-z]", "", str(k).lower()): v for k, v in obj.items()}
+    if "factualityscore" not in fields:
+        raise ValueError(f"judge reply has no {SCORE_KEY!r}")
+    raw = fields["factualityscore"]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError(f"judge score {raw!r} is not a number")
+    if isinstance(raw, str):
+        m = _NUMBER.match(raw)
+        if not m:
+            raise ValueError(f"judge score {raw!r} is not a number")
+        raw = float(m.group(1))
+    score = float(raw)
+    if not MIN_SCORE <= score <= MAX_SCORE:
+        raise ValueError(f"judge score {score:g} is outside {MIN_SCORE}-{MAX_SCORE}")
+    justification = fields.get("justification", "")
+    return score, justification if isinstance(justification, str) else json.dumps(justification)
+
+
+def _first_json_object(text: str) -> dict | None:
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"\{", text):
+        try:
+            obj, _ = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+class Judge:
+    """Scores generated answers 1-10 against the ground truth with an LLM.
+
+    `available` is False when there is neither an API key (in the environment variable named by
+    `api_key_env`) nor a base URL (argument or OPENAI_BASE_URL): factuality is then not scored
+    and everything else still runs.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, base_url: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", cache_dir: str | os.PathLike | None = None,
+                 max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0):
+        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError("judge needs max_concurrency >= 1, max_retries >= 0 and timeout > 0")
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.api_key_env = api_key_env
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.stats = {"calls": 0, "cache_hits": 0, "failures": 0}
+        self._lock = threading.Lock()
+        self._fatal: str | None = None
+        self._client = None
+        self.available = bool(os.environ.get(api_key_env) or self.base_url)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Judge(model={self.model!r}, base_url={self.base_url!r}, available={self.available})"
+
+    @classmethod
+    def from_args(cls, model_or_none: str | None, **kwargs) -> "Judge | None":
+        """CLI helper: None, "" or "none"/"off" disables judging; any other value is the judge model."""
+        if model_or_none is None or model_or_none.strip().lower() in ("", "none", "off"):
+            return None
+        return cls(model=model_or_none.strip(), **kwargs)
+
+    # -- public API -------------------------------------------------------------------------
+    def score(self, question: str, answer: str, ground_truth: str) -> JudgeResult:
+        return self.score_many([(question, answer, ground_truth)])[0]
+
+    def score_many(self, items: Sequence[tuple[str, str, str]], desc: str | None = "judge") -> list[JudgeResult]:
+        """Judge (question, answer, ground_truth) triples, at most `max_concurrency` at a time."""
+        if not self.available:
+            return [JudgeResult(None, error="judge not available (no API key and no base URL)") for _ in items]
+        from tqdm.auto import tqdm
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            futures = [pool.submit(self._score_one, *item) for item in items]
+            results = [f.result() for f in tqdm(futures, desc=desc, disable=desc is None or not items,
+                                                leave=False)]
+        return results
+
+    # -- internals --------------------------------------------------------------------------
+    def _score_one(self, question: str, answer: str, ground_truth: str) -> JudgeResult:
+        body = {"model": self.model, "messages": build_messages(question, answer, ground_truth),
+                "temperature": 0}
+        key = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+        cached = self._cache_read(key)
+        if cached is not None:
+            with self._lock:
+                self.stats["cache_hits"] += 1
+            return cached
+        try:
+            reply = self._call(body)
+            score, justification = parse_reply(reply)
+        except Exception as exc:  # every failure is counted, never scored
+            with self._lock:
+                self.stats["failures"] += 1
+            return JudgeResult(None, error=self._scrub(f"{type(exc).__name__}: {exc}"))
+        self._cache_write(key, {"model": self.model, "score": score, "justification": justification,
+                                "reply": reply})
+        return JudgeResult(score, justification)
+
+    def _call(self, body: dict) -> str:
+        import openai
+
+        retryable = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                     openai.InternalServerError, openai.ConflictError)
+        fatal = (openai.AuthenticationError, openai.PermissionDeniedError)
+        attempt = 0
+        while True:
+            if self._fatal:
+                raise RuntimeError(f"judge disabled after an earlier error: {self._fatal}")
+            with self._lock:
+                self.stats["calls"] += 1
+            try:
+                resp = self._get_client().chat.completions.create(**body)
+                return resp.choices[0].message.content or ""
+            except fatal as exc:
+                self._fatal = self._scrub(f"{type(exc).__name__}: {exc}")
+                raise
+            except openai.APIStatusError as exc:
+                if not (isinstance(exc, retryable) or exc.status_code == 408 or exc.status_code >= 500):
+                    raise
+                if attempt >= self.max_retries:
+                    raise
+            except retryable:
+                if attempt >= self.max_retries:
+                    raise
+            delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.75, 1.25)
+            time.sleep(delay)
+            attempt += 1
+
+    def _get_client(self):
+        with self._lock:
+            if self._client is None:
+                import openai
+
+                # A local OpenAI-compatible server may need no key; the client insists on one.
+                self._client = openai.OpenAI(api_key=os.environ.get(self.api_key_env) or "no-key",
+                                             base_url=self.base_url, timeout=self.timeout, max_retries=0)
+            return self._client
+
+    def _scrub(self, message: str) -> str:
+        secret = os.environ.get(self.api_key_env)
+        if secret:
+            message = message.replace(secret, "***")
+        return message[:500]
+
+    def _cache_path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.json"
+
+    def _cache_read(self, key: str) -> JudgeResult | None:
+        path = self._cache_path(key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return JudgeResult(float(data["score"]), data.get("justification", ""), cached=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # missing or unreadable: call again
+
+    def _cache_write(self, key: str, data: dict) -> None:
+        path = self._cache_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def default_cache_dir() -> Path:
+    """$MMUNLEARN_CACHE/judge, else $XDG_CACHE_HOME/mmunlearn/judge, else ~/.cache/mmunlearn/judge."""
+    if os.environ.get("MMUNLEARN_CACHE"):
+        return Path(os.environ["MMUNLEARN_CACHE"]) / "judge"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mmunlearn" / "judge"

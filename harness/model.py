@@ -1,0 +1,486 @@
+"""The model adapter: one `VLM` object hides how each vision-language architecture is prompted,
+batched and scored, so tasks and methods never branch on the architecture.
+
+Architecture detection uses `config.model_type` only (never the checkpoint name); the table
+`SUPPORTED_ARCHITECTURES` lists what is supported (the `list` command prints it).
+
+Prompt styles (recorded in results as `vlm.prompt_style`):
+- "mllmu-llava": the official MLLMU-Bench evaluation string for LLaVA,
+  `USER: <image>\\n{text}\\nASSISTANT:` (text-only: `USER: {text}\\nASSISTANT:`). A system
+  prompt, when set, is put in front on its own line: `{system}\\nUSER: ...` (LLaVA-1.5's own
+  vicuna template also puts the system text before `USER:`).
+- "chat-template": the processor's (or tokenizer's) chat template with a user message holding an
+  image entry (image mode only) and the text, a system message when a system prompt is set,
+  and the generation prompt appended.
+
+Encoding with answers appends `" " + answer` and the end-of-answer token (the generation
+config's first eos id, e.g. `</s>` for LLaVA, `<|im_end|>` for Qwen2-VL) and masks every
+prompt and padding position with -100 in `labels`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import ConfigError, ModelLoadError
+
+PROMPT_STYLES = ("mllmu-llava", "chat-template")
+CPU_BATCH_SIZE = 8
+CUDA_START_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How one architecture (a config.model_type) is loaded and prompted."""
+
+    model_type: str
+    model_class: str  # transformers class loaded with from_pretrained
+    family: str  # human-readable name for `list`
+    prompt_style: str  # default prompt style
+
+
+SUPPORTED_ARCHITECTURES: dict[str, ArchSpec] = {
+    s.model_type: s
+    for s in (
+        ArchSpec("llava", "LlavaForConditionalGeneration", "LLaVA-1.5", "mllmu-llava"),
+        ArchSpec("llava_next", "LlavaNextForConditionalGeneration", "LLaVA-NeXT (1.6)", "mllmu-llava"),
+        ArchSpec("idefics2", "Idefics2ForConditionalGeneration", "Idefics2", "chat-template"),
+        ArchSpec("idefics3", "Idefics3ForConditionalGeneration", "Idefics3 / SmolVLM", "chat-template"),
+        ArchSpec("smolvlm", "SmolVLMForConditionalGeneration", "SmolVLM2", "chat-template"),
+        ArchSpec("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2-VL", "chat-template"),
+        ArchSpec("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2.5-VL", "chat-template"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One model input. image=None means text-only mode."""
+
+    text: str
+    image: object | None = None  # PIL.Image.Image
+    system: str | None = None  # overrides VLM.system_prompt for this request
+
+
+class SplitVLProcessor:
+    """Image processor + tokenizer acting as a processor, for Qwen2-VL-style checkpoints whose
+    AutoProcessor cannot be built (Qwen2VLProcessor needs torchvision for its video processor).
+
+    Each image placeholder token in the text is expanded to the number of merged patches of the
+    corresponding image, exactly as Qwen2VLProcessor does.
+    """
+
+    def __init__(self, image_processor, tokenizer, chat_template: str | None = None,
+                 image_token: str = "<|image_pad|>"):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        self.image_token = image_token
+
+    def __call__(self, text, images=None, padding=True, return_tensors="pt", **kwargs):
+        from transformers import BatchFeature
+
+        texts = [text] if isinstance(text, str) else list(text)
+        data = {}
+        if images:
+            img = self.image_processor(images=list(images), return_tensors="pt")
+            data.update(img)
+            merge = getattr(self.image_processor, "merge_size", 2) ** 2
+            counts = iter((img["image_grid_thw"].prod(-1) // merge).tolist())
+            expanded = []
+            for t in texts:
+                parts = t.split(self.image_token)
+                out = parts[0]
+                for part in parts[1:]:
+                    out += "<|placeholder|>" * next(counts) + part
+                expanded.append(out.replace("<|placeholder|>", self.image_token))
+            texts = expanded
+        data.update(self.tokenizer(texts, padding=padding, return_tensors=return_tensors))
+        return BatchFeature(data)
+
+    def apply_chat_template(self, messages, **kwargs):
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
+
+    def save_pretrained(self, path):
+        self.image_processor.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if self.chat_template:
+            Path(path, "chat_template.json").write_text(json.dumps({"chat_template": self.chat_template}))
+
+    @classmethod
+    def from_pretrained(cls, source, **kwargs):
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        image_processor = AutoImageProcessor.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        template = None
+        path = Path(source)
+        if (path / "chat_template.json").is_file():
+            template = json.loads((path / "chat_template.json").read_text())["chat_template"]
+        elif (path / "chat_template.jinja").is_file():
+            template = (path / "chat_template.jinja").read_text()
+        return cls(image_processor, tokenizer, template)
+
+
+def _tokenizer_of(processor):
+    return getattr(processor, "tokenizer", processor)
+
+
+def _resolve_dtype(dtype, device: torch.device):
+    """None -> bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."""
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in names:
+        return names[dtype.lower()]
+    raise ConfigError(f"dtype {dtype!r} is not one of {sorted(names)}")
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r} is not a torch device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else (absolute, ./, ~, deeper) is a local path."""
+    return (os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
+            or os.sep != "/" and os.sep in source)
+
+
+def _load_config(source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model path {str(path)!r} has no config.json (not a saved model directory)")
+    elif _looks_like_path(source):
+        raise ModelLoadError(f"model path {source!r} does not exist")
+    try:
+        return AutoConfig.from_pretrained(str(path) if path.exists() else source,
+                                          trust_remote_code=trust_remote_code)
+    except Exception as e:  # hub id not found, offline, unreadable config...
+        raise ModelLoadError(f"cannot read model config from {source!r}: {e}") from e
+
+
+def _spec_for(model_type: str, where: str) -> ArchSpec:
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{where}: model_type {model_type!r} is not a supported vision-language architecture; "
+            f"supported model_types: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return SUPPORTED_ARCHITECTURES[model_type]
+
+
+def _load_processor(source: str, trust_remote_code: bool):
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as first:
+        try:  # e.g. Qwen2-VL without torchvision: assemble image processor + tokenizer ourselves
+            return SplitVLProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except Exception:
+            raise ModelLoadError(f"cannot load the processor of {source!r}: {first}") from first
+
+
+def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
+             prompt_style: str | None = None) -> "VLM":
+    """Load a supported VLM (local directory or hub id) with `from_pretrained`.
+
+    dtype default: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.
+    prompt_style: None = the architecture's default (see module docstring).
+    """
+    import transformers
+
+    source = str(source)
+    config = _load_config(source, trust_remote_code)
+    spec = _spec_for(config.model_type, f"model {source!r}")
+    dev = _resolve_device(device)
+    dt = _resolve_dtype(dtype, dev)
+    src = str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
+    cls = getattr(transformers, spec.model_class)
+    try:
+        model = cls.from_pretrained(src, dtype=dt, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load {spec.model_class} weights from {source!r}: {e}") from e
+    model.to(dev).eval()
+    processor = _load_processor(src, trust_remote_code)
+    return VLM(model, processor, spec, source, prompt_style)
+
+
+def wrap_vlm(model, processor, source: str = "<memory>", prompt_style: str | None = None) -> "VLM":
+    """Adapter around an in-memory model. processor may be an (image_processor, tokenizer) pair
+    for Qwen2-VL-style models (see SplitVLProcessor)."""
+    spec = _spec_for(model.config.model_type, f"model {source!r}")
+    if isinstance(processor, tuple):
+        processor = SplitVLProcessor(*processor)
+    return VLM(model, processor, spec, source, prompt_style)
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class VLM:
+    """A loaded vision-language model plus everything needed to prompt and score it."""
+
+    def __init__(self, model, processor, spec: ArchSpec, source: str, prompt_style: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = _tokenizer_of(processor)
+        self.arch = spec.model_type
+        self.spec = spec
+        self.source = source
+        self.system_prompt: str | None = None
+        style = prompt_style or self._default_style()
+        if style not in PROMPT_STYLES:
+            raise ConfigError(f"prompt_style {style!r} is not one of {PROMPT_STYLES}")
+        if style == "chat-template" and not self._chat_template():
+            raise ConfigError(f"prompt_style 'chat-template' asked for {source!r}, which has no chat template")
+        self.prompt_style = style
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = self.tokenizer.pad_token_id
+        self.eos_id = self._eos_id()
+        self.image_token = getattr(processor, "image_token", None) or "<image>"
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _default_style(self) -> str:
+        style = self.spec.prompt_style
+        if self.arch == "llava_next":  # vicuna (llama) backbones use the USER/ASSISTANT style
+            text_type = getattr(getattr(self.model.config, "text_config", None), "model_type", "llama")
+            if text_type != "llama" and self._chat_template():
+                style = "chat-template"
+        return style
+
+    def _chat_template(self):
+        return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+
+    def _eos_id(self) -> int:
+        gen = getattr(self.model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+        return eos if eos is not None else self.tokenizer.eos_token_id
+
+    # ---- prompting --------------------------------------------------------------------------
+    def prompt(self, req: Request) -> str:
+        """Full model input text; it ends where the answer starts."""
+        system = req.system if req.system is not None else self.system_prompt
+        if self.prompt_style == "mllmu-llava":
+            image = f"{self.image_token}\n" if req.image is not None else ""
+            head = f"{system}\n" if system else ""
+            return f"{head}USER: {image}{req.text}\nASSISTANT:"
+        messages = []
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        content = ([{"type": "image"}] if req.image is not None else []) + [{"type": "text", "text": req.text}]
+        messages.append({"role": "user", "content": content})
+        templater = self.processor if hasattr(self.processor, "apply_chat_template") else self.tokenizer
+        return templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    # ---- encoding ---------------------------------------------------------------------------
+    def _process(self, texts: list[str], images: list) -> tuple[list[list[int]], dict]:
+        """Run the processor; return unpadded token rows and the image tensors."""
+        kwargs = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = images
+        out = self.processor(**kwargs)
+        ids, mask = out["input_ids"], out["attention_mask"]
+        rows = [ids[i][mask[i].bool()].tolist() for i in range(ids.shape[0])]
+        extra = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
+        return rows, extra
+
+    def _rows(self, reqs: list[Request], texts: list[str]) -> tuple[list[list[int]], dict]:
+        """Token rows in request order; image requests processed together so their image
+        tensors line up with their image tokens (rows keep their relative order)."""
+        img_idx = [i for i, r in enumerate(reqs) if r.image is not None]
+        txt_idx = [i for i, r in enumerate(reqs) if r.image is None]
+        rows: list = [None] * len(reqs)
+        extra: dict = {}
+        if img_idx:
+            r_img, extra = self._process([texts[i] for i in img_idx], [reqs[i].image for i in img_idx])
+            for i, r in zip(img_idx, r_img):
+                rows[i] = r
+        if txt_idx:
+            r_txt, _ = self._process([texts[i] for i in txt_idx], [])
+            for i, r in zip(txt_idx, r_txt):
+                rows[i] = r
+        return rows, extra
+
+    def _encode(self, reqs, answers=None, add_eos=True) -> dict[str, torch.Tensor]:
+        reqs = list(reqs)
+        if not reqs:
+            raise ConfigError("encode: no requests given")
+        prompts = [self.prompt(r) for r in reqs]
+        prompt_rows, extra = self._rows(reqs, prompts)
+        batch = {}
+        if answers is None:
+            rows = prompt_rows
+        else:
+            answers = list(answers)
+            if len(answers) != len(reqs):
+                raise ConfigError(f"encode: {len(reqs)} requests but {len(answers)} answers")
+            full_rows, extra = self._rows(reqs, [p + " " + str(a) for p, a in zip(prompts, answers)])
+            rows, labels = [], []
+            for p, f in zip(prompt_rows, full_rows):
+                k = _common_prefix(p, f)  # == len(p) unless the tokenizer merged across the boundary
+                row = f + ([self.eos_id] if add_eos else [])
+                rows.append(row)
+                labels.append([-100] * k + row[k:])
+            batch["labels"] = _left_pad(labels, -100)
+        batch["input_ids"] = _left_pad(rows, self.pad_id)
+        batch["attention_mask"] = _left_pad([[1] * len(r) for r in rows], 0)
+        for key, value in extra.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                value = value.to(self.dtype)
+            batch[key] = value
+        dev = self.device
+        return {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+    def encode(self, reqs, answers=None) -> dict[str, torch.Tensor]:
+        """Left-padded batch on the model's device. With answers: prompt + " " + answer + eos,
+        and `labels` = -100 on prompt and padding positions (for training / per-sample NLL)."""
+        return self._encode(reqs, answers, add_eos=True)
+
+    # ---- batching ---------------------------------------------------------------------------
+    def _batches(self, reqs: list[Request], batch_size: int | None):
+        """Index batches: image and text-only requests apart, longest prompts first."""
+        lengths = [len(self.tokenizer(self.prompt(r), add_special_tokens=False)["input_ids"]) for r in reqs]
+        groups = [[i for i, r in enumerate(reqs) if (r.image is not None) == has] for has in (True, False)]
+        ordered = [sorted(g, key=lambda i: -lengths[i]) for g in groups if g]
+        return ordered
+
+    def _run_batched(self, n_items: int, groups: list[list[int]], batch_size, fn, desc):
+        """Apply fn(indices) -> list over length-sorted groups; on CUDA with batch_size=None start
+        large and halve on out-of-memory. Returns results in input order."""
+        from tqdm import tqdm
+
+        auto = batch_size is None
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        size = batch_size or (CUDA_START_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
+        results: list = [None] * n_items
+        with tqdm(total=n_items, desc=desc, disable=None) as bar:
+            for group in groups:
+                pos = 0
+                while pos < len(group):
+                    idx = group[pos:pos + size]
+                    try:
+                        outs = fn(idx)
+                    except torch.cuda.OutOfMemoryError:
+                        if not auto or size == 1:
+                            raise
+                        torch.cuda.empty_cache()
+                        size //= 2
+                        continue
+                    for i, o in zip(idx, outs):
+                        results[i] = o
+                    pos += len(idx)
+                    bar.update(len(idx))
+        return results
+
+    # ---- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, reqs, max_new_tokens: int = 50, batch_size: int | None = None,
+                 desc: str | None = None) -> list[str]:
+        """Greedy decoding; returns the stripped new text per request, in input order."""
+        reqs = list(reqs)
+        if not reqs:
+            return []
+
+        def run(idx):
+            batch = self._encode([reqs[i] for i in idx])
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=self.pad_id)
+            new = out[:, batch["input_ids"].shape[1]:]
+            return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._run_batched(len(reqs), self._batches(reqs, batch_size), batch_size, run, desc)
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def option_logprobs(self, reqs, options: list[list[str]], batch_size: int | None = None) -> list[list[float]]:
+        """sum log p(" " + option tokens | prompt) for every option of every request."""
+        reqs = list(reqs)
+        if len(options) != len(reqs):
+            raise ConfigError(f"option_logprobs: {len(reqs)} requests but {len(options)} option lists")
+        pairs = [(i, k) for i, opts in enumerate(options) for k in range(len(opts))]
+        flat = [reqs[i] for i, _ in pairs]
+
+        def run(idx):
+            batch = self._encode([flat[j] for j in idx], [options[pairs[j][0]][pairs[j][1]] for j in idx],
+                                 add_eos=False)
+            labels = batch.pop("labels")
+            logits = self.model(**batch).logits[:, :-1].float()
+            target = labels[:, 1:]
+            logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            return (logp * (target != -100)).sum(-1).tolist()
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            scores = self._run_batched(len(flat), self._batches(flat, batch_size), batch_size, run, None)
+        finally:
+            self.model.train(was_training)
+        out: list[list[float]] = [[] for _ in reqs]
+        for (i, _), s in zip(pairs, scores):
+            out[i].append(s)
+        return out
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """save_pretrained model + processor. Pruned (zeroed) weights are ordinary weights, so a
+        pruned model reloads with its zeros in place."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+    def weights_hash(self) -> str:
+        """sha256 over (name, dtype, shape, bytes) of every state_dict tensor, in name order."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.model.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()

@@ -1,0 +1,98 @@
+"""A scripted stand-in for an OpenAI-compatible /v1/chat/completions endpoint on 127.0.0.1.
+
+Each request takes the next action from `script` (then `default`):
+  ("ok", content)          200 with a chat completion whose message content is `content`
+  ("status", code)         that HTTP status with an OpenAI-style error body
+  ("echo_key", code)       that status, with the caller's bearer token echoed in the message
+                           (as some providers do) to test that keys are scrubbed
+  ("sleep", seconds, content)  wait (interruptibly), then answer like "ok"
+Every request is recorded in `requests` as (path, headers dict, parsed JSON body).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAIServer:
+    def __init__(self, script=(), default=("ok", '{"Factuality Score": 7, "Justification": "ok"}')):
+        self.script = deque(script)
+        self.default = default
+        self.requests: list[tuple[str, dict, dict]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()  # wakes sleeping handlers
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def _next_action(self):
+        with self._lock:
+            return self.script.popleft() if self.script else self.default
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server._lock:
+                    server.requests.append((self.path, dict(self.headers), body))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                action = server._next_action()
+                kind = action[0]
+                if kind == "sleep":
+                    if server._stop.wait(action[1]):
+                        return
+                    kind, action = "ok", ("ok", action[2])
+                if kind == "ok":
+                    return self._send(200, _completion(body.get("model", "fake"), action[1]))
+                if kind == "status":
+                    return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "error"}})
+                if kind == "echo_key":
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    return self._send(action[1], {"error": {"message": f"Incorrect API key provided: {token}",
+                                                            "type": "invalid_request_error"}})
+                raise ValueError(f"unknown scripted action {action!r}")
+
+            def _send(self, code, payload):
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+        return Handler
+
+
+def _completion(model: str, content: str) -> dict:
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }

@@ -1,0 +1,201 @@
+"""runner.py: one run end to end with small fakes (fast), plus a real interrupted-and-resumed
+subprocess on a tiny model (slow)."""
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness import runner
+from harness.errors import ConfigError
+from harness.records import MODES, Question
+from harness.runner import RunConfig, run_benchmark
+from tasks.base import SampleResult, Task
+
+
+# ---------------------------------------------------------------- fakes
+class FakeBench:
+    fingerprint = "bench-fp"
+
+    def __init__(self, per_cell=5):
+        self.qs = [Question(qid=f"{s}/p{i % 3}/{t}/{m}/{i}", set=s, task=t, mode=m, profile_id=f"p{i % 3}",
+                            text=f"q{i}", answer="A", image=b"img" if m == "image_text" else None)
+                   for s in ("forget", "test", "retain", "celebrity") for t in ("classification", "cloze")
+                   for m in MODES for i in range(per_cell)]
+
+    def questions(self, sets, tasks, modes):
+        return [q for q in self.qs if q.set in sets and q.task in tasks and q.mode in modes]
+
+
+class FakeModel:
+    def eval(self):
+        return self
+
+
+class FakeVLM:
+    prompt_style = "mllmu-llava"
+    arch = "fake"
+
+    def __init__(self, w=0.0, source="fake"):
+        self.w, self.source, self.system_prompt, self.model = w, source, None, FakeModel()
+
+    def weights_hash(self):
+        return hashlib.sha256(repr(self.w).encode()).hexdigest()
+
+    def save(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "fake.json").write_text(json.dumps({"w": self.w}))
+
+
+def fake_load_vlm(source, device=None):
+    p = Path(source) / "fake.json"
+    return FakeVLM(json.loads(p.read_text())["w"], str(source)) if p.exists() else FakeVLM(0.0, str(source))
+
+
+@dataclass
+class Params:
+    shift: float = 1.0
+
+
+class Calls:
+    apply = 0
+    evaluated: list = []
+    fail_after = None  # raise KeyboardInterrupt after this many evaluate calls
+
+
+class FakeMethod:
+    name = "fake"
+    Params = Params
+
+    def apply(self, vlm, data, params, seed):
+        Calls.apply += 1
+        return FakeVLM(vlm.w + params.shift), {"shifted": params.shift}
+
+
+class FakeTask(Task):
+    metrics = ("accuracy",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def evaluate(self, vlm, questions, ctx):
+        if Calls.fail_after is not None and len(Calls.evaluated) >= Calls.fail_after:
+            raise KeyboardInterrupt
+        Calls.evaluated.append([q.qid for q in questions])
+        out = []
+        for q in questions:
+            bit = int(hashlib.sha256(f"{q.qid}{vlm.w}".encode()).hexdigest(), 16) % 2
+            out.append(SampleResult(q.qid, q.set, self.name, q.mode, q.profile_id, "h", "A", {"accuracy": float(bit)}))
+        return out
+
+
+class FakeJudge:
+    available, model = False, None
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    Calls.apply, Calls.evaluated, Calls.fail_after = 0, [], None
+    monkeypatch.setattr(runner, "_load_benchmark", lambda source, forget: FakeBench())
+    monkeypatch.setattr(runner, "_load_vlm", fake_load_vlm)
+    monkeypatch.setattr(runner, "_get_method", lambda name: FakeMethod)
+    monkeypatch.setattr(runner, "_parse_params", lambda cls, raw: cls.Params(**{k: float(v) for k, v in raw.items()}))
+    monkeypatch.setattr(runner, "_unlearn_data", lambda bench: None)
+    monkeypatch.setattr(runner, "_get_task", FakeTask)
+    monkeypatch.setattr(runner, "_make_judge", lambda model: FakeJudge())
+    monkeypatch.setattr(runner, "CHUNK_SIZE", 2)
+    return Calls
+
+
+def cfg(**kw):
+    base = dict(model="fake-model", bench="fake-bench", method="fake", tasks=("classification", "cloze"))
+    base.update(kw)
+    return RunConfig(**base)
+
+
+# ---------------------------------------------------------------- fast tests
+def test_run_writes_metrics_gap_and_manifest(fakes, tmp_path):
+    res = run_benchmark(cfg(params={"shift": "2"}), tmp_path / "r", progress=False)
+    m = res["metrics"]
+    assert set(m) == {"forget", "test", "retain", "celebrity"}
+    cell = m["forget"]["classification"]
+    assert set(cell) == set(MODES) and cell["image_text"]["n"] == 5
+    assert 0.0 <= cell["image_text"]["accuracy"] <= 1.0
+    assert res["modality_gap"]["forget"]["classification"]["accuracy"] == pytest.approx(
+        cell["image_text"]["accuracy"] - cell["text_only"]["accuracy"])
+    man = res["manifest"]
+    assert man["method"] == {**man["method"], "name": "fake", "params": {"shift": 2.0}, "report": {"shifted": 2.0}}
+    assert man["benchmark"]["fingerprint"] == "bench-fp" and man["forget"] == 5
+    assert man["model"]["weights_hash"] != man["model"]["unlearned_weights_hash"]
+    assert man["judge"] is None and man["prompt_style"] == "mllmu-llava"
+    assert {"load_benchmark", "load_model", "apply_method", "evaluate", "total"} <= set(man["wall_time_s"])
+    assert {"torch", "transformers", "datasets", "peft"} <= set(man["packages"])
+    assert "git_commit" in man and man["started"] <= man["finished"]
+    lines = (tmp_path / "r" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 2 * 2 * 5
+    assert set(json.loads(lines[0])) >= {"qid", "set", "task", "mode", "profile_id", "prompt_hash", "response", "scores"}
+    assert not (tmp_path / "r" / "model").exists()  # checkpoint is only a resume aid
+
+
+def test_limit_caps_each_cell_deterministically(fakes, tmp_path):
+    a = run_benchmark(cfg(limit=2, sets=("forget",)), tmp_path / "a", progress=False)
+    b = run_benchmark(cfg(limit=2, sets=("forget",)), tmp_path / "b", progress=False)
+    assert all(v["n"] == 2 for t in a["metrics"]["forget"].values() for v in t.values())
+    read = lambda d: sorted(json.loads(x)["qid"] for x in (tmp_path / d / "samples.jsonl").read_text().splitlines())
+    assert read("a") == read("b")
+
+
+def test_interrupted_run_resumes_without_redoing_work(fakes, tmp_path):
+    full = run_benchmark(cfg(), tmp_path / "full", progress=False)
+    fakes.apply, fakes.evaluated, fakes.fail_after = 0, [], 5
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg(), tmp_path / "resumed", progress=False)
+    done = len((tmp_path / "resumed" / "samples.jsonl").read_text().splitlines())
+    assert done == 5 * 2 and (tmp_path / "resumed" / "model").is_dir()
+    fakes.evaluated, fakes.fail_after = [], None
+    res = run_benchmark(cfg(), tmp_path / "resumed", progress=False)
+    assert fakes.apply == 1  # the checkpointed unlearned model was reused, not retrained
+    redone = [q for chunk in fakes.evaluated for q in chunk]
+    assert len(redone) == 80 - done and len(set(redone)) == len(redone)
+    assert res["metrics"] == full["metrics"]
+    assert res["manifest"]["resume"]["samples_reused"] == done
+    assert res["manifest"]["method"]["checkpoint"]["reused"] is True
+
+
+def test_finished_run_is_not_recomputed(fakes, tmp_path):
+    first = run_benchmark(cfg(), tmp_path / "r", progress=False)
+    fakes.apply, fakes.evaluated = 0, []
+    again = run_benchmark(cfg(), tmp_path / "r", progress=False)
+    assert fakes.apply == 0 and fakes.evaluated == []
+    assert again["metrics"] == first["metrics"]
+
+
+def test_different_config_in_same_dir_is_refused(fakes, tmp_path):
+    run_benchmark(cfg(sets=("forget",)), tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "results.json").read_bytes()
+    with pytest.raises(ConfigError) as exc:
+        run_benchmark(cfg(sets=("forget",), seed=3, params={"shift": "5"}), tmp_path / "r", progress=False)
+    assert "seed" in str(exc.value) and "params" in str(exc.value) and "forget" not in str(exc.value).split("\n")[1:][0][:6]
+    assert (tmp_path / "r" / "results.json").read_bytes() == before  # nothing computed is lost
+
+
+def test_keep_model_keeps_checkpoint(fakes, tmp_path):
+    res = run_benchmark(cfg(sets=("forget",), keep_model=True), tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "model" / "fake.json").exists()
+    assert res["manifest"]["method"]["checkpoint"]["kept"] is True
+
+
+def test_bad_limit_is_a_config_error(fakes, tmp_path):
+    with pytest.raises(ConfigError, match="--limit"):
+        run_benchmark(cfg(limit=0), tmp_path / "r", progress=False)
+
+
+def test_api_key_never_reaches_a_file(fakes, tmp_path, monkeypatch):
+    secret = "sk-test-SECRET-do-not-write"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    run_benchmark(cfg(sets=("forget",)), tmp_path / "r", progress=False)
+    for path in (tmp_path / "r").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="ignore"), path

@@ -52,7 +52,10 @@ class Benchmark:
         """Training/statistics samples about the profiles of one set in one mode.
 
         image_text: the profile's ft_Data pairs with its image (fallback: its VQA pair plus
-        its Image_Textual generation questions); text_only: its Pure_Text generation questions.
+        its Image_Textual generation questions). text_only: the profile's Pure_Text
+        generation questions plus its Pure_Text multiple-choice questions turned into
+        (question, correct option) pairs, so that every attribute the benchmark asks about in
+        text form has a text-form fact (generation questions alone cover only some of them).
         """
         _names(set, SETS, "set")
         _names(mode, MODES, "mode")
@@ -63,8 +66,13 @@ class Benchmark:
                     (q.text, q.answer) for q in p.questions if q.task == "generation" and q.mode == mode]
                 pairs += [FactPair(p.id, mode, question, answer, p.image) for question, answer in qa]
             else:
-                pairs += [FactPair(p.id, mode, q.text, q.answer) for q in p.questions
-                          if q.task == "generation" and q.mode == mode]
+                for q in p.questions:
+                    if q.mode != mode:
+                        continue
+                    if q.task == "generation":
+                        pairs.append(FactPair(p.id, mode, q.text, q.answer))
+                    elif q.task == "classification":
+                        pairs.append(FactPair(p.id, mode, q.text, q.options[q.answer]))
         return pairs
 
     def counts(self) -> dict:

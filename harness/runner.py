@@ -190,7 +190,8 @@ def limit_questions(questions: list, limit: int | None) -> list:
     return [q for q in questions if q.qid in keep]
 
 
-def chunks(items: list, size: int = CHUNK_SIZE) -> Iterator[list]:
+def chunks(items: list, size: int | None = None) -> Iterator[list]:
+    size = size or CHUNK_SIZE
     for i in range(0, len(items), size):
         yield items[i:i + size]
 

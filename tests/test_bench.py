@@ -81,12 +81,17 @@ def test_fact_pairs_image_mode_uses_ft_data_with_profile_image(small_bench):
         assert p.ft_pairs and all(f.image == p.image and f.mode == "image_text" for f in mine)
 
 
-def test_fact_pairs_text_mode_are_pure_text_generation_questions(small_bench):
+def test_fact_pairs_text_mode_cover_every_text_question_with_its_answer(small_bench):
     bench = load_benchmark(small_bench, forget=10)
     pairs = bench.fact_pairs("retain", "text_only")
-    expected = [(q.text, q.answer) for q in bench.questions(sets="retain", tasks="generation", modes="text_only")]
-    assert [(f.question, f.answer) for f in pairs] == expected
-    assert all(f.image is None for f in pairs)
+    got = {(f.question, f.answer) for f in pairs}
+    for q in bench.questions(sets="retain", tasks="generation", modes="text_only"):
+        assert (q.text, q.answer) in got
+    mc = bench.questions(sets="retain", tasks="classification", modes="text_only")
+    for q in mc:  # multiple-choice questions become (question, correct option text)
+        assert (q.text, q.options[q.answer]) in got
+    assert len(pairs) == len(mc) + len(bench.questions(sets="retain", tasks="generation", modes="text_only"))
+    assert all(f.image is None and f.mode == "text_only" for f in pairs)
 
 
 def test_fact_pairs_fall_back_without_ft_data(bench_copy, rewrite_config):

@@ -1,0 +1,308 @@
+"""Task plugins: request building, official parsing/scoring edge cases, shots, aggregates."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from harness.bench import Benchmark
+from harness.errors import ConfigError
+from harness.judge import JudgeResult
+from harness.prompts import classification_prompt, cloze_prompt, generation_prompt
+from harness.records import LETTERS, SETS, Profile, Question
+from tasks import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash, register_task
+from tasks.classification import parse_letter
+from tasks.cloze import contains_answer, exact_match
+
+
+def png(color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+IMAGE = png()
+OPTIONS = {"A": "doctor", "B": "painter", "C": "teacher", "D": "pilot"}
+
+
+def question(task, mode="text_only", *, set="forget", pid="p1", index=0, text=None, answer="B", options=None):
+    text = text or f"{task} question {pid} {mode} {index}" + (" is __ ." if task == "cloze" else "")
+    if task == "classification":
+        options = options or OPTIONS
+    return Question(f"{set}/{pid}/{task}/{mode}/{index}", set, task, mode, pid, text, answer, options,
+                    IMAGE if mode == "image_text" else None)
+
+
+class FakeVLM:
+    """Canned answers keyed by a substring of the request text; records every request it gets."""
+
+    def __init__(self, answers=None, default="", logprobs=None, style="USER: "):
+        self.answers = answers or {}
+        self.default = default
+        self.logprobs = logprobs  # callable(req, options) -> list[float]
+        self.style = style
+        self.generated, self.scored = [], []
+
+    def prompt(self, req):
+        return f"{req.system or ''}{self.style}{'<image>' if req.image is not None else ''}\n{req.text}\nASSISTANT:"
+
+    def _answer(self, req):
+        for key, answer in self.answers.items():
+            if key in req.text.rsplit("\n\n", 1)[-1]:  # the scored question, not a shot example
+                return answer
+        return self.default
+
+    def generate(self, reqs, max_new_tokens=50, batch_size=None, desc=None):
+        self.generated.append((list(reqs), max_new_tokens, batch_size))
+        return [self._answer(r) for r in reqs]
+
+    def option_logprobs(self, reqs, options, batch_size=None):
+        self.scored.append((list(reqs), [list(o) for o in options]))
+        return [self.logprobs(r, o) for r, o in zip(reqs, options)]
+
+
+class NoPromptVLM(FakeVLM):
+    prompt = None  # an adapter without prompt(): hash falls back to request text + mode
+
+
+def bench_with(set_name="retain", n_profiles=6, per_profile=2):
+    """A Benchmark whose `set_name` has n profiles with classification questions in both modes."""
+    profiles = {s: () for s in SETS}
+    profiles[set_name] = tuple(
+        Profile(id=f"p{i}", set=set_name, biography="", image=IMAGE, questions=tuple(
+            question("classification", mode, set=set_name, pid=f"p{i}", index=j, answer=LETTERS[(i + j) % 4])
+            for mode in ("image_text", "text_only") for j in range(per_profile)))
+        for i in range(n_profiles))
+    return Benchmark(source="fake", forget=5, fingerprint="0" * 64, profiles=profiles)
+
+
+# --------------------------------------------------------------------------- registry / base
+
+def test_registry_has_the_three_tasks_and_unknown_names_list_them():
+    assert {"classification", "generation", "cloze"} <= set(TASK_REGISTRY)
+    assert get_task("cloze").name == "cloze"
+    with pytest.raises(ConfigError, match="unknown task 'clasification'.*classification.*cloze.*generation"):
+        get_task("clasification")
+
+
+def test_register_task_adds_a_one_file_task_and_refuses_a_name_clash(monkeypatch):
+    monkeypatch.setattr("tasks.base.TASK_REGISTRY", dict(TASK_REGISTRY))
+    from tasks import base
+
+    @base.register_task
+    class Echo(Task):
+        name = "echo"
+        metrics = ("len",)
+
+    assert isinstance(base.get_task("echo"), Echo)
+    with pytest.raises(TypeError, match="already registered"):
+        @base.register_task
+        class Other(Task):
+            name = "echo"
+
+
+def test_sample_result_round_trips_through_dict():
+    s = SampleResult("q", "forget", "cloze", "text_only", "p1", "h" * 64, "resp", {"accuracy": 1.0}, {"k": [1]})
+    assert SampleResult.from_dict(s.to_dict()) == s
+
+
+def test_prompt_hash_covers_full_model_input_mode_and_image():
+    from tasks.base import make_request
+
+    req = make_request("what is the job of X ?")
+    a, b = FakeVLM(style="USER: "), FakeVLM(style="SYSTEM: be private\nUSER: ")
+    assert prompt_hash(a, req, "text_only") == prompt_hash(FakeVLM(style="USER: "), req, "text_only")
+    assert prompt_hash(a, req, "text_only") != prompt_hash(b, req, "text_only")  # uses vlm.prompt()
+    plain = NoPromptVLM()
+    assert prompt_hash(plain, req, "text_only") != prompt_hash(plain, req, "image_text")
+    assert prompt_hash(plain, req, "image_text", png((1, 2, 3))) != prompt_hash(plain, req, "image_text", IMAGE)
+
+
+def test_a_task_refuses_questions_of_another_task():
+    with pytest.raises(ValueError, match="cloze"):
+        get_task("generation").evaluate(FakeVLM(), [question("cloze")], TaskContext())
+
+
+def test_task_context_rejects_negative_shots():
+    with pytest.raises(ConfigError, match="shots"):
+        TaskContext(shots=-1)
+
+
+# --------------------------------------------------------------------------- classification
+
+@pytest.mark.parametrize("response,letter", [
+    ("B", "B"), ("b", "B"), ("B. Paris", "B"), ("B: painter", "B"), ("B)", "B"), ("  \n C", "C"),
+    ("", None), ("   ", None), ("E", None), ("(B)", None), ("The answer is B", None),
+    ("Answer: C", "C"), ("ASSISTANT: D", "D"), ("Because of the image", "B"),  # official quirk, kept
+])
+def test_parse_letter_follows_the_official_first_character_rule(response, letter):
+    assert parse_letter(response) == letter
+
+
+def test_classification_scores_generated_letters_and_builds_official_requests():
+    qs = [question("classification", m, pid=p, answer="B") for m in ("image_text", "text_only")
+          for p in ("p1", "p2")]
+    qs.append(question("classification", pid="p3", answer="C"))
+    vlm = FakeVLM({"p1": "b", "p2": "B. painter", "p3": ""})
+    samples = get_task("classification").evaluate(vlm, qs, TaskContext(max_new_tokens=7, batch_size=3))
+
+    reqs, max_new, batch = vlm.generated[0]
+    assert (max_new, batch) == (7, 3)
+    for q, r in zip(qs, reqs):
+        assert r.text == classification_prompt(q.text, q.options)
+        assert (r.image is not None) == (q.mode == "image_text")
+        if r.image is not None:
+            assert isinstance(r.image, Image.Image) and r.image.mode == "RGB"
+    assert [s.scores["accuracy"] for s in samples] == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert samples[-1].extra["letter"] is None and samples[-1].response == ""
+    s = samples[0]
+    assert (s.qid, s.set, s.task, s.mode, s.profile_id) == (qs[0].qid, "forget", "classification", "image_text", "p1")
+    assert s.prompt_hash == prompt_hash(vlm, reqs[0], "image_text", IMAGE)
+    agg = get_task("classification").aggregate(samples)
+    assert agg == {"accuracy": 0.8, "accuracy_loglik": None, "accuracy_loglik_text": None, "n": 5}
+
+
+def test_loglik_scorers_take_the_argmax_over_letters_and_length_normalised_texts():
+    options = {"A": "x", "B": "a much longer option", "C": "y", "D": "z"}
+    q = question("classification", answer="B", options=options)
+
+    def logprobs(req, opts):
+        if opts == list(LETTERS):
+            return [-3.0, -0.5, -2.0, -4.0]  # letters: B is most likely
+        # texts: "x" has the highest total but the lowest per-byte log-prob
+        return [-1.0, -2.0, -1.5, -1.5]
+
+    vlm = FakeVLM(logprobs=logprobs)
+    [s] = get_task("classification").evaluate(vlm, [q], TaskContext(scorers=("loglik", "loglik_text")))
+    assert vlm.generated == []  # the generate scorer was not asked for
+    assert vlm.scored[0][1] == [list(LETTERS)]
+    assert vlm.scored[1][1] == [[options[x] for x in LETTERS]]
+    assert s.scores == {"accuracy_loglik": 1.0, "accuracy_loglik_text": 1.0}
+    assert (s.extra["letter_loglik"], s.extra["letter_loglik_text"]) == ("B", "B")
+    agg = get_task("classification").aggregate([s])
+    assert agg["accuracy"] is None and agg["accuracy_loglik"] == 1.0
+
+
+def test_unknown_classification_scorer_is_a_config_error():
+    with pytest.raises(ConfigError, match="known: generate, loglik, loglik_text"):
+        get_task("classification").evaluate(FakeVLM(), [question("classification")], TaskContext(scorers=("logprob",)))
+
+
+def _shot_run(seed, shots=1, mode="text_only"):
+    bench = bench_with("retain")
+    qs = bench.questions(sets=("retain",), tasks=("classification",), modes=(mode,))
+    vlm = FakeVLM(default="A")
+    samples = get_task("classification").evaluate(vlm, qs, TaskContext(seed=seed, shots=shots, bench=bench))
+    return qs, vlm, samples
+
+
+def test_shots_are_seeded_and_their_profiles_are_not_scored():
+    qs, vlm, samples = _shot_run(seed=3)
+    chosen = samples[0].extra["shot_profiles"]
+    assert len(chosen) == 1 and all(s.extra["shot_profiles"] == chosen for s in samples)
+    assert {s.qid for s in samples} == {q.qid for q in qs if q.profile_id not in chosen}
+    # the example is the shot profile's first question, answered, before the scored question
+    shot_q = next(q for q in qs if q.profile_id == chosen[0])
+    example = classification_prompt(shot_q.text, shot_q.options) + f"\n{shot_q.answer}\n\n"
+    for req, q in zip(vlm.generated[0][0], [q for q in qs if q.profile_id not in chosen]):
+        assert req.text == example + classification_prompt(q.text, q.options)
+    # same seed: same choice and identical model inputs; other seeds: not always the same profile
+    assert [s.prompt_hash for s in _shot_run(seed=3)[2]] == [s.prompt_hash for s in samples]
+    assert len({tuple(_shot_run(seed=k)[2][0].extra["shot_profiles"]) for k in range(8)}) > 1
+
+
+def test_shots_image_text_requests_keep_the_question_image():
+    qs, vlm, samples = _shot_run(seed=0, shots=2, mode="image_text")
+    assert len(samples[0].extra["shot_profiles"]) == 2
+    assert len(samples) == len(qs) - 2 * 2
+    assert all(r.image is not None for r in vlm.generated[0][0])
+
+
+def test_shots_need_the_benchmark_and_enough_profiles():
+    q = question("classification", set="retain")
+    with pytest.raises(ConfigError, match="TaskContext.bench"):
+        get_task("classification").evaluate(FakeVLM(), [q], TaskContext(shots=1))
+    with pytest.raises(ConfigError, match="6 shot"):
+        get_task("classification").evaluate(FakeVLM(), [q], TaskContext(shots=6, bench=bench_with("retain", 6)))
+
+
+# --------------------------------------------------------------------------- generation
+
+class FakeJudge:
+    model = "fake-judge"
+
+    def __init__(self, results, available=True):
+        self.results, self.available, self.calls = list(results), available, []
+
+    def score_many(self, items, desc=None):
+        self.calls.append(list(items))
+        return self.results[:len(items)]
+
+
+def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
+    qs = [question("generation", "image_text", pid="p1", answer="The cats are running"),
+          question("generation", "text_only", pid="p2", answer="She is a painter"),
+          question("generation", "text_only", pid="p3", answer="She is a painter")]
+    vlm = FakeVLM({"p1": "  cat runs\n", "p2": "She is a painter", "p3": ""})
+    samples = get_task("generation").evaluate(vlm, qs, TaskContext())
+    reqs = vlm.generated[0][0]
+    assert [r.text for r in reqs] == [generation_prompt(q.text) for q in qs]
+    assert [r.image is not None for r in reqs] == [True, False, False]
+    assert samples[0].response == "cat runs"
+    assert samples[0].scores["rouge1"] == 1.0  # cats/running stem to cat/run
+    assert samples[0].scores["rouge2"] == pytest.approx(2 / 3)  # bigram "cat run" only
+    assert samples[1].scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "factuality": None}
+    assert samples[2].scores["rougeL"] == 0.0
+    agg = get_task("generation").aggregate(samples)
+    assert agg["factuality"] is None and agg["factuality_scored"] == 0 and agg["factuality_failed"] == 0
+    assert agg["n"] == 3 and agg["rouge1"] == pytest.approx(2 / 3)
+
+
+def test_generation_factuality_keeps_raw_scores_normalises_aggregates_and_counts_failures():
+    qs = [question("generation", pid=p, answer="She is a painter") for p in ("p1", "p2", "p3")]
+    judge = FakeJudge([JudgeResult(10.0, "right"), JudgeResult(None, error="RateLimitError: x"),
+                       JudgeResult(1.0, "wrong")])
+    samples = get_task("generation").evaluate(FakeVLM(default=" a painter "), qs, TaskContext(judge=judge))
+    assert judge.calls == [[(q.text, "a painter", "She is a painter") for q in qs]]
+    assert [s.scores["factuality"] for s in samples] == [10.0, None, 1.0]
+    assert [s.extra["judge"] for s in samples] == ["scored", "failed", "scored"]
+    agg = get_task("generation").aggregate(samples)
+    assert agg["factuality"] == pytest.approx(0.5)  # (1.0 + 0.0) / 2 on the [0, 1] scale
+    assert (agg["factuality_scored"], agg["factuality_failed"]) == (2, 1)
+
+
+def test_generation_without_an_available_judge_scores_everything_else():
+    judge = FakeJudge([], available=False)
+    samples = get_task("generation").evaluate(FakeVLM(default="x"), [question("generation")], TaskContext(judge=judge))
+    assert judge.calls == [] and samples[0].scores["factuality"] is None
+    assert samples[0].extra["judge"] == "skipped" and samples[0].scores["rouge1"] == 0.0
+
+
+# --------------------------------------------------------------------------- cloze
+
+@pytest.mark.parametrize("response,answer,acc,em", [
+    ("Doctor", "doctor", True, True),
+    ("He was a DOCTOR in Paris.", "doctor", True, False),  # ground truth inside a longer answer
+    (" doctor. ", "Doctor", True, True),
+    ("doc", "doctor", False, False),
+    ("", "doctor", False, False),
+    ("New-York", "New York", False, True),
+    ("anything", "  ", None, None),
+])
+def test_cloze_official_substring_and_strict_exact_match(response, answer, acc, em):
+    assert contains_answer(response, answer) is acc
+    assert exact_match(response, answer) is em
+
+
+def test_cloze_task_requests_and_aggregate():
+    qs = [question("cloze", "image_text", pid="p1", answer="Paris"),
+          question("cloze", "text_only", pid="p2", answer="Paris")]
+    vlm = FakeVLM({"p1": "She was born in paris", "p2": "Paris"})
+    samples = get_task("cloze").evaluate(vlm, qs, TaskContext())
+    reqs = vlm.generated[0][0]
+    assert [r.text for r in reqs] == [cloze_prompt(q.text) for q in qs]
+    assert "[Blank]" in reqs[0].text and "__" not in reqs[0].text
+    assert [r.image is not None for r in reqs] == [True, False]
+    assert get_task("cloze").aggregate(samples) == {"accuracy": 1.0, "exact_match": 0.5, "n": 2}
+    assert get_task("cloze").aggregate([]) == {"accuracy": None, "exact_match": None, "n": 0}

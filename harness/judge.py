@@ -239,9 +239,12 @@ class Judge:
         path = self._cache_path(key)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return JudgeResult(float(data["score"]), data.get("justification", ""), cached=True)
+            score = float(data["score"])
+            if not MIN_SCORE <= score <= MAX_SCORE:
+                raise ValueError(score)
+            return JudgeResult(score, data.get("justification", ""), cached=True)
         except (OSError, ValueError, KeyError, TypeError):
-            return None  # missing or unreadable: call again
+            return None  # missing, unreadable or invalid: call again
 
     def _cache_write(self, key: str, data: dict) -> None:
         path = self._cache_path(key)

@@ -20,6 +20,7 @@ prompt and padding position with -100 in `labels`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -271,6 +272,7 @@ class VLM:
         self.pad_id = self.tokenizer.pad_token_id
         self.eos_id = self._eos_id()
         self.image_token = getattr(processor, "image_token", None) or "<image>"
+        self._needs_mm_token_types = "mm_token_type_ids" in inspect.signature(model.forward).parameters
 
     # ---- properties -------------------------------------------------------------------------
     @property
@@ -316,18 +318,22 @@ class VLM:
         return templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     # ---- encoding ---------------------------------------------------------------------------
-    def _process(self, texts: list[str], images: list) -> tuple[list[list[int]], dict]:
-        """Run the processor; return unpadded token rows and the image tensors."""
+    def _process(self, texts: list[str], images: list) -> tuple[list[dict], dict]:
+        """Run the processor; return per-row unpadded token lists (input_ids and any other
+        per-token tensor such as mm_token_type_ids) and the image tensors."""
         kwargs = {"text": texts, "padding": True, "return_tensors": "pt"}
         if images:
             kwargs["images"] = images
         out = self.processor(**kwargs)
-        ids, mask = out["input_ids"], out["attention_mask"]
-        rows = [ids[i][mask[i].bool()].tolist() for i in range(ids.shape[0])]
-        extra = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
+        ids, mask = out["input_ids"], out["attention_mask"].bool()
+        per_token = [k for k, v in out.items() if k not in ("attention_mask", "token_type_ids")
+                     and isinstance(v, torch.Tensor) and v.shape == ids.shape]
+        rows = [{k: out[k][i][mask[i]].tolist() for k in per_token} for i in range(ids.shape[0])]
+        extra = {k: v for k, v in out.items()
+                 if k not in per_token and k not in ("attention_mask", "token_type_ids")}
         return rows, extra
 
-    def _rows(self, reqs: list[Request], texts: list[str]) -> tuple[list[list[int]], dict]:
+    def _rows(self, reqs: list[Request], texts: list[str]) -> tuple[list[dict], dict]:
         """Token rows in request order; image requests processed together so their image
         tensors line up with their image tokens (rows keep their relative order)."""
         img_idx = [i for i, r in enumerate(reqs) if r.image is not None]
@@ -360,19 +366,34 @@ class VLM:
             full_rows, extra = self._rows(reqs, [p + " " + str(a) for p, a in zip(prompts, answers)])
             rows, labels = [], []
             for p, f in zip(prompt_rows, full_rows):
-                k = _common_prefix(p, f)  # == len(p) unless the tokenizer merged across the boundary
-                row = f + ([self.eos_id] if add_eos else [])
-                rows.append(row)
-                labels.append([-100] * k + row[k:])
+                # k == len(prompt) unless the tokenizer merged tokens across the prompt/answer boundary
+                k = _common_prefix(p["input_ids"], f["input_ids"])
+                if add_eos:
+                    f = {key: val + ([self.eos_id] if key == "input_ids" else [0]) for key, val in f.items()}
+                rows.append(f)
+                labels.append([-100] * k + f["input_ids"][k:])
             batch["labels"] = _left_pad(labels, -100)
-        batch["input_ids"] = _left_pad(rows, self.pad_id)
-        batch["attention_mask"] = _left_pad([[1] * len(r) for r in rows], 0)
+        for key in rows[0]:
+            batch[key] = _left_pad([r[key] for r in rows], self.pad_id if key == "input_ids" else 0)
+        batch["attention_mask"] = _left_pad([[1] * len(r["input_ids"]) for r in rows], 0)
+        if self._needs_mm_token_types and "mm_token_type_ids" not in batch:
+            batch["mm_token_type_ids"] = self._mm_token_types(batch["input_ids"])
         for key, value in extra.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 value = value.to(self.dtype)
             batch[key] = value
         dev = self.device
         return {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+    def _mm_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Qwen2-VL's M-RoPE input: 1 on image tokens, 2 on video tokens, 0 elsewhere (what its
+        processor returns; built here when SplitVLProcessor stands in for it)."""
+        types = torch.zeros_like(input_ids)
+        for value, attr in ((1, "image_token_id"), (2, "video_token_id")):
+            token = getattr(self.model.config, attr, None)
+            if token is not None:
+                types[input_ids == token] = value
+        return types
 
     def encode(self, reqs, answers=None) -> dict[str, torch.Tensor]:
         """Left-padded batch on the model's device. With answers: prompt + " " + answer + eos,

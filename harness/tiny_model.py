@@ -63,16 +63,16 @@ class TinyConfig:
 class Recipe:
     """Training hyper-parameters (recorded in training.json)."""
 
-    steps: int = 2000
+    steps: int = 1500
     pretrain_fraction: float = 0.2  # first part of the steps sees only the celebrities
     peak_lr: float = 2e-3
     weight_decay: float = 0.01
-    batch_text: int = 48
+    batch_text: int = 32
     batch_image_name: int = 16
-    batch_image_attribute: int = 32
+    batch_image_attribute: int = 24
     text_weight: float = 2.0
-    check_every: int = 200
-    check_per_group: int = 48  # classification questions per (set, mode) in the periodic check
+    check_every: int = 100
+    check_per_group: int = 32  # classification questions per (set, mode) in the periodic check
     threads: int = 2
 
 
@@ -274,72 +274,9 @@ class _Images:
 
 
 def _requests(items_texts, images: _Images):
-    try:
-        from harness.model import Request
-    except ImportError:  # TEMPORARY until harness/model.py lands
-        Request = _Request
+    from harness.model import Request
+
     return [Request(text=text, image=images(image)) for image, text in items_texts]
-
-
-@dataclass(frozen=True)
-class _Request:  # TEMPORARY stand-in for harness.model.Request
-    text: str
-    image: object = None
-    system: str | None = None
-
-
-class _MiniVLM:
-    """TEMPORARY stand-in for harness.model.VLM (official LLaVA prompt style) until it lands."""
-
-    def __init__(self, model, processor, source):
-        self.model, self.processor, self.tokenizer, self.source = model, processor, processor.tokenizer, source
-
-    def prompt(self, req) -> str:
-        image = f"{IMAGE_TOKEN}\n" if req.image is not None else ""
-        return f"USER: {image}{req.text}\nASSISTANT:"
-
-    def encode(self, reqs, answers=None):
-        prompts = [self.prompt(r) for r in reqs]
-        images = [r.image for r in reqs if r.image is not None] or None
-        texts = prompts if answers is None else [f"{p} {a}" for p, a in zip(prompts, answers)]
-        self.tokenizer.padding_side = "left"
-        enc = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
-        if answers is not None:
-            lengths = [len(x) for x in self.processor(text=prompts, images=images)["input_ids"]]
-            full = enc["attention_mask"].sum(1).tolist()
-            labels = enc["input_ids"].clone()
-            width = labels.shape[1]
-            for i, (n_prompt, n_full) in enumerate(zip(lengths, full)):
-                labels[i, : width - n_full + n_prompt] = -100
-            enc["labels"] = labels
-        return dict(enc)
-
-    @torch.no_grad()
-    def generate(self, reqs, max_new_tokens=50, batch_size=None, desc=None):
-        out = []
-        bs = batch_size or 32
-        for i in range(0, len(reqs), bs):
-            enc = self.encode(reqs[i:i + bs])
-            gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-            out += self.tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [o.strip() for o in out]
-
-    def save(self, path):
-        self.model.save_pretrained(path)
-        self.processor.save_pretrained(path)
-
-
-def _wrap(model, processor, source: str):
-    try:
-        from harness.model import wrap_vlm
-    except ImportError:  # TEMPORARY until harness/model.py lands
-        return _MiniVLM(model, processor, source)
-    return wrap_vlm(model, processor, source=source)
-
-
-def _with_eos(answers: list[str], tokenizer) -> list[str]:
-    """Answers end in EOS so greedy generation stops after the answer."""
-    return [f"{a} {tokenizer.eos_token}" for a in answers]
 
 
 # ----------------------------------------------------------------------------- checking
@@ -456,12 +393,12 @@ class Trainer:
             by_kind[item.kind].append(item)
         return by_kind
 
-    def batch_loss(self, items: list[Item]) -> torch.Tensor:
+    def batch_loss(self, items: list[Item], rng: random.Random | None = None) -> torch.Tensor:
         """Mean NLL of the answers (prompt tokens masked) of one homogeneous batch."""
-        rendered = [(item.image, *item.render(self.rng)) for item in items]
+        rng = rng or self.rng
+        rendered = [(item.image, *item.render(rng)) for item in items]
         reqs = _requests([(image, text) for image, text, _ in rendered], self.images)
-        answers = _with_eos([answer for _, _, answer in rendered], self.vlm.tokenizer)
-        enc = self.vlm.encode(reqs, answers)
+        enc = self.vlm.encode(reqs, [answer for _, _, answer in rendered])  # appends EOS
         return self.vlm.model(**enc).loss
 
     def train_step(self) -> dict[str, float]:
@@ -548,12 +485,14 @@ def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
                config: TinyConfig = TinyConfig(), evaluate_limit: int | None = None,
                progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Build, train and save the tiny LLaVA into `out`; returns the training.json record."""
+    from harness.model import wrap_vlm
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
     seed_everything(seed)
     model, processor = build_tiny_llava(bench, config, seed)
-    vlm = _wrap(model, processor, str(out))
+    vlm = wrap_vlm(model, processor, source=str(out))
     trainer = Trainer(bench, vlm, recipe, seed, state_path=out / "train_state.pt", log=log)
     trainer.load_state()
     history = trainer.run(progress=progress)

@@ -113,7 +113,7 @@ class MethodParams:
             values = value if isinstance(value, tuple) else (value,)
             for v in values:
                 if v not in choices:
-                    self.fail(f.name, v, "one of " + ", ".join(map(repr, choices)))
+                    self.fail(f.name, v, "one of " + ", ".join(map(str, choices)))
         self.validate()
 
     def validate(self) -> None:

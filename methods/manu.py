@@ -496,7 +496,7 @@ class Manu(Method):
         report["changed"] = {
             "neurons_pruned": int(n_pruned),
             "neurons_total": int(len(tower)),
-            "pruned_by_tower": {t: int(pruned[tower == t].sum()) for t in dict.fromkeys(tower)},
+            "pruned_by_tower": {str(t): int(pruned[tower == t].sum()) for t in dict.fromkeys(tower.tolist())},
             "pruned_by_layer": {f"{t}.{l}": int(pruned[(tower == t) & (layer == l)].sum())
                                 for t, l in dict.fromkeys(zip(tower.tolist(), layer.tolist()))},
             "unit": "output row" if params.variant == "official" else "MLP intermediate unit",

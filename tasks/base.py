@@ -119,7 +119,9 @@ class Task:
         raise NotImplementedError
 
     def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
-        """Mean of every metric over the samples that have a score for it (None: nothing scored)."""
+        """Mean of every metric over the samples that have a score for it (None: nothing scored);
+        n counts the samples not excluded from scoring (extra["excluded"], e.g. shot examples)."""
+        samples = [s for s in samples if not s.extra.get("excluded")]
         out: dict[str, float | int | None] = {}
         for m in self.metrics:
             values = [s.scores[m] for s in samples if s.scores.get(m) is not None]

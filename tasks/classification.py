@@ -9,13 +9,15 @@ count as wrong; a response starting with a word such as "Because ..." counts as 
 Second scorer, log-likelihood: the four option letters (scorer "loglik") or the four option
 texts (scorer "loglik_text", sum log-prob divided by the text's UTF-8 length, as lm-eval's
 acc_norm, so long options are not penalised) are scored as continuations of the same prompt;
-the argmax is the answer. Continuations are joined to the prompt by the model adapter the same
-way training answers are.
+the argmax is the answer. The model adapter joins each continuation to the prompt the way it
+joins training answers (harness.model scores " " + option).
 
 Shots (`ctx.shots` = K > 0): per (set, mode), K example profiles of the same set are drawn with
 a seeded RNG from the benchmark; the first question of each (in that mode) is prepended as a
 completed exchange (its prompt followed by its answer letter) and every question of those
-profiles is excluded from scoring, as the official code excludes its example profile. The
+profiles is excluded from scoring, as the official code excludes its example profile: it still
+gets a SampleResult (scores None, extra["excluded"]) so a run knows it was handled, and `n`
+does not count it. The
 official code draws its example unseeded from the retain profiles for every set; we draw from
 the scored set itself, so examples never come from a set the model was asked to forget when
 scoring another. Request holds one image, so image_text examples are text only (no example
@@ -79,41 +81,45 @@ class ClassificationTask(Task):
             if not q.options or set(q.options) != set(LETTERS) or q.answer not in LETTERS:
                 raise ValueError(f"question {q.qid} needs options A-D and a correct letter")
         shots = self._plan_shots(questions, ctx)
-        kept, reqs, hashes, extras = [], [], [], []
+        kept, reqs, hashes, extras, excluded = [], [], [], [], {}
         images = _ImageCache()
         for q in questions:
             examples = shots.get((q.set, q.mode), [])
-            if q.profile_id in {s.profile_id for s in examples}:
-                continue  # an example profile is never scored
             req = make_request(shot_block(examples) + classification_prompt(q.text, q.options), images.get(q))
+            extra = {"shot_profiles": [s.profile_id for s in examples]} if examples else {}
+            if q.profile_id in extra.get("shot_profiles", ()):  # an example profile is never scored
+                excluded[q.qid] = self._result(q, prompt_hash(vlm, req, q.mode, q.image), "",
+                                               dict.fromkeys(SCORERS[s] for s in ctx.scorers),
+                                               {**extra, "excluded": "shot example profile"})
+                continue
             kept.append(q)
             reqs.append(req)
             hashes.append(prompt_hash(vlm, req, q.mode, q.image))
-            extras.append({"shot_profiles": [s.profile_id for s in examples]} if examples else {})
-        if not kept:
-            return []
+            extras.append(extra)
 
         scores = [dict.fromkeys(SCORERS[s] for s in ctx.scorers) for _ in kept]
         responses = [""] * len(kept)
-        if "generate" in ctx.scorers:
+        if kept and "generate" in ctx.scorers:
             responses = vlm.generate(reqs, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
                                      desc="classification")
             for q, r, sc, ex in zip(kept, responses, scores, extras):
                 ex["letter"] = parse_letter(r)
                 sc["accuracy"] = float(ex["letter"] == q.answer)
-        if "loglik" in ctx.scorers:
+        if kept and "loglik" in ctx.scorers:
             lps = vlm.option_logprobs(reqs, [list(LETTERS) for _ in kept], batch_size=ctx.batch_size)
             for q, lp, sc, ex in zip(kept, lps, scores, extras):
                 ex["letter_loglik"] = LETTERS[_argmax(lp)]
                 sc["accuracy_loglik"] = float(ex["letter_loglik"] == q.answer)
-        if "loglik_text" in ctx.scorers:
+        if kept and "loglik_text" in ctx.scorers:
             texts = [[q.options[x] for x in LETTERS] for q in kept]
             lps = vlm.option_logprobs(reqs, texts, batch_size=ctx.batch_size)
             for q, lp, opts, sc, ex in zip(kept, lps, texts, scores, extras):
                 norm = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
                 ex["letter_loglik_text"] = LETTERS[_argmax(norm)]
                 sc["accuracy_loglik_text"] = float(ex["letter_loglik_text"] == q.answer)
-        return [self._result(q, h, r, sc, ex) for q, h, r, sc, ex in zip(kept, hashes, responses, scores, extras)]
+        scored = {q.qid: self._result(q, h, r, sc, ex) for q, h, r, sc, ex in
+                  zip(kept, hashes, responses, scores, extras)}
+        return [scored.get(q.qid) or excluded[q.qid] for q in questions]
 
     def _plan_shots(self, questions: Sequence[Question], ctx: TaskContext) -> dict[tuple[str, str], list[Question]]:
         if ctx.shots == 0:

@@ -61,6 +61,7 @@ class GenerationTask(Task):
         from harness.judge import normalise
 
         out = super().aggregate(samples)
+        samples = [s for s in samples if not s.extra.get("excluded")]
         scored = [s.scores["factuality"] for s in samples if s.scores.get("factuality") is not None]
         out["factuality"] = sum(normalise(v) for v in scored) / len(scored) if scored else None
         out["factuality_scored"] = len(scored)

@@ -6,7 +6,8 @@ Each request takes the next action from `script` (then `default`):
   ("echo_key", code)       that status, with the caller's bearer token echoed in the message
                            (as some providers do) to test that keys are scrubbed
   ("sleep", seconds, content)  wait (interruptibly), then answer like "ok"
-Every request is recorded in `requests` as (path, headers dict, parsed JSON body).
+Every request is recorded in `requests` as (path, headers dict with lowercased names, parsed JSON body);
+`max_in_flight` is the most chat requests answered at once.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ class FakeOpenAIServer:
         self.script = deque(script)
         self.default = default
         self.requests: list[tuple[str, dict, dict]] = []
+        self.in_flight = self.max_in_flight = 0  # concurrent chat requests being answered
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -56,10 +58,20 @@ class FakeOpenAIServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with server._lock:
-                    server.requests.append((self.path, dict(self.headers), body))
+                    server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                 action = server._next_action()
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._act(action, body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _act(self, action, body):
                 kind = action[0]
                 if kind == "sleep":
                     if server._stop.wait(action[1]):
@@ -70,7 +82,7 @@ class FakeOpenAIServer:
                 if kind == "status":
                     return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "error"}})
                 if kind == "echo_key":
-                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    token = self.headers.get("authorization", "").removeprefix("Bearer ")
                     return self._send(action[1], {"error": {"message": f"Incorrect API key provided: {token}",
                                                             "type": "invalid_request_error"}})
                 raise ValueError(f"unknown scripted action {action!r}")

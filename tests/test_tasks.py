@@ -11,7 +11,7 @@ from harness.errors import ConfigError
 from harness.judge import JudgeResult
 from harness.prompts import classification_prompt, cloze_prompt, generation_prompt
 from harness.records import LETTERS, SETS, Profile, Question
-from tasks import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash, register_task
+from tasks import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash
 from tasks.classification import parse_letter
 from tasks.cloze import contains_answer, exact_match
 
@@ -201,7 +201,15 @@ def test_shots_are_seeded_and_their_profiles_are_not_scored():
     qs, vlm, samples = _shot_run(seed=3)
     chosen = samples[0].extra["shot_profiles"]
     assert len(chosen) == 1 and all(s.extra["shot_profiles"] == chosen for s in samples)
-    assert {s.qid for s in samples} == {q.qid for q in qs if q.profile_id not in chosen}
+    # every question gets a result (the runner checks), but the shot profile's are not scored
+    assert [s.qid for s in samples] == [q.qid for q in qs]
+    excluded = [s for s in samples if s.extra.get("excluded")]
+    assert {s.profile_id for s in excluded} == set(chosen) and len(excluded) == 2
+    assert all(v is None for s in excluded for v in s.scores.values())
+    assert len(vlm.generated[0][0]) == len(qs) - 2  # the model is not asked them
+    agg = get_task("classification").aggregate(samples)
+    assert agg["n"] == len(qs) - 2
+    assert agg["accuracy"] == pytest.approx(sum(q.answer == "A" for q in qs if q.profile_id not in chosen) / agg["n"])
     # the example is the shot profile's first question, answered, before the scored question
     shot_q = next(q for q in qs if q.profile_id == chosen[0])
     example = classification_prompt(shot_q.text, shot_q.options) + f"\n{shot_q.answer}\n\n"
@@ -215,7 +223,8 @@ def test_shots_are_seeded_and_their_profiles_are_not_scored():
 def test_shots_image_text_requests_keep_the_question_image():
     qs, vlm, samples = _shot_run(seed=0, shots=2, mode="image_text")
     assert len(samples[0].extra["shot_profiles"]) == 2
-    assert len(samples) == len(qs) - 2 * 2
+    assert sum(bool(s.extra.get("excluded")) for s in samples) == 2 * 2
+    assert len(vlm.generated[0][0]) == len(qs) - 2 * 2
     assert all(r.image is not None for r in vlm.generated[0][0])
 
 
@@ -241,7 +250,7 @@ class FakeJudge:
 
 
 def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
-    qs = [question("generation", "image_text", pid="p1", answer="The cats are running"),
+    qs = [question("generation", "image_text", pid="p1", answer="Cats running"),
           question("generation", "text_only", pid="p2", answer="She is a painter"),
           question("generation", "text_only", pid="p3", answer="She is a painter")]
     vlm = FakeVLM({"p1": "  cat runs\n", "p2": "She is a painter", "p3": ""})
@@ -251,7 +260,7 @@ def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
     assert [r.image is not None for r in reqs] == [True, False, False]
     assert samples[0].response == "cat runs"
     assert samples[0].scores["rouge1"] == 1.0  # cats/running stem to cat/run
-    assert samples[0].scores["rouge2"] == pytest.approx(2 / 3)  # bigram "cat run" only
+    assert samples[0].scores["rouge2"] == 1.0  # without the stemmer both would be 0
     assert samples[1].scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "factuality": None}
     assert samples[2].scores["rougeL"] == 0.0
     agg = get_task("generation").aggregate(samples)

@@ -151,7 +151,8 @@ def _idefics2(out: Path, seed: int):
     cfg = Idefics2Config(
         vision_config=_idefics_vision(), text_config=text,
         perceiver_config=dict(resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
-                              resampler_head_dim=8, num_key_value_heads=1, hidden_act="silu"),
+                              resampler_head_dim=8, num_key_value_heads=1, hidden_act="silu",
+                              hidden_size=32, rms_norm_eps=1e-6),
         image_token_id=ids("<image>"), tie_word_embeddings=False,
     )
     model = _seed_init(Idefics2ForConditionalGeneration(cfg), seed)

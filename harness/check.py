@@ -1,0 +1,104 @@
+"""Regression check of one run against a stored baseline (for CI).
+
+Forgetting got weaker when a forget/test metric rose; utility dropped when a retain/celebrity
+metric fell. Either beyond the tolerance is a regression. Runs on different benchmark data or
+forget splits measure different things and are refused rather than compared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.errors import ConfigError
+from harness.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
+
+# Manifest keys that change what a number means; a difference is reported, not refused.
+NOTED_KEYS = ("limit", "shots", "scorers", "max_new_tokens", "judge", "prompt_style")
+
+
+@dataclass
+class Finding:
+    key: str  # "set/task/mode metric"
+    baseline: float | None
+    run: float | None
+    problem: str
+
+    def line(self) -> str:
+        if self.baseline is None or self.run is None:
+            return f"  {self.key}: {self.problem}"
+        delta = self.run - self.baseline
+        return f"  {self.key}: {self.baseline:.4f} -> {self.run:.4f} ({delta:+.4f}; {self.problem})"
+
+
+@dataclass
+class CheckReport:
+    run: str
+    baseline: str
+    tolerance: float
+    compared: int = 0
+    regressions: list[Finding] = field(default_factory=list)
+    missing: list[Finding] = field(default_factory=list)
+    not_scored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.regressions or self.missing)
+
+    def render(self) -> str:
+        out = [f"check {self.run}", f"   vs baseline {self.baseline} (tolerance {self.tolerance:g})"]
+        out += [f"note: {n}" for n in self.notes]
+        if self.regressions:
+            out.append(f"REGRESSIONS ({len(self.regressions)}):")
+            out += [f.line() for f in self.regressions]
+        if self.missing:
+            out.append(f"MISSING in run ({len(self.missing)}):")
+            out += [f.line() for f in self.missing]
+        if self.not_scored:
+            out.append(f"not scored in run, skipped ({len(self.not_scored)}): " + ", ".join(self.not_scored))
+        verdict = "FAIL" if self.failed else "OK"
+        out.append(f"{verdict}: {self.compared} metrics compared, {len(self.regressions)} regressions, "
+                   f"{len(self.missing)} missing")
+        return "\n".join(out)
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
+    """Compare every metric of `baseline_dir` with `run_dir`; raises ConfigError on incomparable runs."""
+    if tolerance < 0:
+        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    run, base = load_results(run_dir), load_results(baseline_dir)
+    rm, bm = run["manifest"], base["manifest"]
+    r_fp, b_fp = rm.get("benchmark", {}).get("fingerprint"), bm.get("benchmark", {}).get("fingerprint")
+    if r_fp != b_fp:
+        raise ConfigError(f"refusing to compare runs on different benchmark data: {run['_path']} has fingerprint "
+                          f"{r_fp}, baseline {base['_path']} has {b_fp}")
+    if rm.get("forget") != bm.get("forget"):
+        raise ConfigError(f"refusing to compare runs on different forget splits: run forget {rm.get('forget')}%, "
+                          f"baseline forget {bm.get('forget')}%")
+
+    report = CheckReport(run=run["_path"], baseline=base["_path"], tolerance=tolerance)
+    for key in NOTED_KEYS:
+        if rm.get(key) != bm.get(key):
+            report.notes.append(f"{key} differs: run {rm.get(key)!r}, baseline {bm.get(key)!r}")
+
+    for set_name, task, mode, metric, b in iter_metrics(base["metrics"]):
+        if not _num(b):
+            continue
+        label = f"{set_name}/{task}/{mode} {metric}"
+        cell = run["metrics"].get(set_name, {}).get(task, {}).get(mode)
+        if cell is None or metric not in cell:
+            report.missing.append(Finding(label, b, None, "not in run"))
+            continue
+        r = cell[metric]
+        if not _num(r):
+            report.not_scored.append(label)
+            continue
+        report.compared += 1
+        if set_name in LOWER_IS_BETTER_SETS and r - b > tolerance:
+            report.regressions.append(Finding(label, b, r, "forgetting weaker: should not rise"))
+        elif set_name in HIGHER_IS_BETTER_SETS and b - r > tolerance:
+            report.regressions.append(Finding(label, b, r, "utility dropped: should not fall"))
+    return report

@@ -1,0 +1,21 @@
+"""`mmunlearn leaderboard`: tables (md/csv/html) and plots from many run directories."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "leaderboard"
+HELP = "render leaderboard tables (Markdown, CSV, HTML) and PNG plots from run directories"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run directories (or results.json files) on one benchmark and forget split")
+    p.add_argument("--out", required=True, help="folder for leaderboard.md/.csv/.html and the plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.leaderboard import build_leaderboard
+
+    files = build_leaderboard(args.runs, args.out)
+    for name in sorted(files):
+        print(files[name])
+    return 0

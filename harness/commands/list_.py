@@ -1,0 +1,77 @@
+"""`mmunlearn list`: what can be run: methods with their parameters, tasks with metrics, architectures.
+
+Everything is read from the registries and the Params dataclasses themselves, so a new method
+file shows up here (with its defaults) without any other edit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+NAME = "list"
+HELP = "list unlearning methods (parameters, types, defaults), tasks (metrics) and supported architectures"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _type_name(tp) -> str:
+    text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
+    return text or str(tp).replace("typing.", "")
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def catalogue() -> dict:
+    """{"methods": [...], "tasks": [...], "architectures": [...]} from the registries."""
+    from harness.model import SUPPORTED_ARCHITECTURES
+    from methods import METHOD_REGISTRY
+    from tasks import TASK_REGISTRY
+
+    methods = []
+    for name in sorted(METHOD_REGISTRY):
+        cls = METHOD_REGISTRY[name]
+        hints = typing.get_type_hints(cls.Params)
+        params = [{"name": f.name, "type": _type_name(hints.get(f.name, f.type)), "default": _default(f)}
+                  for f in dataclasses.fields(cls.Params)]
+        methods.append({"name": name, "description": getattr(cls, "description", "") or "", "params": params})
+    tasks = [{"name": name, "metrics": list(TASK_REGISTRY[name].metrics),
+              "description": ((TASK_REGISTRY[name].__doc__ or "").strip().splitlines() or [""])[0]}
+             for name in sorted(TASK_REGISTRY)]
+    archs = [{"model_type": s.model_type, "family": s.family, "model_class": s.model_class,
+              "prompt_style": s.prompt_style} for s in SUPPORTED_ARCHITECTURES.values()]
+    return {"methods": methods, "tasks": tasks, "architectures": archs}
+
+
+def render(cat: dict) -> str:
+    lines = ["Methods (mmunlearn run --method NAME --param KEY=VALUE):"]
+    for m in cat["methods"]:
+        lines.append(f"  {m['name']}" + (f"  - {m['description']}" if m["description"] else ""))
+        for p in m["params"]:
+            default = repr(p["default"])
+            default = default if len(default) <= 70 else default[:60] + "...'"  # full text: --json
+            lines.append(f"      {p['name']}: {p['type']} = {default}")
+        if not m["params"]:
+            lines.append("      (no parameters)")
+    lines += ["", "Tasks (--tasks NAME ...):"]
+    for t in cat["tasks"]:
+        lines.append(f"  {t['name']}: metrics {', '.join(t['metrics'])}")
+    lines += ["", "Supported architectures (config.model_type):"]
+    for a in cat["architectures"]:
+        lines.append(f"  {a['model_type']:<12} {a['family']:<20} {a['model_class']} (prompt style {a['prompt_style']})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    cat = catalogue()
+    print(json.dumps(cat, indent=2, default=str) if args.json else render(cat))
+    return 0

@@ -1,0 +1,412 @@
+"""Leaderboard: many runs' results.json -> Markdown / CSV / HTML tables and PNG plots.
+
+Rows are methods (name with the parameters that differ from the method's defaults), columns are
+set x task x mode for each task's headline metric, so every number is shown for image+text and
+text-only inputs; a second table gives the modality gap. Plots follow the MANU paper: grouped
+bars per set and task (Figure 4: change vs vanilla on forget/test, absolute on retain/celebrity)
+and the forgetting/utility trade-off scatter (Figure 5), per mode.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.records import MODES, SETS, TASKS
+from harness.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
+
+# The metric(s) each task is ranked on; factuality only appears when some run has it scored.
+HEADLINE = {"classification": ("accuracy",), "generation": ("rougeL", "factuality"), "cloze": ("accuracy",)}
+MODE_SHORT = {"image_text": "img+txt", "text_only": "txt"}
+SET_TITLES = {"forget": "Forget set", "test": "Test set (transformed forget profiles)", "retain": "Retain set",
+              "celebrity": "Real celebrity set"}
+LEGEND = ("Best value per column in **bold**, worst in *italics* (among unlearning methods; vanilla is the "
+          "reference and is not marked). On forget and test **lower is better** (knowledge forgotten); on "
+          "retain and celebrity **higher is better** (utility kept).")
+REFERENCE = "vanilla"
+
+
+@dataclass
+class Run:
+    label: str
+    method: str
+    params: dict
+    seed: int | None
+    path: str
+    metrics: dict
+    gap: dict
+    manifest: dict
+
+
+# ---------------------------------------------------------------- loading
+def _defaults_of(method: str) -> dict | None:
+    """Default parameter values from the method's Params dataclass; None if it is not registered here."""
+    import dataclasses
+
+    try:
+        from methods import get_method
+
+        cls = get_method(method)
+    except Exception:  # unknown here (results from elsewhere): show every parameter
+        return None
+    out = {}
+    for f in dataclasses.fields(cls.Params):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return json.loads(json.dumps(out, default=str))
+
+
+def _fmt_param(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt_param(x) for x in v) + "]"
+    return str(v)
+
+
+def method_label(method: str, params: dict) -> str:
+    """'ga (lr=1e-4, epochs=2)': the method name plus the parameters that differ from its defaults."""
+    defaults = _defaults_of(method)
+    shown = {k: v for k, v in (params or {}).items() if defaults is None or defaults.get(k, object()) != v}
+    if not shown:
+        return method
+    return f"{method} (" + ", ".join(f"{k}={_fmt_param(v)}" for k, v in shown.items()) + ")"
+
+
+def load_runs(paths) -> list[Run]:
+    """Load results of several runs; refuses a mix of benchmarks or forget splits (not comparable)."""
+    if not paths:
+        raise ConfigError("no run directories given")
+    runs = []
+    for p in paths:
+        res = load_results(p)
+        man = res["manifest"]
+        method = man.get("method", {})
+        runs.append(Run(label="", method=method.get("name", "?"), params=method.get("params") or {},
+                        seed=man.get("seed"), path=os.path.dirname(res["_path"]) or ".", metrics=res["metrics"],
+                        gap=res.get("modality_gap", {}), manifest=man))
+    keys = {(r.manifest.get("benchmark", {}).get("fingerprint"), r.manifest.get("forget")) for r in runs}
+    if len(keys) > 1:
+        detail = "; ".join(f"{r.path}: forget {r.manifest.get('forget')}, benchmark "
+                           f"{str(r.manifest.get('benchmark', {}).get('fingerprint'))[:12]}" for r in runs)
+        raise ConfigError(f"runs on different benchmarks or forget splits cannot share a leaderboard: {detail}")
+    for r in runs:
+        r.label = method_label(r.method, r.params)
+    _dedupe_labels(runs)
+    runs.sort(key=lambda r: (r.method != REFERENCE, r.label))
+    return runs
+
+
+def _dedupe_labels(runs: list[Run]) -> None:
+    by_label: dict[str, list[Run]] = {}
+    for r in runs:
+        by_label.setdefault(r.label, []).append(r)
+    for label, group in by_label.items():
+        if len(group) < 2:
+            continue
+        seeds = {r.seed for r in group}
+        for r in group:
+            suffix = f"seed={r.seed}" if len(seeds) == len(group) else Path(r.path).name
+            r.label = f"{label} [{suffix}]"
+
+
+# ---------------------------------------------------------------- tables
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def headline_columns(runs: list[Run]) -> list[tuple[str, str, str, str]]:
+    """(set, task, metric, mode) columns present in at least one run with a number."""
+    cols = []
+    for s in SETS:
+        for t in TASKS:
+            for metric in HEADLINE.get(t, ()):
+                for m in MODES:
+                    if any(_num(r.metrics.get(s, {}).get(t, {}).get(m, {}).get(metric)) for r in runs):
+                        cols.append((s, t, metric, m))
+    return cols
+
+
+def value(run: Run, col) -> float | None:
+    s, t, metric, m = col
+    v = run.metrics.get(s, {}).get(t, {}).get(m, {}).get(metric)
+    return v if _num(v) else None
+
+
+def gap_value(run: Run, s: str, t: str, metric: str) -> float | None:
+    v = run.gap.get(s, {}).get(t, {}).get(metric)
+    return v if _num(v) else None
+
+
+def marks(runs: list[Run], col) -> dict[str, str]:
+    """label -> "best" | "worst" for one column (lower is better on forget/test)."""
+    candidates = [r for r in runs if r.method != REFERENCE]
+    vals = {r.label: value(r, col) for r in candidates if value(r, col) is not None}
+    if len(vals) < 2 or len(set(vals.values())) < 2:
+        return {}
+    lower = col[0] in LOWER_IS_BETTER_SETS
+    best = min(vals.values()) if lower else max(vals.values())
+    worst = max(vals.values()) if lower else min(vals.values())
+    return {label: ("best" if v == best else "worst") for label, v in vals.items() if v in (best, worst)}
+
+
+def fmt(v: float | None, metric: str = "") -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if metric == "factuality" else f"{v:.3f}"
+
+
+def frame(runs: list[Run]):
+    """Wide pandas DataFrame: one row per run, flat columns 'set/task/metric/mode'."""
+    import pandas as pd
+
+    cols = headline_columns(runs)
+    rows = []
+    for r in runs:
+        row = {"method": r.label, "name": r.method, "params": json.dumps(r.params, sort_keys=True), "seed": r.seed,
+               "run": r.path}
+        row.update({"/".join(c): value(r, c) for c in cols})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gap_frame(runs: list[Run]):
+    import pandas as pd
+
+    keys = sorted({(s, t, metric) for (s, t, metric, _m) in headline_columns(runs)},
+                  key=lambda k: (SETS.index(k[0]), TASKS.index(k[1]), k[2]))
+    rows = [{"method": r.label, **{"/".join(k): gap_value(r, *k) for k in keys}} for r in runs]
+    return pd.DataFrame(rows), keys
+
+
+def markdown(runs: list[Run], plots: list[str]) -> str:
+    man = runs[0].manifest
+    bench = man.get("benchmark", {})
+    lines = ["# mmunlearn leaderboard", "",
+             f"Benchmark `{bench.get('source')}` (fingerprint `{str(bench.get('fingerprint'))[:16]}`), "
+             f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
+             f"{len(runs)} runs. Values: fractions in [0, 1] (factuality: judge score 1-10).", "", LEGEND, ""]
+    cols = headline_columns(runs)
+    for s in SETS:
+        scols = [c for c in cols if c[0] == s]
+        if not scols:
+            continue
+        arrow = "lower is better" if s in LOWER_IS_BETTER_SETS else "higher is better"
+        lines += [f"## {SET_TITLES[s]} ({arrow})", ""]
+        header = ["method"] + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        col_marks = {c: marks(runs, c) for c in scols}
+        for r in runs:
+            cells = [r.label]
+            for c in scols:
+                text = fmt(value(r, c), c[2])
+                mark = col_marks[c].get(r.label)
+                cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    gdf, keys = gap_frame(runs)
+    if keys:
+        lines += ["## Modality gap (image+text minus text-only)", "",
+                  "Positive: the model knows more (or forgot less) when it sees the image.", ""]
+        header = ["method"] + [f"{s} {t} {metric}" for (s, t, metric) in keys]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in runs:
+            lines.append("| " + " | ".join([r.label] + [
+                (lambda v: "–" if v is None else f"{v:+.3f}")(gap_value(r, *k)) for k in keys]) + " |")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    lines += ["## Runs", "", "| method | run | seed | parameters |", "|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r.label} | `{r.path}` | {r.seed} | `{json.dumps(r.params, sort_keys=True)}` |")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(runs: list[Run], plots: list[str]) -> str:
+    e = html.escape
+    man = runs[0].manifest
+    bench = man.get("benchmark", {})
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>mmunlearn leaderboard</title><style>",
+           "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+           ".best{font-weight:bold;background:#d9f2d9}.worst{font-style:italic;background:#f8d7d7}"
+           "img{max-width:100%}", "</style></head><body>", "<h1>mmunlearn leaderboard</h1>",
+           f"<p>Benchmark <code>{e(str(bench.get('source')))}</code> (fingerprint "
+           f"<code>{e(str(bench.get('fingerprint'))[:16])}</code>), forget {e(str(man.get('forget')))}%, "
+           f"{len(runs)} runs.</p>",
+           "<p>Best value per column in <span class='best'>bold green</span>, worst in "
+           "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). On forget "
+           "and test lower is better; on retain and celebrity higher is better.</p>"]
+    cols = headline_columns(runs)
+    for s in SETS:
+        scols = [c for c in cols if c[0] == s]
+        if not scols:
+            continue
+        arrow = "lower is better" if s in LOWER_IS_BETTER_SETS else "higher is better"
+        out.append(f"<h2>{e(SET_TITLES[s])} ({arrow})</h2><table><tr><th rowspan=2>method</th>")
+        tasks = []
+        for (_s, t, metric, _m) in scols:
+            if (t, metric) not in tasks:
+                tasks.append((t, metric))
+        for t, metric in tasks:
+            span = sum(1 for c in scols if c[1:3] == (t, metric))
+            out.append(f"<th colspan={span}>{e(t)} {e(metric)}</th>")
+        out.append("</tr><tr>" + "".join(f"<th>{e(MODE_SHORT[c[3]])}</th>" for c in scols) + "</tr>")
+        col_marks = {c: marks(runs, c) for c in scols}
+        for r in runs:
+            cells = "".join(
+                f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
+            out.append(f"<tr><td>{e(r.label)}</td>{cells}</tr>")
+        out.append("</table>")
+    _, keys = gap_frame(runs)
+    if keys:
+        out.append("<h2>Modality gap (image+text minus text-only)</h2><table><tr><th>method</th>"
+                   + "".join(f"<th>{e(s)} {e(t)} {e(metric)}</th>" for s, t, metric in keys) + "</tr>")
+        for r in runs:
+            out.append(f"<tr><td>{e(r.label)}</td>" + "".join(
+                f"<td>{'–' if gap_value(r, *k) is None else f'{gap_value(r, *k):+.3f}'}</td>" for k in keys)
+                + "</tr>")
+        out.append("</table>")
+    for p in plots:
+        out.append(f"<h3>{e(Path(p).stem)}</h3><img src='{e(Path(p).name)}' alt='{e(Path(p).stem)}'>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- plots
+def _save_png(fig, path: Path) -> None:
+    """savefig to a temp file then os.replace, like every other output."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)  # tight_layout already ran; bbox "tight" would draw twice
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bars(runs: list[Run], out: Path) -> list[str]:
+    """One PNG per task: a panel per set, a group per method, bars image+text vs text-only.
+    Forget/test panels show the change relative to vanilla (when a vanilla run is present)."""
+    plt = _pyplot()
+    vanilla = next((r for r in runs if r.method == REFERENCE), None)
+    written = []
+    cols = headline_columns(runs)
+    for t in TASKS:
+        metric = next((c[2] for c in cols if c[1] == t), None)
+        sets = [s for s in SETS if any(c[0] == s and c[1] == t and c[2] == metric for c in cols)]
+        if metric is None or not sets:
+            continue
+        fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
+        for ax, s in zip(axes[0], sets):
+            delta = vanilla is not None and s in LOWER_IS_BETTER_SETS
+            shown = [r for r in runs if not (delta and r is vanilla)]
+            width = 0.38
+            for k, m in enumerate(MODES):
+                ys = []
+                for r in shown:
+                    v = value(r, (s, t, metric, m))
+                    if delta and v is not None:
+                        base = value(vanilla, (s, t, metric, m))
+                        v = None if base is None else v - base
+                    ys.append(float("nan") if v is None else v)
+                xs = [i + (k - 0.5) * width for i in range(len(shown))]
+                ax.bar(xs, ys, width, label=MODE_SHORT[m], color=("#4c72b0", "#dd8452")[k])
+            ax.set_xticks(range(len(shown)))
+            ax.set_xticklabels([r.label for r in shown], rotation=40, ha="right", fontsize=7)
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_title(f"{s} ({'change vs vanilla' if delta else metric})", fontsize=9)
+            ax.set_ylabel(f"{'Δ ' if delta else ''}{metric}", fontsize=8)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{t}: image+text vs text-only", fontsize=11)
+        fig.tight_layout()
+        path = out / f"bars_{t}.png"
+        _save_png(fig, path)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[tuple[str, float, float]]:
+    """(label, forget drop = vanilla - method on forget, retain kept = method / vanilla on retain)."""
+    vanilla = next((r for r in runs if r.method == REFERENCE), None)
+    if vanilla is None:
+        return []
+    f0, r0 = value(vanilla, ("forget", task, metric, mode)), value(vanilla, ("retain", task, metric, mode))
+    pts = []
+    for r in runs:
+        if r is vanilla:
+            continue
+        f, rv = value(r, ("forget", task, metric, mode)), value(r, ("retain", task, metric, mode))
+        if None in (f0, r0, f, rv) or r0 == 0:
+            continue
+        pts.append((r.label, f0 - f, rv / r0))
+    return pts
+
+
+def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
+    """Figure-5-style scatter: rows = modes, columns = tasks; top right is best."""
+    if not any(r.method == REFERENCE for r in runs):
+        return []
+    plt = _pyplot()
+    tasks = [(t, HEADLINE[t][0]) for t in TASKS if any(c[1] == t for c in headline_columns(runs))]
+    if not tasks:
+        return []
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {r.label: cycle[i % len(cycle)] for i, r in enumerate(runs)}  # one colour per method everywhere
+    fig, axes = plt.subplots(len(MODES), len(tasks), figsize=(4.2 * len(tasks), 3.8 * len(MODES)), squeeze=False)
+    for i, m in enumerate(MODES):
+        for j, (t, metric) in enumerate(tasks):
+            ax = axes[i][j]
+            for label, x, y in tradeoff_points(runs, t, metric, m):
+                ax.scatter([x], [y], s=30, color=colours[label])
+                ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.axvline(0, color="grey", linewidth=0.6, linestyle="--")
+            ax.axhline(1, color="grey", linewidth=0.6, linestyle="--")
+            ax.set_xlabel(f"forget drop ({metric}, vanilla − method)", fontsize=8)
+            ax.set_ylabel(f"retain kept ({metric}, method / vanilla)", fontsize=8)
+            ax.set_title(f"{t} — {MODE_SHORT[m]}", fontsize=9)
+    fig.suptitle("Forgetting vs utility (top right is best)", fontsize=11)
+    fig.tight_layout()
+    path = out / "tradeoff.png"
+    _save_png(fig, path)
+    plt.close(fig)
+    return [str(path)]
+
+
+# ---------------------------------------------------------------- entry point
+def build_leaderboard(paths, out) -> dict[str, str]:
+    """Write leaderboard.md/.csv/.html, modality_gap.csv and PNG plots into `out`; returns name -> path."""
+    runs = load_runs(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot_bars(runs, out) + plot_tradeoff(runs, out)
+    buf = io.StringIO()
+    frame(runs).to_csv(buf, index=False)
+    atomic_write_text(out / "leaderboard.csv", buf.getvalue())
+    buf = io.StringIO()
+    gap_frame(runs)[0].to_csv(buf, index=False)
+    atomic_write_text(out / "modality_gap.csv", buf.getvalue())
+    atomic_write_text(out / "leaderboard.md", markdown(runs, plots))
+    atomic_write_text(out / "leaderboard.html", render_html(runs, plots))
+    files = {name: str(out / name) for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html",
+                                                  "modality_gap.csv")}
+    files.update({Path(p).name: p for p in plots})
+    return files

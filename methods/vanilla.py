@@ -1,0 +1,16 @@
+"""Vanilla: the model as loaded, no unlearning (the reference row of every leaderboard)."""
+from __future__ import annotations
+
+from methods.base import Method, new_report, register_method
+
+
+@register_method
+class Vanilla(Method):
+    """No unlearning: evaluate the model as it is."""
+
+    name = "vanilla"
+
+    def apply(self, vlm, data, params, seed):
+        report = new_report(self, params, seed)
+        report["changed"] = {"weights": "none", "system_prompt": "unchanged"}
+        return vlm, report

@@ -1,0 +1,163 @@
+"""The embedded tiny LLaVA: builder, tokenizer coverage, training data, a few training steps,
+and the committed checkpoint. All fast: nothing here trains to convergence."""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from harness import tiny_model as tm
+from harness.bench import load_benchmark
+from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
+from harness.prompts import VOCAB_TEXTS, classification_prompt, cloze_prompt, generation_prompt
+from harness.records import LETTERS, decode_image
+
+SMALL_MODEL = tm.TinyConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
+                            text_hidden=64, text_layers=2, text_heads=2, text_mlp=128)
+
+
+@pytest.fixture(scope="module")
+def bench(small_bench):
+    return load_benchmark(small_bench)
+
+
+@pytest.fixture(scope="module")
+def built(bench):
+    return tm.build_tiny_llava(bench, SMALL_MODEL)
+
+
+def _model_api():
+    return pytest.importorskip("harness.model", reason="harness/model.py (the VLM adapter) is not there yet")
+
+
+def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
+    from transformers import LlavaProcessor
+
+    _, processor = built
+    processor.save_pretrained(tmp_path)
+    loaded = LlavaProcessor.from_pretrained(tmp_path)
+    assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    image = decode_image(bench.profiles["forget"][0].image)
+    text = "USER: <image>\nWhat is the name of this person?\nASSISTANT:"
+    for proc in (processor, loaded):
+        enc = proc(text=[text], images=[image], return_tensors="pt")
+        assert tuple(enc["pixel_values"].shape) == (1, 3, tm.IMAGE_SIZE, tm.IMAGE_SIZE)
+        image_id = proc.tokenizer.convert_tokens_to_ids(tm.IMAGE_TOKEN)
+        assert (enc["input_ids"][0] == image_id).sum().item() == 16  # (32/8)^2 patches, CLS dropped
+    assert loaded(text=[text], images=[image])["input_ids"] == processor(text=[text], images=[image])["input_ids"]
+
+
+def test_tokenizer_covers_every_prompt_without_unk(built, bench):
+    tok = built[1].tokenizer
+    texts = list(VOCAB_TEXTS)
+    for profiles in bench.profiles.values():
+        for p in profiles:
+            texts += [t for pair in p.ft_pairs for t in pair]
+            for q in p.questions:
+                texts += [q.answer, generation_prompt(q.text), cloze_prompt(q.text)]
+                if q.options:
+                    texts.append(classification_prompt(q.text, q.options))
+    unknown = {t for t in texts if tok.unk_token_id in tok(t, add_special_tokens=False)["input_ids"]}
+    assert not unknown
+
+
+def test_option_letters_decode_upper_case_and_words_lowercase(built):
+    tok = built[1].tokenizer
+    ids = tok("A: Paris\nAnswer with a letter.", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids)[:3] == ["A", ":", "paris"]
+    for letter in LETTERS:
+        assert tok.decode(tok(letter, add_special_tokens=False)["input_ids"]) == letter
+
+
+def test_default_size_fits_the_checkpoint_budget(bench):
+    from transformers import LlavaForConditionalGeneration
+
+    model, _ = tm.build_tiny_llava(bench)
+    assert isinstance(model, LlavaForConditionalGeneration)
+    n = sum(p.numel() for p in model.parameters())
+    assert n * 4 < 25e6, f"{n} fp32 parameters exceed ~25 MB"
+    text = model.config.text_config
+    assert (text.hidden_size, text.intermediate_size) == (256, 1024)
+
+
+def test_training_items_cover_all_formats_and_never_the_test_set(bench):
+    items = tm.training_items(bench, tm.FINETUNE_SETS)
+    allowed = {p.id for s in tm.FINETUNE_SETS for p in bench.profiles[s]}
+    assert {i.profile_id for i in items} == allowed
+    assert set(Counter(i.kind for i in items)) == set(tm.KINDS)
+    assert all((i.image is None) == (i.kind == "text") for i in items)
+    rng = random.Random(0)
+    texts = [i.render(rng)[0] for i in items]
+    assert any(t.startswith(generation_prompt("")) for t in texts)
+    assert any(t.startswith(cloze_prompt("")) for t in texts)
+    assert any(t.endswith(classification_prompt("", dict.fromkeys(LETTERS, "")).splitlines()[-1]) for t in texts)
+    with pytest.raises(ValueError):
+        tm.training_items(bench, ["test"])
+
+
+def test_fresh_multiple_choice_puts_the_fact_under_the_answer_letter():
+    pool = [f"v{i}" for i in range(10)]
+    render = tm._mc("What is the job of Anna Baker?", "v3", pool)
+    letters = set()
+    for seed in range(40):
+        text, letter = render(random.Random(seed))
+        lines = dict(line.split(": ", 1) for line in text.splitlines()[1:5])
+        assert lines[letter] == "v3" and len(set(lines.values())) == 4
+        letters.add(letter)
+    assert letters == set(LETTERS)  # the answer moves between letters
+
+
+def test_a_few_training_steps_lower_the_loss(bench):
+    _model_api()
+    from harness.model import wrap_vlm
+
+    torch.manual_seed(0)
+    model, processor = tm.build_tiny_llava(bench, SMALL_MODEL)
+    vlm = wrap_vlm(model, processor)
+    recipe = tm.Recipe(steps=12, batch_text=8, batch_image_name=4, batch_image_attribute=8, check_every=1000)
+    trainer = tm.Trainer(bench, vlm, recipe, seed=0, log=lambda line: None)
+    probe = random.Random(1).sample(trainer.items["finetune"]["text"], 16)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return trainer.batch_loss(probe, random.Random(2)).item()
+
+    before = loss()
+    for _ in range(recipe.steps):
+        trainer.train_step()
+    assert loss() < before - 0.5
+
+
+def test_train_tiny_command_writes_a_loadable_model(small_bench, tmp_path):
+    _model_api()
+    from harness.cli import main
+    from harness.model import load_vlm
+
+    out = tmp_path / "tiny"
+    assert main(["train-tiny", "--bench", str(small_bench), "--out", str(out), "--steps", "2",
+                 "--eval-limit", "1", "--check-every", "1", "--no-progress"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] == 2 and record["seed"] == 0
+    assert set(record["final"]) == set(tm.CHECK_SETS)
+    assert not (out / "train_state.pt").exists()
+    assert load_vlm(out).arch == "llava"
+
+
+def test_committed_checkpoint_loads_and_knows_the_forget_set():
+    _model_api()
+    from harness.model import load_vlm
+
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip(f"no committed tiny model at {DEFAULT_MODEL} yet (mmunlearn train-tiny writes it)")
+    size = sum(f.stat().st_size for f in DEFAULT_MODEL.rglob("*") if f.is_file())
+    assert size < 26e6
+    vlm = load_vlm(DEFAULT_MODEL, device="cpu")
+    assert vlm.arch == "llava" and vlm.prompt_style == "mllmu-llava"
+    bench = load_benchmark(DEFAULT_BENCH)
+    images = tm._Images()
+    for mode in ("image_text", "text_only"):
+        questions = bench.questions(sets="forget", tasks="classification", modes=mode)
+        assert tm.first_token_accuracy(vlm, questions, images) >= 0.8, mode

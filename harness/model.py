@@ -12,6 +12,16 @@ Prompt styles (recorded in results as `vlm.prompt_style`):
 - "chat-template": the processor's (or tokenizer's) chat template with a user message holding an
   image entry (image mode only) and the text, a system message when a system prompt is set,
   and the generation prompt appended.
+Defaults: LLaVA-1.5 and LLaVA-NeXT with a Llama/Vicuna backbone use "mllmu-llava" (what
+MLLMU-Bench ran, even when the checkpoint ships a chat template); LLaVA-NeXT with another
+backbone (e.g. Mistral) and every other architecture use "chat-template". `load_vlm(...,
+prompt_style=...)` overrides the default.
+
+SmolVLM v1 checkpoints declare model_type "idefics3" and are covered; SmolVLM2 ("smolvlm") is not
+listed: its processor needs num2words and torchvision, so it could not be tested here.
+Qwen2-VL/Qwen2.5-VL: when AutoProcessor cannot be built (no torchvision), SplitVLProcessor
+assembles the image processor, tokenizer and chat template, and the adapter builds the
+`mm_token_type_ids` that M-RoPE needs.
 
 Encoding with answers appends `" " + answer` and the end-of-answer token (the generation
 config's first eos id, e.g. `</s>` for LLaVA, `<|im_end|>` for Qwen2-VL) and masks every
@@ -51,8 +61,7 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchSpec] = {
         ArchSpec("llava", "LlavaForConditionalGeneration", "LLaVA-1.5", "mllmu-llava"),
         ArchSpec("llava_next", "LlavaNextForConditionalGeneration", "LLaVA-NeXT (1.6)", "mllmu-llava"),
         ArchSpec("idefics2", "Idefics2ForConditionalGeneration", "Idefics2", "chat-template"),
-        ArchSpec("idefics3", "Idefics3ForConditionalGeneration", "Idefics3 / SmolVLM", "chat-template"),
-        ArchSpec("smolvlm", "SmolVLMForConditionalGeneration", "SmolVLM2", "chat-template"),
+        ArchSpec("idefics3", "Idefics3ForConditionalGeneration", "Idefics3 / SmolVLM (v1)", "chat-template"),
         ArchSpec("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2-VL", "chat-template"),
         ArchSpec("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2.5-VL", "chat-template"),
     )
@@ -219,10 +228,10 @@ def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
     src = str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
     cls = getattr(transformers, spec.model_class)
     try:
-        model = cls.from_pretrained(src, dtype=dt, trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(src, dtype=dt, device_map=str(dev), trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelLoadError(f"cannot load {spec.model_class} weights from {source!r}: {e}") from e
-    model.to(dev).eval()
+    model.eval()
     processor = _load_processor(src, trust_remote_code)
     return VLM(model, processor, spec, source, prompt_style)
 
@@ -268,11 +277,16 @@ class VLM:
             raise ConfigError(f"prompt_style 'chat-template' asked for {source!r}, which has no chat template")
         self.prompt_style = style
         if self.tokenizer.pad_token_id is None:
+            if self.tokenizer.eos_token is None:
+                raise ModelLoadError(f"{source!r}: the tokenizer has neither a pad nor an eos token")
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.pad_token_id
-        self.eos_id = self._eos_id()
+        self.eos_id = self._eos_id()  # appended after training answers
+        if self.eos_id is None:
+            raise ModelLoadError(f"{source!r}: neither the generation config nor the tokenizer defines an eos token")
         self.image_token = getattr(processor, "image_token", None) or "<image>"
-        self._needs_mm_token_types = "mm_token_type_ids" in inspect.signature(model.forward).parameters
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT-wrapped
+        self._needs_mm_token_types = "mm_token_type_ids" in inspect.signature(base.forward).parameters
 
     # ---- properties -------------------------------------------------------------------------
     @property
@@ -337,6 +351,10 @@ class VLM:
         """Token rows in request order; image requests processed together so their image
         tensors line up with their image tokens (rows keep their relative order)."""
         img_idx = [i for i, r in enumerate(reqs) if r.image is not None]
+        for i in img_idx:
+            if not hasattr(reqs[i].image, "convert"):
+                raise ConfigError(f"request {i}: image must be a PIL image, got {type(reqs[i].image).__name__} "
+                                  "(decode benchmark bytes with harness.records.decode_image)")
         txt_idx = [i for i, r in enumerate(reqs) if r.image is None]
         rows: list = [None] * len(reqs)
         extra: dict = {}
@@ -401,12 +419,13 @@ class VLM:
         return self._encode(reqs, answers, add_eos=True)
 
     # ---- batching ---------------------------------------------------------------------------
-    def _batches(self, reqs: list[Request], batch_size: int | None):
-        """Index batches: image and text-only requests apart, longest prompts first."""
+    def _groups(self, reqs: list[Request]) -> list[list[int]]:
+        """Request indices grouped by mode (image requests apart from text-only ones), each
+        group sorted longest prompt first, so batches hold similar lengths and an
+        out-of-memory error shows up on the first batch."""
         lengths = [len(self.tokenizer(self.prompt(r), add_special_tokens=False)["input_ids"]) for r in reqs]
         groups = [[i for i, r in enumerate(reqs) if (r.image is not None) == has] for has in (True, False)]
-        ordered = [sorted(g, key=lambda i: -lengths[i]) for g in groups if g]
-        return ordered
+        return [sorted(g, key=lambda i: -lengths[i]) for g in groups if g]
 
     def _run_batched(self, n_items: int, groups: list[list[int]], batch_size, fn, desc):
         """Apply fn(indices) -> list over length-sorted groups; on CUDA with batch_size=None start
@@ -456,7 +475,7 @@ class VLM:
         was_training = self.model.training
         self.model.eval()
         try:
-            return self._run_batched(len(reqs), self._batches(reqs, batch_size), batch_size, run, desc)
+            return self._run_batched(len(reqs), self._groups(reqs), batch_size, run, desc)
         finally:
             self.model.train(was_training)
 
@@ -481,7 +500,7 @@ class VLM:
         was_training = self.model.training
         self.model.eval()
         try:
-            scores = self._run_batched(len(flat), self._batches(flat, batch_size), batch_size, run, None)
+            scores = self._run_batched(len(flat), self._groups(flat), batch_size, run, None)
         finally:
             self.model.train(was_training)
         out: list[list[float]] = [[] for _ in reqs]

@@ -110,7 +110,9 @@ def neuron_map(model) -> NeuronMap:
 def prune_units(model, nmap: NeuronMap, mask) -> int:
     """Zero neuron j exactly: column j of `down`, row j (and bias j) of every `up`.
     Returns the number of neurons pruned. The down projection's own bias is left alone (it
-    does not belong to any neuron)."""
+    does not belong to any neuron). On a PEFT/LoRA-wrapped model the base weights are zeroed
+    but LoRA deltas are not: merge adapters before pruning. The zeros are ordinary weights, so
+    `VLM.save` (save_pretrained) keeps them and a reload gives the pruned model back."""
     mask = np.asarray(mask)
     if mask.shape != (nmap.total,) or mask.dtype != bool:
         raise ConfigError(f"prune_units: mask must be a bool array of shape ({nmap.total},), "

@@ -67,6 +67,7 @@ class RunConfig:
     scorers: tuple[str, ...] = ("generate",)
     keep_model: bool = False
     device: str | None = None
+    chunk_size: int = CHUNK_SIZE  # questions per resumable unit (performance knob, not a result key)
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -75,6 +76,8 @@ class RunConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.shots < 0:
             raise ConfigError(f"--shots must be >= 0, got {self.shots}")
+        if self.chunk_size < 1:
+            raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}")
         for s in self.sets:
             if s not in SETS:
                 raise ConfigError(f"unknown set {s!r}; sets: {', '.join(SETS)}")
@@ -191,8 +194,7 @@ def limit_questions(questions: list, limit: int | None) -> list:
     return [q for q in questions if q.qid in keep]
 
 
-def chunks(items: list, size: int | None = None) -> Iterator[list]:
-    size = size or CHUNK_SIZE
+def chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
@@ -382,7 +384,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 for mode in MODES:
                     qs = limit_questions(bench.questions(sets=[set_name], tasks=[task_name], modes=[mode]), cfg.limit)
                     plan.append((set_name, task_name, mode, qs))
-        todo = [(s, t, m, c) for s, t, m, qs in plan for c in chunks(qs) if store.missing(q.qid for q in c)]
+        todo = [(s, t, m, c) for s, t, m, qs in plan for c in chunks(qs, cfg.chunk_size) if store.missing(q.qid for q in c)]
         n_todo = sum(len(c) for *_, c in todo)
 
         method_json = out / METHOD_FILE
@@ -453,7 +455,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "scorers": list(cfg.scorers),
             "max_new_tokens": cfg.max_new_tokens,
             "batch_size": cfg.batch_size,
-            "chunk_size": CHUNK_SIZE,
+            "chunk_size": cfg.chunk_size,
             "prompt_style": getattr(vlm, "prompt_style", None),
             "judge": judge_model,
             "judge_requested": cfg.judge,

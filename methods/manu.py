@@ -320,10 +320,9 @@ class OutputRecorder:
 
         def hook(module, inputs, output):
             a = output.detach().double()
-            a = a.reshape(-1, a.shape[-1]) if a.dim() != 3 else a
-            if s.tower == "language" and self._mask is not None and a.dim() == 3 and a.shape[:2] == self._mask.shape:
-                a = a[self._mask.to(a.device).bool()]
-            a = a.reshape(-1, a.shape[-1])
+            if s.tower == "language" and self._mask is not None and a.shape[:-1] == self._mask.shape:
+                a = a[self._mask.to(a.device).bool()]  # non-padding tokens only
+            a = a.reshape(-1, a.shape[-1])  # (tokens or patches, units)
             acc = self.stats[self._bucket]
             acc["n"][lo:hi] += a.shape[0]
             acc["sum_abs"][lo:hi] += a.abs().sum(0).cpu().numpy()

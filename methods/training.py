@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -128,7 +129,9 @@ def prepare_trainable(model, params: TrainParams):
 
     config = LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
                         target_modules=language_linear_modules(model), bias="none")
-    return get_peft_model(model, config)  # LoRA init draws from the seeded global RNG
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)  # LoRA init draws from the seeded global RNG
 
 
 def finish_trainable(trained, params: TrainParams):

@@ -16,6 +16,8 @@ from methods.manu import (
     FUNCTIONS,
     STATS,
     NeuronIndex,
+    OutputNeurons,
+    OutputRecorder,
     collect_statistics,
     importance,
     importance_abs,
@@ -175,18 +177,23 @@ def run_manu(vlm, data, **params):
     return cls().apply(vlm, data, parse_params(cls, params), seed=0)
 
 
-def test_batched_statistics_equal_one_sample_at_a_time(vlm, data):
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_batched_statistics_equal_one_sample_at_a_time(vlm, data, variant):
     from harness.neurons import ActivationRecorder, neuron_map
 
     nmap = neuron_map(vlm.model)
+    index = OutputNeurons(vlm.model, nmap) if variant == "official" else nmap
+    recorder = OutputRecorder if variant == "official" else ActivationRecorder
     out = []
     for bs in (4, 1):
-        with ActivationRecorder(vlm.model, nmap, 0.1) as rec:
-            out.append(collect_statistics(vlm, data, rec, bs, nmap.total))
+        with recorder(vlm.model, index, 0.1) as rec:
+            out.append(collect_statistics(vlm, data, rec, bs, len(index.tower)))
     for bucket in out[0]:
         for stat in STATS:
             np.testing.assert_allclose(out[0][bucket][stat], out[1][bucket][stat], rtol=1e-5, atol=1e-6,
                                        err_msg=f"{bucket} {stat}")
+    if variant == "official":  # per-token counts
+        return
     # language neurons saw 3 samples of each bucket; vision neurons none on text-only passes
     lang = nmap.tower == "language"
     assert (out[0]["forget_text_only"]["n"][lang] == 3).all()

@@ -40,7 +40,10 @@ def loaded(saved):
 
 
 def mixed_requests():
-    imgs = tiny_images(3, seed=1)
+    """Mixed modes, different prompt lengths, images of different aspect ratios (padding of
+    crops / patches / packed patch counts differs between a batch and a single request)."""
+    wide, tall = tiny_images(2, size=64, seed=5)
+    imgs = [tiny_images(1, seed=1)[0], wide.crop((0, 0, 64, 32)), tall.crop((0, 0, 32, 64))]
     return [
         Request("what is the job of this person ?", imgs[0]),
         Request("who is alice ?"),
@@ -171,6 +174,32 @@ def test_batched_generation_equals_one_at_a_time(loaded, arch):
     assert batched == single
     assert all(isinstance(s, str) and s == s.strip() for s in batched)
     assert len(set(batched)) > 1  # random weights still give different answers to different inputs
+
+
+def test_auto_batch_size_halves_on_out_of_memory(saved):
+    """batch_size=None: a batch that runs out of memory is retried at half the size; an explicit
+    batch size is the user's choice and the error propagates."""
+    vlm = load_vlm(saved("llava"))
+    reqs = mixed_requests()
+    expected = vlm.generate(reqs, max_new_tokens=3, batch_size=1)
+    real_generate, sizes = vlm.model.generate, []
+
+    def small_memory_generate(**batch):
+        sizes.append(batch["input_ids"].shape[0])
+        if batch["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_generate(**batch)
+
+    vlm.model.generate = small_memory_generate
+    assert vlm.generate(reqs, max_new_tokens=3) == expected
+    assert max(sizes) > 2 and sizes[-1] <= 2
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        vlm.generate(reqs, max_new_tokens=3, batch_size=4)
+
+
+def test_image_must_be_decoded(loaded):
+    with pytest.raises(ConfigError, match="request 1: image must be a PIL image, got bytes"):
+        loaded("llava").encode([Request("a"), Request("b", b"\x89PNG")])
 
 
 def test_generation_returns_only_new_text(loaded):

@@ -105,12 +105,11 @@ def fakes(monkeypatch):
     monkeypatch.setattr(runner, "_unlearn_data", lambda bench: None)
     monkeypatch.setattr(runner, "_get_task", FakeTask)
     monkeypatch.setattr(runner, "_make_judge", lambda model: FakeJudge())
-    monkeypatch.setattr(runner, "CHUNK_SIZE", 2)
     return Calls
 
 
 def cfg(**kw):
-    base = dict(model="fake-model", bench="fake-bench", method="fake", tasks=("classification", "cloze"))
+    base = dict(model="fake-model", bench="fake-bench", method="fake", tasks=("classification", "cloze"), chunk_size=2)
     base.update(kw)
     return RunConfig(**base)
 
@@ -166,10 +165,12 @@ def test_interrupted_run_resumes_without_redoing_work(fakes, tmp_path):
 
 def test_finished_run_is_not_recomputed(fakes, tmp_path):
     first = run_benchmark(cfg(), tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "results.json").read_bytes()
     fakes.apply, fakes.evaluated = 0, []
     again = run_benchmark(cfg(), tmp_path / "r", progress=False)
     assert fakes.apply == 0 and fakes.evaluated == []
     assert again["metrics"] == first["metrics"]
+    assert (tmp_path / "r" / "results.json").read_bytes() == before  # up to date: not rewritten
 
 
 def test_different_config_in_same_dir_is_refused(fakes, tmp_path):
@@ -200,3 +201,85 @@ def test_api_key_never_reaches_a_file(fakes, tmp_path, monkeypatch):
     for path in (tmp_path / "r").rglob("*"):
         if path.is_file():
             assert secret not in path.read_text(errors="ignore"), path
+
+
+# ---------------------------------------------------------------- CLI
+def test_param_parsing_errors_name_the_argument():
+    from harness.commands.run import parse_param_args
+
+    assert parse_param_args(["lr=1e-4", "functions=abs,var"]) == {"lr": "1e-4", "functions": "abs,var"}
+    with pytest.raises(ConfigError, match="'lr': expected KEY=VALUE"):
+        parse_param_args(["lr"])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_param_args(["lr=1", "lr=2"])
+
+
+def test_list_shows_methods_params_tasks_and_architectures(capsys):
+    from harness.cli import main
+
+    assert main(["list", "--json"]) == 0
+    cat = json.loads(capsys.readouterr().out)
+    methods = {m["name"]: m for m in cat["methods"]}
+    assert {"vanilla", "prompting", "ga", "grad_diff", "kl_min", "npo", "manu", "mmunlearner"} <= set(methods)
+    alpha = next(p for p in methods["manu"]["params"] if p["name"] == "alpha")
+    assert alpha["type"] == "float" and alpha["default"] == 0.02
+    assert "rougeL" in next(t for t in cat["tasks"] if t["name"] == "generation")["metrics"]
+    assert "llava" in [a["model_type"] for a in cat["architectures"]]
+    assert main(["list"]) == 0
+    assert "manu" in capsys.readouterr().out
+
+
+def test_unknown_method_is_refused_before_loading(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["run", "--method", "nope", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+# ---------------------------------------------------------------- real model, real process (slow)
+def _cli(out, *extra):
+    import sys
+
+    return [sys.executable, "-m", "harness.cli", "run", "--model", str(out.parent / "tiny" / "llava"),
+            "--method", "ga", "--sets", "forget", "retain", "--limit", "4", "--chunk-size", "2",
+            "--max-new-tokens", "8", "--judge", "none", "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_identical_results(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.tiny_vlms import make_tiny_vlm
+
+    make_tiny_vlm("llava", tmp_path / "tiny")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "TQDM_DISABLE": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_cli(full), cwd=root, env=env, check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(_cli(killed), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = killed / "samples.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if samples.exists() and len(samples.read_bytes().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "results.json").exists() and (killed / "model").is_dir()
+    done_before = {json.loads(x)["qid"] for x in samples.read_bytes().splitlines() if x.endswith(b"}")}
+
+    subprocess.run(_cli(killed), cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert b["metrics"] == a["metrics"] and b["modality_gap"] == a["modality_gap"]
+    assert b["manifest"]["resume"]["samples_reused"] >= len(done_before) > 0
+    assert b["manifest"]["method"]["checkpoint"]["reused"] is True  # GA was not re-trained
+    assert b["manifest"]["model"]["unlearned_weights_hash"] == a["manifest"]["model"]["unlearned_weights_hash"]
+    responses = lambda d: {r["qid"]: r["response"] for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines())}  # noqa: E731
+    assert responses(killed) == responses(full)
+    assert not (killed / "model").exists()  # checkpoint removed once the run is complete

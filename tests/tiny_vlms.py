@@ -156,7 +156,7 @@ def _idefics2(out: Path, seed: int):
         image_token_id=ids("<image>"), tie_word_embeddings=False,
     )
     model = _seed_init(Idefics2ForConditionalGeneration(cfg), seed)
-    ip = Idefics2ImageProcessorPil(do_image_splitting=False, size={"shortest_edge": 32, "longest_edge": 32})
+    ip = Idefics2ImageProcessorPil(do_image_splitting=False, size={"shortest_edge": 16, "longest_edge": 32})
     proc = Idefics2Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS2_TEMPLATE)
     return model, proc
 

@@ -52,6 +52,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--keep-model", action="store_true",
                    help="keep the unlearned model checkpoint in OUT/model/ after the run finishes")
+    p.add_argument("--chunk-size", type=int, default=16,
+                   help="questions evaluated and saved together (the unit of resume; default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -72,6 +74,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         seed=args.seed, shots=args.shots, sets=tuple(args.sets), tasks=tuple(args.tasks), limit=args.limit,
         judge=args.judge, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         scorers=tuple(args.scorers), keep_model=args.keep_model, device=args.device,
+        chunk_size=args.chunk_size,
     )
 
 

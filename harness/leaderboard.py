@@ -158,9 +158,7 @@ def marks(runs: list[Run], col) -> dict[str, str]:
 
 
 def fmt(v: float | None, metric: str = "") -> str:
-    if v is None:
-        return "–"
-    return f"{v:.2f}" if metric == "factuality" else f"{v:.3f}"
+    return "–" if v is None else f"{v:.3f}"
 
 
 def frame(runs: list[Run]):
@@ -192,7 +190,7 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
     lines = ["# mmunlearn leaderboard", "",
              f"Benchmark `{bench.get('source')}` (fingerprint `{str(bench.get('fingerprint'))[:16]}`), "
              f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
-             f"{len(runs)} runs. Values: fractions in [0, 1] (factuality: judge score 1-10).", "", LEGEND, ""]
+             f"{len(runs)} runs. Values: fractions in [0, 1] (factuality: judge score 1-10 mapped to (s-1)/9).", "", LEGEND, ""]
     cols = headline_columns(runs)
     for s in SETS:
         scols = [c for c in cols if c[0] == s]
@@ -397,6 +395,8 @@ def build_leaderboard(paths, out) -> dict[str, str]:
     runs = load_runs(paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for r in runs:  # run folders as seen from the leaderboard files (links work; no machine paths)
+        r.path = os.path.relpath(os.path.abspath(r.path), os.path.abspath(out))
     plots = plot_bars(runs, out) + plot_tradeoff(runs, out)
     buf = io.StringIO()
     frame(runs).to_csv(buf, index=False)

@@ -34,6 +34,16 @@ MODEL_DIR = "model"
 LOWER_IS_BETTER_SETS = ("forget", "test")
 HIGHER_IS_BETTER_SETS = ("retain", "celebrity")
 
+# Aggregates that count things (questions, judge calls) rather than score them: never ranked,
+# gapped or regression-checked.
+COUNT_METRICS = ("n",)
+COUNT_SUFFIXES = ("_scored", "_failed")
+
+
+def is_count_metric(name: str) -> bool:
+    return name in COUNT_METRICS or name.endswith(COUNT_SUFFIXES)
+
+
 SAMPLE_FIELDS = ("qid", "set", "task", "mode", "profile_id", "prompt_hash", "response", "scores", "extra")
 
 
@@ -221,7 +231,7 @@ def modality_gap(metrics: Mapping) -> dict:
                 continue
             row = {}
             for metric in it:
-                if metric == "n" or metric not in to:
+                if is_count_metric(metric) or metric not in to:
                     continue
                 a, b = it[metric], to[metric]
                 ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
@@ -265,10 +275,10 @@ def load_results(run: str | os.PathLike) -> dict:
 
 
 def iter_metrics(metrics: Mapping):
-    """Yield (set, task, mode, metric, value) for every metric except the count "n"."""
+    """Yield (set, task, mode, metric, value) for every score (counts such as "n" are skipped)."""
     for set_name, tasks in metrics.items():
         for task, modes in tasks.items():
             for mode, values in modes.items():
                 for metric, value in values.items():
-                    if metric != "n":
+                    if not is_count_metric(metric):
                         yield set_name, task, mode, metric, value

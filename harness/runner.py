@@ -243,13 +243,19 @@ def run_lock(out: Path):
     except ImportError:  # pragma: no cover - non-POSIX: no locking
         yield
         return
-    fh = open(out / ".lock", "w")
+    path = out / ".lock"
+    fh = open(path, "w")
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            fh.close()
             raise ConfigError(f"another mmunlearn process is using {out}") from None
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # leave no stray file in (committed) run directories
     finally:
         fh.close()
 

@@ -64,7 +64,7 @@ class Recipe:
     """Training hyper-parameters (recorded in training.json)."""
 
     steps: int = 1500
-    pretrain_fraction: float = 0.2  # first part of the steps sees only the celebrities
+    pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
     peak_lr: float = 2e-3
     weight_decay: float = 0.01
     batch_text: int = 32
@@ -218,9 +218,9 @@ def training_items(bench, sets: Iterable[str]) -> list[Item]:
     sets = tuple(sets)
     if "test" in sets:
         raise ValueError("the tiny model is never trained on Test_Set")
-    pools: dict[str, set[str]] = defaultdict(set)
-    for profiles in bench.profiles.values():
-        for p in profiles:
+    pools: dict[str, set[str]] = defaultdict(set)  # distractor values, from training rows only
+    for s in FINETUNE_SETS:
+        for p in bench.profiles[s]:
             for q in p.questions:
                 if q.task == "classification":
                     pools[_pool_key(q.text, p.vqa_answer)].update(q.options.values())
@@ -490,6 +490,7 @@ def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
+    torch.set_flush_denormal(True)  # denormals make CPU matmuls very slow late in training
     seed_everything(seed)
     model, processor = build_tiny_llava(bench, config, seed)
     vlm = wrap_vlm(model, processor, source=str(out))

@@ -206,6 +206,8 @@ def parse_params(method_cls: type["Method"], raw: dict[str, Any] | None = None):
                 raise ConfigError(
                     f"method {method_cls.name!r}: parameter {key}={raw[key]!r} is invalid; allowed: {exc}"
                 ) from None
+        elif isinstance(value, list):  # JSON / YAML configs give lists for tuple fields
+            value = tuple(value)
         kwargs[key] = value
     return params_cls(**kwargs)
 

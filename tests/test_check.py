@@ -92,3 +92,12 @@ def test_config_differences_are_noted(tmp_path, baseline, capsys):
     run = make_run(tmp_path / "run", limit=5)
     assert main(["check", run, "--baseline", baseline]) == 0
     assert "note: limit differs: run 5, baseline None" in capsys.readouterr().out
+
+
+def test_counts_are_not_regression_checked(tmp_path, baseline):
+    b = copy.deepcopy(BASE_METRICS)
+    b["forget"]["generation"]["text_only"]["factuality_failed"] = 0
+    m = copy.deepcopy(b)
+    m["forget"]["generation"]["text_only"]["factuality_failed"] = 7  # a count, not a score
+    base = make_run(tmp_path / "b2", b)
+    assert main(["check", make_run(tmp_path / "run", m), "--baseline", base]) == 0

@@ -76,6 +76,7 @@ def test_parse_params_converts_cli_strings_to_field_types(toy_method):
     assert parse_params(toy_method, {"flag": "no", "path": "/tmp/x"}).flag is False
     assert parse_params(toy_method, {}) == toy_method.Params()
     assert parse_params(toy_method, {"steps": 4}).steps == 4  # typed values pass through
+    assert parse_params(toy_method, {"modes": ["text_only"]}).modes == ("text_only",)  # JSON lists
 
 
 @pytest.mark.parametrize("raw,needles", [

@@ -88,8 +88,8 @@ def test_claim_run_dir_refuses_different_config_naming_keys(tmp_path):
 def test_modality_gap_is_image_minus_text_and_skips_missing():
     metrics = {"forget": {"classification": {
         "image_text": {"accuracy": 0.75, "n": 4}, "text_only": {"accuracy": 0.25, "n": 4}}},
-        "retain": {"generation": {"image_text": {"rougeL": 0.5, "factuality": None, "n": 2},
-                                  "text_only": {"rougeL": 0.5, "factuality": None, "n": 2}}}}
+        "retain": {"generation": {"image_text": {"rougeL": 0.5, "factuality": None, "factuality_failed": 3, "n": 2},
+                                  "text_only": {"rougeL": 0.5, "factuality": None, "factuality_failed": 0, "n": 2}}}}
     gap = modality_gap(metrics)
     assert gap["forget"]["classification"] == {"accuracy": 0.5}
     assert gap["retain"]["generation"] == {"rougeL": 0.0, "factuality": None}

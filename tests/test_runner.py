@@ -283,3 +283,33 @@ def test_sigkilled_run_resumes_to_identical_results(tmp_path):
     responses = lambda d: {r["qid"]: r["response"] for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines())}  # noqa: E731
     assert responses(killed) == responses(full)
     assert not (killed / "model").exists()  # checkpoint removed once the run is complete
+
+
+def test_second_process_on_same_dir_is_refused(fakes, tmp_path):
+    import fcntl
+
+    out = tmp_path / "r"
+    out.mkdir()
+    with open(out / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another mmunlearn process"):
+            run_benchmark(cfg(), out, progress=False)
+    run_benchmark(cfg(sets=("forget",)), out, progress=False)
+    assert not (out / ".lock").exists()
+
+
+def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, monkeypatch):
+    from harness.cli import main
+    from harness.commands import demo
+
+    monkeypatch.setattr(demo, "DEMO_PARAMS", {"prompting": {"shift": "3"}})
+    out = tmp_path / "demo"
+    args = ["demo", "--methods", "prompting", "vanilla", "--sets", "forget", "retain", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    for name in ("vanilla", "prompting"):
+        assert (out / "runs" / name / "results.json").exists()
+    man = json.loads((out / "runs" / "prompting" / "results.json").read_text())["manifest"]
+    assert man["method"]["params"] == {"shift": 3.0} and man["limit"] == demo.DEMO_LIMIT and man["judge"] is None
+    assert "| vanilla" in (out / "leaderboard.md").read_text()
+    fakes.evaluated = []
+    assert main(args) == 0 and fakes.evaluated == []  # everything read back

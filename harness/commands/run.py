@@ -6,6 +6,7 @@ import argparse
 from harness import defaults
 from harness.errors import ConfigError
 from harness.records import SETS, TASKS
+from harness.results import is_count_metric
 
 NAME = "run"
 HELP = "apply an unlearning method to a model and evaluate it on the benchmark (resumes in --out)"
@@ -92,7 +93,7 @@ def summary_table(results: dict) -> str:
     lines = [f"{'set':<10} {'task':<15} {'metric':<22} {'image_text':>10} {'text_only':>10} {'gap':>8}"]
     for set_name, tasks in results["metrics"].items():
         for task, modes in tasks.items():
-            metrics = [m for m in modes.get("image_text", {}) if m != "n"]
+            metrics = [m for m in modes.get("image_text", {}) if not is_count_metric(m)]
             for metric in metrics:
                 a = modes.get("image_text", {}).get(metric)
                 b = modes.get("text_only", {}).get(metric)

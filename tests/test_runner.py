@@ -163,6 +163,18 @@ def test_interrupted_run_resumes_without_redoing_work(fakes, tmp_path):
     assert res["manifest"]["method"]["checkpoint"]["reused"] is True
 
 
+def test_method_without_weight_change_is_reapplied_on_resume(fakes, tmp_path):
+    full = run_benchmark(cfg(params={"shift": "0"}), tmp_path / "full", progress=False)
+    fakes.apply, fakes.evaluated, fakes.fail_after = 0, [], 3
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg(params={"shift": "0"}), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "model").exists()  # nothing to checkpoint: weights unchanged
+    fakes.fail_after = None
+    res = run_benchmark(cfg(params={"shift": "0"}), tmp_path / "r", progress=False)
+    assert fakes.apply == 2 and res["metrics"] == full["metrics"]
+    assert res["manifest"]["method"]["weights_changed"] is False
+
+
 def test_finished_run_is_not_recomputed(fakes, tmp_path):
     first = run_benchmark(cfg(), tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "results.json").read_bytes()
@@ -313,3 +325,14 @@ def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, mon
     assert "| vanilla" in (out / "leaderboard.md").read_text()
     fakes.evaluated = []
     assert main(args) == 0 and fakes.evaluated == []  # everything read back
+
+
+def test_default_judge_without_key_is_recorded_as_not_scoring(fakes, tmp_path, monkeypatch):
+    from harness import judge as judge_mod
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setattr(runner, "_make_judge", lambda model: judge_mod.Judge.from_args(model))
+    res = run_benchmark(cfg(sets=("forget",), judge="gpt-4o"), tmp_path / "r", progress=False)
+    assert res["manifest"]["judge"] is None and res["manifest"]["judge_requested"] == "gpt-4o"
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["config"]["judge"] is None

@@ -27,6 +27,11 @@ REFERENCE_FIRST = ("vanilla",)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.set_defaults(judge=None, limit=DEMO_LIMIT)
+    for action in p._actions:  # the demo needs no network: say so in --help
+        if action.dest == "judge":
+            action.help = "factuality judge model (default none for the demo)"
+        elif action.dest == "limit":
+            action.help = f"at most N questions per (set, task, mode) (default {DEMO_LIMIT} for the demo)"
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: every registered method)")
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
 

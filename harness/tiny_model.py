@@ -63,7 +63,7 @@ class TinyConfig:
 class Recipe:
     """Training hyper-parameters (recorded in training.json)."""
 
-    steps: int = 1500
+    steps: int = 2000
     pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
     peak_lr: float = 2e-3
     weight_decay: float = 0.01

@@ -63,7 +63,7 @@ class TinyConfig:
 class Recipe:
     """Training hyper-parameters (recorded in training.json)."""
 
-    steps: int = 2000
+    steps: int = 1200
     pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
     peak_lr: float = 2e-3
     weight_decay: float = 0.01
@@ -92,11 +92,14 @@ def _words(bench) -> list[str]:
     return texts
 
 
-def build_tokenizer(texts: Iterable[str]):
+def build_tokenizer(texts: Iterable[str], phrases: Iterable[str] = ()):
     """Word-level tokenizer over `texts`: lowercased words and single punctuation marks.
 
-    The option letters A-D are kept upper-case as their own tokens (matched before
-    lowercasing, whole words only), so a classification answer decodes as "A", not "a".
+    Each of `phrases` (the people's full names) becomes one token: binding a fact to a
+    two-token name is a conjunction the tiny model learns far more slowly (a probe here: 30%
+    of text facts after 400 steps with two-token names). The option letters A-D are kept
+    upper-case as their own tokens (matched before lowercasing, whole words only), so a
+    classification answer decodes as "A", not "a".
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -117,6 +120,8 @@ def build_tokenizer(texts: Iterable[str]):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, pad_token=PAD, bos_token=BOS,
                                    eos_token=EOS, clean_up_tokenization_spaces=True)
     fast.add_tokens([AddedToken(letter, normalized=False, single_word=True) for letter in LETTERS])
+    names = sorted({normalizer.normalize_str(p) for p in phrases if len(p.split()) > 1})
+    fast.add_tokens([AddedToken(name, normalized=True, single_word=True) for name in names])
     fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     fast.padding_side = "left"
     return fast
@@ -160,8 +165,12 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
 
 
 def build_tiny_llava(bench, config: TinyConfig = TinyConfig(), seed: int = 0):
-    """(untrained model, processor) whose vocabulary covers every text of `bench`."""
-    tokenizer = build_tokenizer(_words(bench))
+    """(untrained model, processor) whose vocabulary covers every text of `bench`.
+
+    Every person's name (the rows' `answer` field) is a single token.
+    """
+    names = [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
+    tokenizer = build_tokenizer(_words(bench), names)
     return build_model(tokenizer, config, seed), build_processor(tokenizer)
 
 

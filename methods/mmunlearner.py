@@ -100,8 +100,6 @@ class MMUnlearner(Method):
             self.require("max_grad_norm", self.max_grad_norm > 0, "a number > 0")
 
     def apply(self, vlm, data: UnlearnData, params: Params, seed: int):
-        import torch
-
         seed_everything(seed)
         report = new_report(self, params, seed)
         towers = ("vision", "language") if params.masks == "both" else (params.masks,)

@@ -72,6 +72,14 @@ def test_option_letters_decode_upper_case_and_words_lowercase(built):
         assert tok.decode(tok(letter, add_special_tokens=False)["input_ids"]) == letter
 
 
+def test_every_person_name_is_one_token(built, bench):
+    tok = built[1].tokenizer
+    for profiles in bench.profiles.values():
+        for p in profiles:
+            ids = tok(f"What is the job of {p.vqa_answer}?", add_special_tokens=False)["input_ids"]
+            assert tok.convert_ids_to_tokens(ids)[-2] == p.vqa_answer.lower()
+
+
 def test_default_size_fits_the_checkpoint_budget(bench):
     from transformers import LlavaForConditionalGeneration
 

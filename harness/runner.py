@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness import defaults
+from harness.bench import load_benchmark
 from harness.errors import ConfigError
+from harness.judge import Judge
+from harness.model import load_vlm
 from harness.records import MODES, SETS, TASKS
 from harness.results import (
     METHOD_FILE,
@@ -39,6 +42,10 @@ from harness.results import (
     to_jsonable,
     write_results,
 )
+from methods import get_method, parse_params
+from methods.base import UnlearnData
+from tasks import get_task
+from tasks.base import SampleResult, TaskContext
 
 CHUNK_SIZE = 16  # questions per resumable unit; fixed so batch composition never depends on resume
 DEFAULT_JUDGE = "gpt-4o"
@@ -85,62 +92,6 @@ class RunConfig:
             raise ConfigError("at least one set and one task are needed")
 
 
-# ---------------------------------------------------------------- plumbing (patchable in tests)
-def _load_benchmark(source, forget):
-    from harness.bench import load_benchmark
-
-    return load_benchmark(source, forget)
-
-
-def _load_vlm(source, device=None):
-    from harness.model import load_vlm
-
-    return load_vlm(source, device=device)
-
-
-def _get_method(name):
-    from methods import get_method
-
-    return get_method(name)
-
-
-def _parse_params(cls, raw):
-    from methods import parse_params
-
-    return parse_params(cls, raw)
-
-
-def _unlearn_data(bench):
-    from methods.base import UnlearnData
-
-    return UnlearnData.from_benchmark(bench)
-
-
-def _get_task(name):
-    from tasks import get_task
-
-    return get_task(name)
-
-
-def _make_judge(model):
-    from harness.judge import Judge
-
-    return Judge.from_args(model)
-
-
-def _task_context(**kwargs):
-    from tasks.base import TaskContext
-
-    return TaskContext(**kwargs)
-
-
-def _sample_from_dict(d):
-    from tasks.base import SampleResult
-
-    return SampleResult.from_dict(d)
-
-
-# ---------------------------------------------------------------- helpers
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -284,7 +235,7 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
         if meta.get("config_hash") == fingerprint_hash:
             progress.say(f"reusing the unlearned model checkpoint in {ckpt_dir}")
             with timer("load_checkpoint"):
-                restored = _load_vlm(str(ckpt_dir), device=cfg.device)
+                restored = load_vlm(str(ckpt_dir), device=cfg.device)
                 restored_hash = restored.weights_hash()
             if restored_hash == meta.get("weights_hash"):
                 restored.system_prompt = meta.get("system_prompt")
@@ -295,7 +246,7 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
 
     progress.say(f"applying method {cfg.method} ...")
     seed_everything(cfg.seed)
-    data = _unlearn_data(bench)
+    data = UnlearnData.from_benchmark(bench)
     t = time.perf_counter()
     vlm, report = method_cls().apply(vlm, data, params, cfg.seed)
     apply_s = round(time.perf_counter() - t, 3)
@@ -341,10 +292,10 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     t_start = time.perf_counter()
 
     # Validate cheap things before loading anything heavy.
-    method_cls = _get_method(cfg.method)
-    params = _parse_params(method_cls, dict(cfg.params))
-    tasks = {name: _get_task(name) for name in cfg.tasks}
-    judge = _make_judge(cfg.judge)
+    method_cls = get_method(cfg.method)
+    params = parse_params(method_cls, dict(cfg.params))
+    tasks = {name: get_task(name) for name in cfg.tasks}
+    judge = Judge.from_args(cfg.judge)
     judge_model = judge.model if getattr(judge, "available", False) else None
     if cfg.judge and judge_model is None and "generation" in tasks:
         say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
@@ -352,10 +303,10 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     with run_lock(out):
         say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
         with timer("load_benchmark"):
-            bench = _load_benchmark(cfg.bench, cfg.forget)
+            bench = load_benchmark(cfg.bench, cfg.forget)
         say.say(f"loading model {cfg.model}")
         with timer("load_model"):
-            vlm = _load_vlm(cfg.model, device=cfg.device)
+            vlm = load_vlm(cfg.model, device=cfg.device)
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
 
@@ -401,7 +352,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             vlm, method_info = _apply_or_restore(cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say,
                                                  timer)
 
-        ctx = _task_context(seed=cfg.seed, shots=cfg.shots, max_new_tokens=cfg.max_new_tokens,
+        ctx = TaskContext(seed=cfg.seed, shots=cfg.shots, max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, judge=judge, bench=bench, scorers=tuple(cfg.scorers))
         if todo:
             say.say(f"evaluating {n_todo} questions ({len(todo)} chunks)")
@@ -420,7 +371,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         with timer("aggregate"):
             metrics: dict = {}
             for set_name, task_name, mode, qs in plan:
-                samples = [_sample_from_dict(store.get(q.qid)) for q in qs]
+                samples = [SampleResult.from_dict(store.get(q.qid)) for q in qs]
                 values = tasks[task_name].aggregate(samples) if samples else {
                     **{m: None for m in tasks[task_name].metrics}, "n": 0}
                 metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)

@@ -63,8 +63,9 @@ class TinyConfig:
 class Recipe:
     """Training hyper-parameters (recorded in training.json)."""
 
-    steps: int = 1200
+    steps: int = 1600
     pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
+    facts_fraction: float = 0.45  # first part of the steps sees only bare question -> answer facts
     peak_lr: float = 2e-3
     weight_decay: float = 0.01
     batch_text: int = 32
@@ -188,6 +189,7 @@ class Item:
     profile_id: str
     image: bytes | None
     render: Callable[[random.Random], tuple[str, str]]
+    bare: bool = False  # a bare question -> answer fact (no task prompt around it)
 
 
 def _pool_key(question: str, name: str) -> str:
@@ -241,12 +243,12 @@ def training_items(bench, sets: Iterable[str]) -> list[Item]:
             ft = dict(p.ft_pairs)
             name_questions = {q.text for q in p.questions if _is_name_question(q, p)}
 
-            def add(kind_mode: str, question_text: str, render, q_image: bytes | None):
+            def add(kind_mode: str, question_text: str, render, q_image: bytes | None, bare: bool = False):
                 if kind_mode == "text_only":
                     kind = "text"
                 else:
                     kind = "image_name" if question_text in name_questions else "image_attribute"
-                items.append(Item(kind, p.id, q_image, render))
+                items.append(Item(kind, p.id, q_image, render, bare))
 
             for q in p.questions:
                 image = p.image if q.mode == "image_text" else None
@@ -256,13 +258,13 @@ def training_items(bench, sets: Iterable[str]) -> list[Item]:
                     add(q.mode, q.text, _mc(q.text, value, pool), image)
                     add(q.mode, q.text, _fixed(classification_prompt(q.text, q.options), q.answer), image)
                     if q.mode == "text_only" or q.text not in ft:
-                        add(q.mode, q.text, _fixed(q.text, value), image)
+                        add(q.mode, q.text, _fixed(q.text, value), image, bare=True)
                 elif q.task == "generation":
                     add(q.mode, q.text, _fixed(generation_prompt(q.text), q.answer), image)
                 else:
                     add(q.mode, q.text, _fixed(cloze_prompt(q.text), q.answer), image)
             for question, answer in p.ft_pairs:
-                add("image_text", question, _fixed(question, answer), p.image)
+                add("image_text", question, _fixed(question, answer), p.image, bare=True)
     return items
 
 
@@ -384,8 +386,12 @@ class Trainer:
         self.rng = random.Random(seed)
         self.images = _Images()
         self.pretrain_steps = int(recipe.steps * recipe.pretrain_fraction)
-        self.items = {stage: self._by_kind(training_items(bench, sets))
-                      for stage, sets in (("pretrain", PRETRAIN_SETS), ("finetune", FINETUNE_SETS))}
+        self.facts_steps = int(recipe.steps * recipe.facts_fraction)
+        self.items = {}  # (stage, "facts" | "all") -> kind -> items
+        for stage, sets in (("pretrain", PRETRAIN_SETS), ("finetune", FINETUNE_SETS)):
+            items = training_items(bench, sets)
+            self.items[stage, "all"] = self._by_kind(items)
+            self.items[stage, "facts"] = self._by_kind([i for i in items if i.bare])
         self.checks = check_questions(bench, recipe.check_per_group, seed)
         params = [p for p in vlm.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
@@ -414,13 +420,14 @@ class Trainer:
         """One optimiser step on the weighted sum of one batch per kind."""
         r = self.recipe
         stage = "pretrain" if self.step < self.pretrain_steps else "finetune"
+        phase = "facts" if self.step < self.facts_steps else "all"
         sizes = {"text": r.batch_text, "image_name": r.batch_image_name, "image_attribute": r.batch_image_attribute}
         weights = {"text": r.text_weight, "image_name": 1.0, "image_attribute": 1.0}
         self.vlm.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         losses = {}
         for kind in KINDS:
-            pool = self.items[stage][kind]
+            pool = self.items[stage, phase][kind]
             if not pool or sizes[kind] <= 0:
                 continue
             loss = self.batch_loss([self.rng.choice(pool) for _ in range(sizes[kind])])

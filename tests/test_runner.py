@@ -5,6 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -98,13 +99,13 @@ class FakeJudge:
 @pytest.fixture
 def fakes(monkeypatch):
     Calls.apply, Calls.evaluated, Calls.fail_after = 0, [], None
-    monkeypatch.setattr(runner, "_load_benchmark", lambda source, forget: FakeBench())
-    monkeypatch.setattr(runner, "_load_vlm", fake_load_vlm)
-    monkeypatch.setattr(runner, "_get_method", lambda name: FakeMethod)
-    monkeypatch.setattr(runner, "_parse_params", lambda cls, raw: cls.Params(**{k: float(v) for k, v in raw.items()}))
-    monkeypatch.setattr(runner, "_unlearn_data", lambda bench: None)
-    monkeypatch.setattr(runner, "_get_task", FakeTask)
-    monkeypatch.setattr(runner, "_make_judge", lambda model: FakeJudge())
+    monkeypatch.setattr(runner, "load_benchmark", lambda source, forget: FakeBench())
+    monkeypatch.setattr(runner, "load_vlm", fake_load_vlm)
+    monkeypatch.setattr(runner, "get_method", lambda name: FakeMethod)
+    monkeypatch.setattr(runner, "parse_params", lambda cls, raw: cls.Params(**{k: float(v) for k, v in raw.items()}))
+    monkeypatch.setattr(runner, "UnlearnData", SimpleNamespace(from_benchmark=lambda bench: None))
+    monkeypatch.setattr(runner, "get_task", FakeTask)
+    monkeypatch.setattr(runner, "Judge", SimpleNamespace(from_args=lambda model: FakeJudge()))
     return Calls
 
 
@@ -332,7 +333,7 @@ def test_default_judge_without_key_is_recorded_as_not_scoring(fakes, tmp_path, m
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr(runner, "_make_judge", lambda model: judge_mod.Judge.from_args(model))
+    monkeypatch.setattr(runner, "Judge", judge_mod.Judge)
     res = run_benchmark(cfg(sets=("forget",), judge="gpt-4o"), tmp_path / "r", progress=False)
     assert res["manifest"]["judge"] is None and res["manifest"]["judge_requested"] == "gpt-4o"
     assert json.loads((tmp_path / "r" / "run.json").read_text())["config"]["judge"] is None

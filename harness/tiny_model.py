@@ -418,12 +418,22 @@ class Trainer:
         return by_kind
 
     def batch_loss(self, items: list[Item], rng: random.Random | None = None) -> torch.Tensor:
-        """Mean NLL of the answers (prompt tokens masked) of one homogeneous batch."""
+        """Mean over items of each item's mean answer NLL (prompt tokens masked).
+
+        Per item, not per token: a multiple-choice answer is one letter while a generation
+        answer is a sentence, and a token mean drowns the letters (multiple choice then stays
+        at chance for thousands of steps).
+        """
         rng = rng or self.rng
         rendered = [(item.image, *item.render(rng)) for item in items]
         reqs = _requests([(image, text) for image, text, _ in rendered], self.images)
         enc = self.vlm.encode(reqs, [answer for _, _, answer in rendered])  # appends EOS
-        return self.vlm.model(**enc).loss
+        labels = enc.pop("labels")[:, 1:]
+        logits = self.vlm.model(**enc).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+                                                reduction="none")
+        answer = labels != -100
+        return ((nll * answer).sum(1) / answer.sum(1).clamp(min=1)).mean()
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on the weighted sum of one batch per kind."""
@@ -508,17 +518,29 @@ class Trainer:
 
 def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
                config: TinyConfig = TinyConfig(), evaluate_limit: int | None = None,
-               progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Build, train and save the tiny LLaVA into `out`; returns the training.json record."""
-    from harness.model import wrap_vlm
+               progress: bool = True, log: Callable[[str], None] = print,
+               init: str | Path | None = None) -> dict:
+    """Build (or, with `init`, load and continue) the tiny LLaVA, train it and save it into `out`.
+
+    Returns the training.json record; with `init`, the record of the run it continued is kept
+    under "continued_from" so the full recipe stays on file.
+    """
+    from harness.model import load_vlm, wrap_vlm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
     torch.set_flush_denormal(True)  # denormals make CPU matmuls very slow late in training
     seed_everything(seed)
-    model, processor = build_tiny_llava(bench, config, seed)
-    vlm = wrap_vlm(model, processor, source=str(out))
+    previous = None
+    if init is not None:
+        vlm = load_vlm(init, device="cpu")
+        model = vlm.model
+        previous_path = Path(init) / "training.json"
+        previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
+    else:
+        model, processor = build_tiny_llava(bench, config, seed)
+        vlm = wrap_vlm(model, processor, source=str(out))
     trainer = Trainer(bench, vlm, recipe, seed, state_path=out / "train_state.pt", log=log)
     trainer.load_state()
     history = trainer.run(progress=progress)
@@ -533,6 +555,8 @@ def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
         "train_seconds": round(trainer.seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
         "torch": torch.__version__, "history": history, "final": final,
     }
+    if previous is not None:
+        record["continued_from"] = previous
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     if trainer.state_path.exists():
         trainer.state_path.unlink()

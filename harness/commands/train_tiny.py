@@ -29,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="steps between per-mode accuracy checks")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="questions per (set, task, mode) in the final evaluation (default: all)")
+    p.add_argument("--init", default=None,
+                   help="continue training this checkpoint instead of building a fresh model")
+    p.add_argument("--pretrain-fraction", type=float, default=default.pretrain_fraction,
+                   help="share of steps on the celebrity set only")
+    p.add_argument("--facts-fraction", type=float, default=default.facts_fraction,
+                   help="share of steps on bare question -> answer facts only")
     p.add_argument("--log", default=None, help="also append progress lines to this file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -43,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
     recipe = replace(Recipe(), steps=args.steps, peak_lr=args.lr, threads=args.threads,
-                     check_every=args.check_every)
+                     check_every=args.check_every, pretrain_fraction=args.pretrain_fraction,
+                     facts_fraction=args.facts_fraction)
     bench = load_benchmark(args.bench)
 
     def log(line: str) -> None:
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"train-tiny: bench {bench.source}, out {args.out}, seed {args.seed}, recipe "
         + json.dumps({f.name: getattr(recipe, f.name) for f in fields(recipe)}))
     record = train_tiny(bench, args.out, seed=args.seed, recipe=recipe, evaluate_limit=args.eval_limit,
-                        progress=not args.no_progress, log=log)
+                        progress=not args.no_progress, log=log, init=args.init)
     log("final: " + json.dumps(record["final"]))
     log(f"saved to {args.out} ({record['train_seconds']} s training)")
     return 0

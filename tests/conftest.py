@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from harness.minibench import PARQUET_NAME, build_minibench
+
+# Tiny models: one thread is fastest, and spinning extra threads on a shared 2-core machine
+# slows tests by two orders of magnitude.
+torch.set_num_threads(1)
 
 SMALL = {"n_profiles": 20, "n_celebrities": 4}  # forget_5/10/15 = 1/2/3 profiles
 

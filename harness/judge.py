@@ -124,7 +124,7 @@ class Judge:
     def __init__(self, model: str = DEFAULT_MODEL, base_url: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", cache_dir: str | os.PathLike | None = None,
                  max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60,
-                 backoff_base: float = 1.0, backoff_max: float = 60.0):
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, give_up_after: int = 10):
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("judge needs max_concurrency >= 1, max_retries >= 0 and timeout > 0")
         self.model = model
@@ -136,6 +136,10 @@ class Judge:
         self.stats = {"calls": 0, "cache_hits": 0, "failures": 0}
         self._lock = threading.Lock()
         self._fatal: str | None = None
+        # Circuit breaker: after this many answers in a row that failed even with retries (wrong
+        # base URL, server down), stop calling, so a large run does not spend minutes per answer.
+        self.give_up_after = give_up_after
+        self._failed_in_a_row = 0
         self._client = None
         self.available = bool(os.environ.get(api_key_env) or self.base_url)
 
@@ -179,9 +183,15 @@ class Judge:
             reply = self._call(body)
             score, justification = parse_reply(reply)
         except Exception as exc:  # every failure is counted, never scored
+            error = self._scrub(f"{type(exc).__name__}: {exc}")
             with self._lock:
                 self.stats["failures"] += 1
-            return JudgeResult(None, error=self._scrub(f"{type(exc).__name__}: {exc}"))
+                self._failed_in_a_row += 1
+                if self._failed_in_a_row >= self.give_up_after and not self._fatal:
+                    self._fatal = f"{self._failed_in_a_row} answers in a row failed; last error: {error}"
+            return JudgeResult(None, error=error)
+        with self._lock:
+            self._failed_in_a_row = 0
         self._cache_write(key, {"model": self.model, "score": score, "justification": justification,
                                 "reply": reply})
         return JudgeResult(score, justification)

@@ -88,6 +88,16 @@ def test_server_errors_until_give_up_are_a_counted_failure(tmp_path):
     assert judge.stats["failures"] == 1
 
 
+def test_judge_stops_calling_after_repeated_failures(tmp_path):
+    """A dead server costs a bounded number of calls, and the rest are still counted as failed."""
+    with FakeOpenAIServer(default=("status", 500)) as server:
+        judge = make_judge(server, tmp_path, max_retries=1, max_concurrency=1, give_up_after=2)
+        results = judge.score_many([(f"q{i}", "a", "gt") for i in range(6)], desc=None)
+    assert all(r.score is None for r in results) and judge.stats["failures"] == 6
+    assert len(server.requests) == 4  # two answers x (1 call + 1 retry), then no more calls
+    assert "in a row failed" in results[-1].error
+
+
 def test_client_errors_are_not_retried(tmp_path):
     with FakeOpenAIServer(default=("status", 400)) as server:
         result = make_judge(server, tmp_path).score(*ITEM)

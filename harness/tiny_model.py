@@ -72,6 +72,7 @@ class Recipe:
     steps: int = 1600
     pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
     facts_fraction: float = 0.45  # first part of the steps sees only bare question -> answer facts
+    mc_share: float = 0.0  # after the facts phase, this share of each batch is the benchmark's own MC items
     peak_lr: float = 2e-3
     weight_decay: float = 0.01
     batch_text: int = 32
@@ -196,6 +197,7 @@ class Item:
     image: bytes | None
     render: Callable[[random.Random], tuple[str, str]]
     bare: bool = False  # a bare question -> answer fact (no task prompt around it)
+    benchmark_mc: bool = False  # the benchmark's own multiple-choice item (fixed options and letter)
 
 
 def _pool_key(question: str, name: str) -> str:
@@ -249,12 +251,13 @@ def training_items(bench, sets: Iterable[str]) -> list[Item]:
             ft = dict(p.ft_pairs)
             name_questions = {q.text for q in p.questions if _is_name_question(q, p)}
 
-            def add(kind_mode: str, question_text: str, render, q_image: bytes | None, bare: bool = False):
+            def add(kind_mode: str, question_text: str, render, q_image: bytes | None, bare: bool = False,
+                    benchmark_mc: bool = False):
                 if kind_mode == "text_only":
                     kind = "text"
                 else:
                     kind = "image_name" if question_text in name_questions else "image_attribute"
-                items.append(Item(kind, p.id, q_image, render, bare))
+                items.append(Item(kind, p.id, q_image, render, bare, benchmark_mc))
 
             for q in p.questions:
                 image = p.image if q.mode == "image_text" else None
@@ -262,7 +265,8 @@ def training_items(bench, sets: Iterable[str]) -> list[Item]:
                     value = q.options[q.answer]
                     pool = sorted_pools[_pool_key(q.text, p.vqa_answer)]
                     add(q.mode, q.text, _mc(q.text, value, pool), image)
-                    add(q.mode, q.text, _fixed(classification_prompt(q.text, q.options), q.answer), image)
+                    add(q.mode, q.text, _fixed(classification_prompt(q.text, q.options), q.answer), image,
+                        benchmark_mc=True)
                     if q.mode == "text_only" or q.text not in ft:
                         add(q.mode, q.text, _fixed(q.text, value), image, bare=True)
                 elif q.task == "generation":
@@ -401,6 +405,7 @@ class Trainer:
             items = training_items(bench, sets)
             self.items[stage, "all"] = self._by_kind(items)
             self.items[stage, "facts"] = self._by_kind([i for i in items if i.bare])
+            self.items[stage, "mc"] = self._by_kind([i for i in items if i.benchmark_mc])
         self.checks = check_questions(bench, recipe.check_per_group, seed)
         params = [p for p in vlm.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
@@ -449,7 +454,11 @@ class Trainer:
             pool = self.items[stage, phase][kind]
             if not pool or sizes[kind] <= 0:
                 continue
-            loss = self.batch_loss([self.rng.choice(pool) for _ in range(sizes[kind])])
+            n_mc = round(sizes[kind] * r.mc_share) if phase == "all" else 0
+            mc_pool = self.items[stage, "mc"].get(kind) or pool
+            batch = [self.rng.choice(mc_pool) for _ in range(n_mc)]
+            batch += [self.rng.choice(pool) for _ in range(sizes[kind] - n_mc)]
+            loss = self.batch_loss(batch)
             (weights[kind] * loss).backward()
             losses[kind] = loss.item()
         torch.nn.utils.clip_grad_norm_(self.vlm.model.parameters(), 1.0)

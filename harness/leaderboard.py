@@ -21,7 +21,7 @@ from harness.records import MODES, SETS, TASKS
 from harness.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
 
 # The metric(s) each task is ranked on; factuality only appears when some run has it scored.
-HEADLINE = {"classification": ("accuracy",), "generation": ("rougeL", "factuality"), "cloze": ("accuracy",)}
+HEADLINE = {"classification": ("accuracy", "accuracy_loglik_answer"), "generation": ("rougeL", "factuality"), "cloze": ("accuracy",)}
 MODE_SHORT = {"image_text": "img+txt", "text_only": "txt"}
 SET_TITLES = {"forget": "Forget set", "test": "Test set (transformed forget profiles)", "retain": "Retain set",
               "celebrity": "Real celebrity set"}

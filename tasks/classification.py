@@ -9,7 +9,10 @@ count as wrong; a response starting with a word such as "Because ..." counts as 
 Second scorer, log-likelihood: the four option letters (scorer "loglik") or the four option
 texts (scorer "loglik_text", sum log-prob divided by the text's UTF-8 length, as lm-eval's
 acc_norm, so long options are not penalised) are scored as continuations of the same prompt;
-the argmax is the answer. The model adapter joins each continuation to the prompt the way it
+the argmax is the answer. Scorer "loglik_answer" asks the bare question (no options listed, same
+image) and scores each option text as its answer (length-normalised), lm-eval's "cloze-style"
+multiple choice: it measures whether the model knows the fact, independently of whether it can
+read an option list (small models often cannot). The model adapter joins each continuation to the prompt the way it
 joins training answers (harness.model scores " " + option).
 
 Shots (`ctx.shots` = K > 0): per (set, mode), K example profiles of the same set are drawn with
@@ -34,7 +37,8 @@ from harness.prompts import classification_prompt
 from harness.records import LETTERS, Question
 from tasks.base import SampleResult, Task, TaskContext, _ImageCache, make_request, prompt_hash, register_task
 
-SCORERS = {"generate": "accuracy", "loglik": "accuracy_loglik", "loglik_text": "accuracy_loglik_text"}
+SCORERS = {"generate": "accuracy", "loglik": "accuracy_loglik", "loglik_text": "accuracy_loglik_text",
+           "loglik_answer": "accuracy_loglik_answer"}
 
 
 def parse_letter(response: str) -> str | None:
@@ -117,6 +121,14 @@ class ClassificationTask(Task):
                 norm = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
                 ex["letter_loglik_text"] = LETTERS[_argmax(norm)]
                 sc["accuracy_loglik_text"] = float(ex["letter_loglik_text"] == q.answer)
+        if kept and "loglik_answer" in ctx.scorers:
+            bare = [make_request(q.text, req.image) for q, req in zip(kept, reqs)]
+            texts = [[q.options[x] for x in LETTERS] for q in kept]
+            lps = vlm.option_logprobs(bare, texts, batch_size=ctx.batch_size)
+            for q, lp, opts, sc, ex in zip(kept, lps, texts, scores, extras):
+                norm = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
+                ex["letter_loglik_answer"] = LETTERS[_argmax(norm)]
+                sc["accuracy_loglik_answer"] = float(ex["letter_loglik_answer"] == q.answer)
         scored = {q.qid: self._result(q, h, r, sc, ex) for q, h, r, sc, ex in
                   zip(kept, hashes, responses, scores, extras)}
         return [scored.get(q.qid) or excluded[q.qid] for q in questions]

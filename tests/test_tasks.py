@@ -160,7 +160,8 @@ def test_classification_scores_generated_letters_and_builds_official_requests():
     assert (s.qid, s.set, s.task, s.mode, s.profile_id) == (qs[0].qid, "forget", "classification", "image_text", "p1")
     assert s.prompt_hash == prompt_hash(vlm, reqs[0], "image_text", IMAGE)
     agg = get_task("classification").aggregate(samples)
-    assert agg == {"accuracy": 0.8, "accuracy_loglik": None, "accuracy_loglik_text": None, "n": 5}
+    assert agg == {"accuracy": 0.8, "accuracy_loglik": None, "accuracy_loglik_text": None,
+                   "accuracy_loglik_answer": None, "n": 5}
 
 
 def test_loglik_scorers_take_the_argmax_over_letters_and_length_normalised_texts():
@@ -184,8 +185,20 @@ def test_loglik_scorers_take_the_argmax_over_letters_and_length_normalised_texts
     assert agg["accuracy"] is None and agg["accuracy_loglik"] == 1.0
 
 
+def test_loglik_answer_scores_option_texts_as_answers_to_the_bare_question():
+    options = {"A": "paris", "B": "a very long wrong option", "C": "rome", "D": "oslo"}
+    q = question("classification", answer="C", options=options)
+    vlm = FakeVLM(logprobs=lambda req, opts: [-4.0, -3.0, -0.4, -4.0])  # total -3.0 on B, per byte far lower
+    [s] = get_task("classification").evaluate(vlm, [q], TaskContext(scorers=("loglik_answer",)))
+    [(reqs, opts)] = vlm.scored
+    assert reqs[0].text == q.text  # the bare question: no option list, no letter instruction
+    assert (reqs[0].image is not None) == (q.mode == "image_text")
+    assert opts == [[options[x] for x in LETTERS]]
+    assert s.scores == {"accuracy_loglik_answer": 1.0} and s.extra["letter_loglik_answer"] == "C"
+
+
 def test_unknown_classification_scorer_is_a_config_error():
-    with pytest.raises(ConfigError, match="known: generate, loglik, loglik_text"):
+    with pytest.raises(ConfigError, match="known: generate, loglik, loglik_text, loglik_answer"):
         get_task("classification").evaluate(FakeVLM(), [question("classification")], TaskContext(scorers=("logprob",)))
 
 

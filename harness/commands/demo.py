@@ -26,15 +26,20 @@ DEMO_PARAMS: dict[str, dict[str, str]] = {
 }
 # Questions per (set, task, mode); keeps the whole demo within minutes on 2 CPU cores.
 DEMO_LIMIT = 40
+DEMO_SCORERS = ("generate", "loglik_answer")
 REFERENCE_FIRST = ("vanilla",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
-    p.set_defaults(judge=None, limit=DEMO_LIMIT)
+    # loglik_answer beside the official scorer: the tiny model knows its facts but cannot read an
+    # option list (see README), so the official letter accuracy alone would hide every effect.
+    p.set_defaults(judge=None, limit=DEMO_LIMIT, scorers=list(DEMO_SCORERS))
     for action in p._actions:  # the demo needs no network: say so in --help
         if action.dest == "judge":
             action.help = "factuality judge model (default none for the demo)"
+        elif action.dest == "scorers":
+            action.help = f"classification scorers (default {' '.join(DEMO_SCORERS)} for the demo)"
         elif action.dest == "limit":
             action.help = f"at most N questions per (set, task, mode) (default {DEMO_LIMIT} for the demo)"
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: every registered method)")

@@ -72,6 +72,7 @@ class Recipe:
     steps: int = 1600
     pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
     facts_fraction: float = 0.45  # first part of the steps sees only bare question -> answer facts
+    loss_average: str = "token"  # "token" or "item" (see Trainer.batch_loss)
     mc_share: float = 0.0  # after the facts phase, this share of each batch is the benchmark's own MC items
     peak_lr: float = 2e-3
     weight_decay: float = 0.01
@@ -423,16 +424,18 @@ class Trainer:
         return by_kind
 
     def batch_loss(self, items: list[Item], rng: random.Random | None = None) -> torch.Tensor:
-        """Mean over items of each item's mean answer NLL (prompt tokens masked).
+        """Answer NLL of one batch (prompt tokens masked), averaged per token or per item.
 
-        Per item, not per token: a multiple-choice answer is one letter while a generation
-        answer is a sentence, and a token mean drowns the letters (multiple choice then stays
-        at chance for thousands of steps).
+        `recipe.loss_average="token"` (what the committed checkpoint used) is the usual token
+        mean; "item" averages each item's answer first, so a one-letter multiple-choice answer
+        weighs as much as a sentence (tried to speed up multiple choice; it did not in 500 steps).
         """
         rng = rng or self.rng
         rendered = [(item.image, *item.render(rng)) for item in items]
         reqs = _requests([(image, text) for image, text, _ in rendered], self.images)
         enc = self.vlm.encode(reqs, [answer for _, _, answer in rendered])  # appends EOS
+        if self.recipe.loss_average == "token":
+            return self.vlm.model(**enc).loss
         labels = enc.pop("labels")[:, 1:]
         logits = self.vlm.model(**enc).logits[:, :-1]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,

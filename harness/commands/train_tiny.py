@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of steps on the celebrity set only")
     p.add_argument("--facts-fraction", type=float, default=default.facts_fraction,
                    help="share of steps on bare question -> answer facts only")
+    p.add_argument("--loss-average", choices=("token", "item"), default=default.loss_average,
+                   help="average the answer loss per token (as the committed model) or per item")
     p.add_argument("--mc-share", type=float, default=default.mc_share,
                    help="after the facts phase, share of each batch drawn from the benchmark's own multiple-choice items")
     p.add_argument("--log", default=None, help="also append progress lines to this file")
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
     recipe = replace(Recipe(), steps=args.steps, peak_lr=args.lr, threads=args.threads,
                      check_every=args.check_every, pretrain_fraction=args.pretrain_fraction,
-                     facts_fraction=args.facts_fraction, mc_share=args.mc_share)
+                     facts_fraction=args.facts_fraction, mc_share=args.mc_share,
+                     loss_average=args.loss_average)
     bench = load_benchmark(args.bench)
 
     def log(line: str) -> None:

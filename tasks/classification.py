@@ -114,21 +114,17 @@ class ClassificationTask(Task):
             for q, lp, sc, ex in zip(kept, lps, scores, extras):
                 ex["letter_loglik"] = LETTERS[_argmax(lp)]
                 sc["accuracy_loglik"] = float(ex["letter_loglik"] == q.answer)
-        if kept and "loglik_text" in ctx.scorers:
+        text_scorers = {"loglik_text": reqs,  # option texts after the same prompt
+                        "loglik_answer": [make_request(q.text, req.image) for q, req in zip(kept, reqs)]}
+        for scorer, scorer_reqs in text_scorers.items():
+            if not (kept and scorer in ctx.scorers):
+                continue
             texts = [[q.options[x] for x in LETTERS] for q in kept]
-            lps = vlm.option_logprobs(reqs, texts, batch_size=ctx.batch_size)
+            lps = vlm.option_logprobs(scorer_reqs, texts, batch_size=ctx.batch_size)
             for q, lp, opts, sc, ex in zip(kept, lps, texts, scores, extras):
-                norm = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
-                ex["letter_loglik_text"] = LETTERS[_argmax(norm)]
-                sc["accuracy_loglik_text"] = float(ex["letter_loglik_text"] == q.answer)
-        if kept and "loglik_answer" in ctx.scorers:
-            bare = [make_request(q.text, req.image) for q, req in zip(kept, reqs)]
-            texts = [[q.options[x] for x in LETTERS] for q in kept]
-            lps = vlm.option_logprobs(bare, texts, batch_size=ctx.batch_size)
-            for q, lp, opts, sc, ex in zip(kept, lps, texts, scores, extras):
-                norm = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
-                ex["letter_loglik_answer"] = LETTERS[_argmax(norm)]
-                sc["accuracy_loglik_answer"] = float(ex["letter_loglik_answer"] == q.answer)
+                per_byte = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
+                ex[f"letter_{scorer}"] = LETTERS[_argmax(per_byte)]
+                sc[SCORERS[scorer]] = float(ex[f"letter_{scorer}"] == q.answer)
         scored = {q.qid: self._result(q, h, r, sc, ex) for q, h, r, sc, ex in
                   zip(kept, hashes, responses, scores, extras)}
         return [scored.get(q.qid) or excluded[q.qid] for q in questions]

@@ -14,7 +14,9 @@ from harness.errors import MMUnlearnError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmunlearn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mmunlearn",
+        description="Benchmark harness for machine unlearning in multimodal LLMs: every number split by modality.")
     sub = parser.add_subparsers(dest="command", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"harness.commands.{info.name}")

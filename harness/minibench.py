@@ -329,7 +329,7 @@ def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 100, n_cel
             **_profile_questions(rng, p, names, paraphrase),
         }
 
-    fictitious, celebrities = profiles[:n_profiles], profiles[n_profiles:]
+    fictitious = profiles[:n_profiles]
     base_rows = [row(p, False) for p in profiles]
     full, celeb_rows = base_rows[:n_profiles], base_rows[n_profiles:]
 

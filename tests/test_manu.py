@@ -2,7 +2,6 @@
 and the method end to end on a tiny random LLaVA."""
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from harness.records import FactPair
-from methods import UnlearnData, get_method, parse_params
+from methods import get_method, parse_params
 from methods.manu import (
     FUNCTIONS,
     STATS,
@@ -139,29 +137,11 @@ def test_select_top_breaks_ties_by_position():
 # ----------------------------------------------------------------------------- on a tiny model
 
 
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def data():
-    from tests.tiny_vlms import tiny_images
+    from tests.tiny_vlms import tiny_unlearn_data
 
-    imgs = [_png(i) for i in tiny_images(6, seed=3)]
-    jobs = ["doctor", "teacher", "painter"]
-
-    def pairs(ds, names, images):
-        return {
-            "image_text": [FactPair(f"{ds}{i}", "image_text", "what is the job of this person ?", jobs[i % 3], img)
-                           for i, img in enumerate(images)],
-            "text_only": [FactPair(f"{ds}{i}", "text_only", f"what is the job of {n} ?", jobs[(i + 1) % 3])
-                          for i, n in enumerate(names)],
-        }
-
-    return UnlearnData(forget=pairs("f", ["alice", "bob", "carol"], imgs[:3]),
-                       retain=pairs("r", ["dave", "alice", "bob"], imgs[3:]))
+    return tiny_unlearn_data(["alice", "bob", "carol"], ["dave", "alice", "bob"], seed=3, text_answer_shift=1)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 random LLaVA: each runs, reports, and does what its name promises."""
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from harness.records import FactPair
 from methods import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method
 from methods.base import encode_pairs
 from methods.training import language_linear_modules, mean_answer_nll
@@ -128,28 +126,11 @@ def test_unlearn_data_from_benchmark(small_bench):
 # ----------------------------------------------------------------------------- methods on a tiny LLaVA
 
 
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def data():
-    from tests.tiny_vlms import tiny_images
+    from tests.tiny_vlms import tiny_unlearn_data
 
-    imgs = [_png(i) for i in tiny_images(6, seed=5)]
-    jobs = ["doctor", "teacher", "painter"]
-
-    def pairs(ds, names, images):
-        return {
-            "image_text": [FactPair(f"{ds}{i}", "image_text", "what is the job of this person ?", jobs[i % 3], img)
-                           for i, img in enumerate(images)],
-            "text_only": [FactPair(f"{ds}{i}", "text_only", f"what is the job of {n} ?", jobs[i % 3])
-                          for i, n in enumerate(names)],
-        }
-
-    return UnlearnData(forget=pairs("f", ["alice", "bob"], imgs[:2]), retain=pairs("r", ["carol", "dave", "bob"], imgs[2:5]))
+    return tiny_unlearn_data(["alice", "bob"], ["carol", "dave", "bob"], seed=5)
 
 
 def fresh_vlm(seed: int = 0):

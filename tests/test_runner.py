@@ -141,7 +141,7 @@ def test_run_writes_metrics_gap_and_manifest(fakes, tmp_path):
 
 def test_limit_caps_each_cell_deterministically(fakes, tmp_path):
     a = run_benchmark(cfg(limit=2, sets=("forget",)), tmp_path / "a", progress=False)
-    b = run_benchmark(cfg(limit=2, sets=("forget",)), tmp_path / "b", progress=False)
+    run_benchmark(cfg(limit=2, sets=("forget",)), tmp_path / "b", progress=False)
     assert all(v["n"] == 2 for t in a["metrics"]["forget"].values() for v in t.values())
     read = lambda d: sorted(json.loads(x)["qid"] for x in (tmp_path / d / "samples.jsonl").read_text().splitlines())
     assert read("a") == read("b")

@@ -283,3 +283,33 @@ def tiny_images(n: int, size: int = 32, seed: int = 0):
         arr = arr.repeat_interleave(8, 0).repeat_interleave(8, 1)
         imgs.append(Image.fromarray(arr.numpy(), "RGB"))
     return imgs
+
+
+def tiny_unlearn_data(forget_names, retain_names, seed=0, text_answer_shift=0):
+    """UnlearnData about a few people: one image_text and one text_only job fact each.
+
+    `text_answer_shift` rotates the text-only answers, so a person's two modes can disagree
+    (useful to see modality-specific statistics).
+    """
+    import io
+
+    from harness.records import FactPair
+    from methods.base import UnlearnData
+
+    jobs = ["doctor", "teacher", "painter"]
+    images = []
+    for img in tiny_images(len(forget_names) + len(retain_names), seed=seed):
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        images.append(buf.getvalue())
+
+    def pairs(ds, names, imgs):
+        return {
+            "image_text": [FactPair(f"{ds}{i}", "image_text", "what is the job of this person ?", jobs[i % 3], img)
+                           for i, img in enumerate(imgs)],
+            "text_only": [FactPair(f"{ds}{i}", "text_only", f"what is the job of {n} ?",
+                                   jobs[(i + text_answer_shift) % 3]) for i, n in enumerate(names)],
+        }
+
+    n = len(forget_names)
+    return UnlearnData(forget=pairs("f", forget_names, images[:n]), retain=pairs("r", retain_names, images[n:]))

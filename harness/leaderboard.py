@@ -161,6 +161,23 @@ def fmt(v: float | None, metric: str = "") -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def fmt_gap(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.3f}"
+
+
+def set_sections(runs: list[Run]):
+    """Per set with numbers: (title with its direction, its headline columns, best/worst marks).
+
+    One source for the Markdown and HTML renderers, so the two tables never disagree.
+    """
+    cols = headline_columns(runs)
+    for s in SETS:
+        scols = [c for c in cols if c[0] == s]
+        if scols:
+            arrow = "lower is better" if s in LOWER_IS_BETTER_SETS else "higher is better"
+            yield f"{SET_TITLES[s]} ({arrow})", scols, {c: marks(runs, c) for c in scols}
+
+
 def frame(runs: list[Run]):
     """Wide pandas DataFrame: one row per run, flat columns 'set/task/metric/mode'."""
     import pandas as pd
@@ -191,16 +208,10 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
              f"Benchmark `{bench.get('source')}` (fingerprint `{str(bench.get('fingerprint'))[:16]}`), "
              f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
              f"{len(runs)} runs. Values: fractions in [0, 1] (factuality: judge score 1-10 mapped to (s-1)/9).", "", LEGEND, ""]
-    cols = headline_columns(runs)
-    for s in SETS:
-        scols = [c for c in cols if c[0] == s]
-        if not scols:
-            continue
-        arrow = "lower is better" if s in LOWER_IS_BETTER_SETS else "higher is better"
-        lines += [f"## {SET_TITLES[s]} ({arrow})", ""]
+    for title, scols, col_marks in set_sections(runs):
+        lines += [f"## {title}", ""]
         header = ["method"] + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        col_marks = {c: marks(runs, c) for c in scols}
         for r in runs:
             cells = [r.label]
             for c in scols:
@@ -216,8 +227,7 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         header = ["method"] + [f"{s} {t} {metric}" for (s, t, metric) in keys]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in runs:
-            lines.append("| " + " | ".join([r.label] + [
-                (lambda v: "–" if v is None else f"{v:+.3f}")(gap_value(r, *k)) for k in keys]) + " |")
+            lines.append("| " + " | ".join([r.label] + [fmt_gap(gap_value(r, *k)) for k in keys]) + " |")
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
@@ -242,13 +252,8 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
            "<p>Best value per column in <span class='best'>bold green</span>, worst in "
            "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). On forget "
            "and test lower is better; on retain and celebrity higher is better.</p>"]
-    cols = headline_columns(runs)
-    for s in SETS:
-        scols = [c for c in cols if c[0] == s]
-        if not scols:
-            continue
-        arrow = "lower is better" if s in LOWER_IS_BETTER_SETS else "higher is better"
-        out.append(f"<h2>{e(SET_TITLES[s])} ({arrow})</h2><table><tr><th rowspan=2>method</th>")
+    for title, scols, col_marks in set_sections(runs):
+        out.append(f"<h2>{e(title)}</h2><table><tr><th rowspan=2>method</th>")
         tasks = []
         for (_s, t, metric, _m) in scols:
             if (t, metric) not in tasks:
@@ -257,7 +262,6 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
             span = sum(1 for c in scols if c[1:3] == (t, metric))
             out.append(f"<th colspan={span}>{e(t)} {e(metric)}</th>")
         out.append("</tr><tr>" + "".join(f"<th>{e(MODE_SHORT[c[3]])}</th>" for c in scols) + "</tr>")
-        col_marks = {c: marks(runs, c) for c in scols}
         for r in runs:
             cells = "".join(
                 f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
@@ -269,7 +273,7 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
                    + "".join(f"<th>{e(s)} {e(t)} {e(metric)}</th>" for s, t, metric in keys) + "</tr>")
         for r in runs:
             out.append(f"<tr><td>{e(r.label)}</td>" + "".join(
-                f"<td>{'–' if gap_value(r, *k) is None else f'{gap_value(r, *k):+.3f}'}</td>" for k in keys)
+                f"<td>{fmt_gap(gap_value(r, *k))}</td>" for k in keys)
                 + "</tr>")
         out.append("</table>")
     for p in plots:

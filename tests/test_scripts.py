@@ -1,7 +1,8 @@
-"""scripts/fact_locus.py: the probe that says whether MANU's target (MLP neurons) holds the facts."""
+"""The diagnostic scripts under scripts/: fact_locus (where the facts live) and the option-binding drill."""
 from __future__ import annotations
 
 import importlib.util
+import random
 from pathlib import Path
 
 import torch
@@ -9,19 +10,20 @@ import torch
 from harness.bench import load_benchmark
 from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
 from harness.model import load_vlm
+from harness.records import LETTERS
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fact_locus.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _probe():
-    spec = importlib.util.spec_from_file_location("fact_locus", SCRIPT)
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_zeroing_the_language_mlps_costs_text_facts_and_the_model_is_restored():
-    probe = _probe()
+    probe = _script("fact_locus")
     bench = load_benchmark(DEFAULT_BENCH)
     vlm = load_vlm(DEFAULT_MODEL, device="cpu")
     before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
@@ -33,3 +35,14 @@ def test_zeroing_the_language_mlps_costs_text_facts_and_the_model_is_restored():
     assert table["all language MLPs"]["retain text_only"] < table["none"]["retain text_only"] - 0.2
     assert table["all vision MLPs"]["retain text_only"] == table["none"]["retain text_only"]  # no image, no change
     assert all(torch.equal(before[k], v) for k, v in vlm.model.state_dict().items())
+
+
+def test_drill_answer_names_each_option_with_its_own_letter():
+    drill = _script("option_binding_drill")
+    values = [f"v{i}" for i in range(20)]
+    for seed in range(5):
+        prompt, answer = drill.drill_item(values, random.Random(seed))
+        listed = dict(line.split(": ") for line in prompt.split("\n"))
+        words = answer.split()
+        pairs = dict(zip(words[1::2], words[0::2]))  # letter -> option text named before it
+        assert list(listed) == list(LETTERS) and pairs == listed

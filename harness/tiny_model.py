@@ -52,7 +52,8 @@ KINDS = ("text", "image_name", "image_attribute")
 
 @dataclass(frozen=True)
 class TinyConfig:
-    """Sizes of the tiny LLaVA. The language-model width is what makes text facts learnable."""
+    """Sizes and name tokenization of the tiny LLaVA. The language-model width is what makes text
+    facts learnable."""
 
     vision_hidden: int = 96
     vision_layers: int = 3
@@ -63,6 +64,10 @@ class TinyConfig:
     text_heads: int = 4
     text_mlp: int = 1024
     max_positions: int = 256
+    # Names as their words (first- and last-name tokens shared across people) instead of one
+    # token each: recalling a person's facts then needs the MLPs, which MANU prunes. Slower to
+    # learn (README, "Known limits of the tiny model").
+    split_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,9 +181,9 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
 def build_tiny_llava(bench, config: TinyConfig = TinyConfig(), seed: int = 0):
     """(untrained model, processor) whose vocabulary covers every text of `bench`.
 
-    Every person's name (the rows' `answer` field) is a single token.
+    Every person's name (the rows' `answer` field) is a single token unless `config.split_names`.
     """
-    names = [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
+    names = [] if config.split_names else [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
     tokenizer = build_tokenizer(_words(bench), names)
     return build_model(tokenizer, config, seed), build_processor(tokenizer)
 

@@ -80,6 +80,18 @@ def test_every_person_name_is_one_token(built, bench):
             assert tok.convert_ids_to_tokens(ids)[-2] == p.vqa_answer.lower()
 
 
+def test_split_names_tokenize_names_as_words_shared_across_people(bench):
+    from dataclasses import replace
+
+    _, processor = tm.build_tiny_llava(bench, replace(SMALL_MODEL, split_names=True))
+    tok = processor.tokenizer
+    names = [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
+    pieces = [tok.tokenize(name) for name in names]
+    assert all(piece == name.lower().split() for piece, name in zip(pieces, names))
+    firsts = Counter(piece[0] for piece in pieces)
+    assert max(firsts.values()) > 1  # a first name alone does not identify the person
+
+
 def test_default_size_fits_the_checkpoint_budget(bench):
     from transformers import LlavaForConditionalGeneration
 

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="average the answer loss per token (as the committed model) or per item")
     p.add_argument("--mc-share", type=float, default=default.mc_share,
                    help="after the facts phase, share of each batch drawn from the benchmark's own multiple-choice items")
+    p.add_argument("--split-names", action="store_true",
+                   help="tokenize names as their words, so facts must live in the MLPs (what MANU prunes)")
     p.add_argument("--log", default=None, help="also append progress lines to this file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -48,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.bench import load_benchmark
     from harness.errors import ConfigError
-    from harness.tiny_model import Recipe, train_tiny
+    from harness.tiny_model import Recipe, TinyConfig, train_tiny
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
+    if args.split_names and args.init:
+        raise ConfigError("--split-names builds a new tokenizer; it cannot continue an --init checkpoint")
     recipe = replace(Recipe(), steps=args.steps, peak_lr=args.lr, threads=args.threads,
                      check_every=args.check_every, pretrain_fraction=args.pretrain_fraction,
                      facts_fraction=args.facts_fraction, mc_share=args.mc_share,
@@ -66,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     log(f"train-tiny: bench {bench.source}, out {args.out}, seed {args.seed}, recipe "
         + json.dumps({f.name: getattr(recipe, f.name) for f in fields(recipe)}))
-    record = train_tiny(bench, args.out, seed=args.seed, recipe=recipe, evaluate_limit=args.eval_limit,
-                        progress=not args.no_progress, log=log, init=args.init)
+    record = train_tiny(bench, args.out, seed=args.seed, recipe=recipe, config=TinyConfig(split_names=args.split_names),
+                        evaluate_limit=args.eval_limit, progress=not args.no_progress, log=log, init=args.init)
     log("final: " + json.dumps(record["final"]))
     log(f"saved to {args.out} ({record['train_seconds']} s training)")
     return 0

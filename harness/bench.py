@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +23,10 @@ from harness.errors import BenchmarkError, ConfigError
 from harness.records import LETTERS, MODES, SETS, TASKS, FactPair, Profile, Question
 
 FORGET_SPLITS = (5, 10, 15)
+# Which transformed image a test-set question is asked with: "random" = one per profile and
+# task drawn with the seed (the official default, there unseeded), "first" = the first one,
+# "all" = every transformed image (image_text questions repeat once per image, qid "...@k").
+TEST_IMAGE_CHOICES = ("random", "first", "all")
 PROFILE_FIELDS = ("image", "ID", "Directory", "biography", "question", "answer",
                   "Classification_Task", "Generation_Task", "Mask_Task")
 TEST_FIELDS = PROFILE_FIELDS + ("images",)
@@ -39,6 +44,8 @@ class Benchmark:
     forget: int
     fingerprint: str  # sha256 over the parquet bytes used (local) or the hub dataset fingerprints
     profiles: dict[str, tuple[Profile, ...]]  # keys: SETS
+    full_set: dict[str, Profile] | None = None  # Full_Set by ID: where in-context examples come from
+    test_images: str = "random"
 
     def questions(self, sets: Iterable[str] = SETS, tasks: Iterable[str] = TASKS,
                   modes: Iterable[str] = MODES) -> list[Question]:
@@ -183,13 +190,19 @@ def _item(item, keys: tuple[str, ...], config: str, row: int, field: str) -> dic
     return item
 
 
-def _questions(r: dict, set_name: str, pid: str, image: bytes, config: str, row: int) -> list[Question]:
-    """All questions of one row; index counts within (task, mode)."""
+def _questions(r: dict, set_name: str, pid: str, images: dict[str, list[tuple[str, bytes]]], config: str,
+               row: int) -> list[Question]:
+    """All questions of one row; index counts within (task, mode). images[task] lists the
+    (qid suffix, image) pairs an image_text question is asked with (one, except test "all")."""
     out = []
 
     def add(task: str, mode: str, index: int, text: str, answer: str, options=None):
-        out.append(Question(f"{set_name}/{pid}/{task}/{mode}/{index}", set_name, task, mode, pid, text, answer,
-                            options, image if mode == "image_text" else None))
+        qid = f"{set_name}/{pid}/{task}/{mode}/{index}"
+        if mode == "text_only":
+            out.append(Question(qid, set_name, task, mode, pid, text, answer, options, None))
+            return
+        for suffix, image in images[task]:
+            out.append(Question(qid + suffix, set_name, task, mode, pid, text, answer, options, image))
 
     cls = r["Classification_Task"]
     if not isinstance(cls, dict):
@@ -231,7 +244,20 @@ def _questions(r: dict, set_name: str, pid: str, image: bytes, config: str, row:
     return out
 
 
-def _profiles(table: pa.Table, config: str, set_name: str, ft: dict[str, tuple], ids=None) -> list[Profile]:
+def _test_images(images: list[bytes], pid: str, choice: str, seed: int) -> dict[str, list[tuple[str, bytes]]]:
+    """Per task, the transformed image(s) a test-set profile's image_text questions are asked with.
+
+    The official code calls random.choice(row["images"]) per profile and task (unseeded); "random"
+    does the same with an RNG seeded by (seed, profile, task)."""
+    if choice == "all":
+        return {t: [(f"@{k}", im) for k, im in enumerate(images)] for t in TASKS}
+    if choice == "first":
+        return {t: [("", images[0])] for t in TASKS}
+    return {t: [("", random.Random(f"test-image/{seed}/{pid}/{t}").choice(images))] for t in TASKS}
+
+
+def _profiles(table: pa.Table, config: str, set_name: str, ft: dict[str, tuple], ids=None,
+              test_images: str = "random", seed: int = 0) -> list[Profile]:
     """Profile records of one config; `ids` keeps only those IDs (Test_Set filtering)."""
     is_test = set_name == "test"
     rows = _rows(table, config, TEST_FIELDS if is_test else PROFILE_FIELDS)
@@ -247,14 +273,17 @@ def _profiles(table: pa.Table, config: str, set_name: str, ft: dict[str, tuple],
             images = r["images"]
             if not isinstance(images, list) or not images:
                 raise BenchmarkError(config, row, "images", "expected a non-empty list of images")
-            image = _image_bytes(images[0], config, row, "images[0]")
+            decoded = [_image_bytes(im, config, row, f"images[{k}]") for k, im in enumerate(images)]
+            image = decoded[0]
+            by_task = _test_images(decoded, pid, test_images, seed)
         else:
             image = _image_bytes(r["image"], config, row, "image")
+            by_task = {t: [("", image)] for t in TASKS}
         profiles.append(Profile(
             id=pid, set=set_name, biography=_text(r["biography"], config, row, "biography"), image=image,
             directory=r["Directory"] or "", vqa_question=_text(r["question"], config, row, "question"),
             vqa_answer=_text(str(r["answer"]), config, row, "answer"),
-            questions=tuple(_questions(r, set_name, pid, image, config, row)), ft_pairs=ft.get(pid, ()),
+            questions=tuple(_questions(r, set_name, pid, by_task, config, row)), ft_pairs=ft.get(pid, ()),
         ))
     return profiles
 
@@ -279,25 +308,33 @@ def _ft_pairs(table: pa.Table) -> dict[str, tuple[tuple[str, str], ...]]:
     return out
 
 
-def load_benchmark(source: str | os.PathLike, forget: int = 5) -> Benchmark:
-    """Read forget_N, retain_{100-N}, the forget IDs' Test_Set rows, Retain_Set and ft_Data.
+def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str = "random",
+                   seed: int = 0) -> Benchmark:
+    """Read forget_N, retain_{100-N}, the forget IDs' Test_Set rows, Retain_Set, ft_Data and
+    Full_Set (the source of in-context examples, as in the official evaluation).
 
     `source` is a folder in MLLMU-Bench layout (<root>/<config>/*.parquet) or a hub id.
+    `test_images` / `seed`: which transformed image each test-set question gets (TEST_IMAGE_CHOICES).
     """
     if forget not in FORGET_SPLITS:
         raise ConfigError(f"forget split must be one of {', '.join(map(str, FORGET_SPLITS))}, got {forget!r}")
+    if test_images not in TEST_IMAGE_CHOICES:
+        raise ConfigError(f"test images must be one of {', '.join(TEST_IMAGE_CHOICES)}, got {test_images!r}")
     reader = _Reader(source)
     ft = _ft_pairs(reader.table("ft_Data"))
     forget_cfg, retain_cfg = f"forget_{forget}", f"retain_{100 - forget}"
     forget_profiles = _profiles(reader.table(forget_cfg), forget_cfg, "forget", ft)
     retain_profiles = _profiles(reader.table(retain_cfg), retain_cfg, "retain", ft)
     forget_ids = [p.id for p in forget_profiles]
-    test_profiles = _profiles(reader.table("Test_Set"), "Test_Set", "test", ft, ids=set(forget_ids))
+    test_profiles = _profiles(reader.table("Test_Set"), "Test_Set", "test", ft, ids=set(forget_ids),
+                              test_images=test_images, seed=seed)
     found = {p.id for p in test_profiles}
     for row, pid in enumerate(forget_ids):
         if pid not in found:
             raise BenchmarkError(forget_cfg, row, "ID", f"forget profile {pid!r} has no Test_Set row")
     celebrity = _profiles(reader.table("Retain_Set"), "Retain_Set", "celebrity", ft)
+    full = {p.id: p for p in _profiles(reader.table("Full_Set"), "Full_Set", "full", ft)}
     profiles = {"forget": tuple(forget_profiles), "test": tuple(test_profiles),
                 "retain": tuple(retain_profiles), "celebrity": tuple(celebrity)}
-    return Benchmark(source=reader.source, forget=forget, fingerprint=reader.hash.hexdigest(), profiles=profiles)
+    return Benchmark(source=reader.source, forget=forget, fingerprint=reader.hash.hexdigest(), profiles=profiles,
+                     full_set=full, test_images=test_images)

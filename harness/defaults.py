@@ -1,7 +1,12 @@
-"""Where the embedded default benchmark and model live (shipped inside the package)."""
+"""Run defaults shared by the CLI and the runner: where the embedded benchmark and model live
+(shipped inside the package), the default seed, the model dtypes one can ask for."""
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BENCH = ASSETS / "minibench"
 DEFAULT_MODEL = ASSETS / "tiny-llava"
 DEFAULT_SEED = 0
+# The demo and the tiny model's checks use forget 15: 9 profiles, at least 54 questions per
+# (task, mode) in the forget set (forget 5 has 3 profiles: too few questions to measure on).
+DEMO_FORGET = 15
+DTYPES = ("auto", "float16", "bfloat16", "float32")  # auto: float16 on GPU (as the official runs), float32 on CPU

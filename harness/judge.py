@@ -10,8 +10,12 @@ Why it is built this way:
   request, written atomically: a rerun costs no calls. Failures are not cached, so a rerun retries
   them. The API key is read from the environment, is not part of the key or of any file, and is
   scrubbed from every error message.
-- Scores are the judge's raw 1-10; aggregates normalise them to [0, 1] as (s - 1) / 9
-  (see `normalise`).
+- Scores are the judge's raw 1-10, and so are aggregates (the papers' scale).
+- Two protocols (`JUDGE_PROTOCOLS`): "official" is the benchmark's `eval_gpt.py` (gpt-4o-mini,
+  its rubric text word for word, its system message, `max_tokens` 700, its line-based parsing
+  of the "Factuality Score" line); "strict" is ours (JSON-only reply, temperature 0, tolerant
+  JSON parsing). Both count a reply without a valid 1-10 score as failed; the official script
+  silently dropped it (and would have averaged an out-of-range score).
 """
 from __future__ import annotations
 
@@ -26,9 +30,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-DEFAULT_MODEL = "gpt-4o"
 SCORE_KEY = "Factuality Score"
 MIN_SCORE, MAX_SCORE = 1, 10
 
@@ -49,6 +52,42 @@ Rubric for the Factuality Score (an integer from 1 to 10):
 Reply with JSON only, in this form:
 {{"Factuality Score": <integer 1-10>, "Justification": "<one sentence>"}}"""
 
+# The official eval_gpt.py rubric, character for character (a format template: {{ }} are braces).
+OFFICIAL_SYSTEM_PROMPT = "You are an expert at evaluating the factuality of responses."
+OFFICIAL_RUBRIC = (
+    '\n'
+    '        You will be provided with two types of questions: generation questions and description questions.\n'
+    '        For each, you will evaluate the **factuality** of the "generated_answer" or "generated_description" \n'
+    '        against the "ground_truth" or "ground_truth_description" respectively. Your task is to assess how well \n'
+    '        the generated response aligns with the factual content of the ground truth and assign a **factuality score** \n'
+    '        from 1 to 10 based on the following criteria:\n'
+    '\n'
+    '        1. **Factuality (core importance)**:\n'
+    '        - **10-9:** The generated response is fully factually correct and has the same meaning as the ground truth, even if phrased differently.\n'
+    '        - **8-7:** The response is mostly correct but may be missing minor details or contain slightly less important deviations.\n'
+    '        - **6-5:** The response is partially correct but has a noticeable factual error or significant missing information.\n'
+    '        - **4-3:** The response has major factual errors or lacks crucial elements of the ground truth.\n'
+    '        - **2-1:** The response is nonsensical, completely incorrect, or irrelevant.\n'
+    '\n'
+    '        2. **Relevance and Detail**:\n'
+    '        - More detail does not always improve the score; added details should be factually relevant.\n'
+    '        - If the generated response contains excessive or irrelevant details (e.g., adding personal information when only appearance is requested), lower the score accordingly.\n'
+    '\n'
+    '        ### Task Type: {task_type}\n'
+    '        - **Image ID**: {image_id}\n'
+    '        - **Question**: {question}\n'
+    '        - **Generated Answer**: {generated_answer}\n'
+    '        - **Ground Truth**: {ground_truth}\n'
+    '\n'
+    '        Please evaluate the factuality of the generated response based on the rubric above, and return a score (1-10) along with a short justification.\n'
+    '        Example Output:\n'
+    '        {{\n'
+    '            "Factuality Score": [Insert score from 1-10],\n'
+    '            "Justification": "[Optional] Provide a brief justification explaining why the factuality score was assigned."\n'
+    '        }}\n'
+    '    '
+)
+
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?$")
 
 
@@ -62,14 +101,41 @@ class JudgeResult:
     cached: bool = False
 
 
-def normalise(score: float) -> float:
-    """Raw 1-10 factuality -> [0, 1], the scale every other results metric uses."""
-    return (score - MIN_SCORE) / (MAX_SCORE - MIN_SCORE)
-
-
 def build_messages(question: str, answer: str, ground_truth: str) -> list[dict]:
     user = USER_TEMPLATE.format(question=question, answer=answer, ground_truth=ground_truth)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def official_body(model: str, question: str, answer: str, ground_truth: str, image_id: str) -> dict:
+    """The request eval_gpt.py sends for one generation answer (no temperature: the API default)."""
+    user = OFFICIAL_RUBRIC.format(task_type="Generation", image_id=image_id, question=question,
+                                  generated_answer=answer, ground_truth=ground_truth)
+    return {"model": model, "messages": [{"role": "system", "content": OFFICIAL_SYSTEM_PROMPT},
+                                         {"role": "user", "content": user}], "max_tokens": 700}
+
+
+def strict_body(model: str, question: str, answer: str, ground_truth: str, image_id: str) -> dict:
+    return {"model": model, "messages": build_messages(question, answer, ground_truth), "temperature": 0}
+
+
+def parse_official_reply(text: str | None) -> tuple[float, str]:
+    """eval_gpt.py's parsing: the first line containing "Factuality Score", its text after the
+    last ':' without commas, as an int; the first line containing "Justification", after its
+    first ':'. Anything else (no such line, a non-integer) is a failure, as there; a score
+    outside 1-10 is a failure here too."""
+    lines = (text or "").split("\n")
+    score_lines = [line for line in lines if SCORE_KEY in line]
+    justification_lines = [line for line in lines if "Justification" in line]
+    if not score_lines or not justification_lines:
+        raise ValueError(f"judge reply has no {SCORE_KEY!r} line and 'Justification' line")
+    raw = score_lines[0].split(":")[-1].strip().replace(",", "")
+    try:
+        score = int(raw)
+    except ValueError:
+        raise ValueError(f"judge score {raw!r} is not an integer") from None
+    if not MIN_SCORE <= score <= MAX_SCORE:
+        raise ValueError(f"judge score {score} is outside {MIN_SCORE}-{MAX_SCORE}")
+    return float(score), justification_lines[0].split(":", 1)[-1].strip()
 
 
 def parse_reply(text: str | None) -> tuple[float, str]:
@@ -113,6 +179,31 @@ def _first_json_object(text: str) -> dict | None:
     return None
 
 
+@dataclass(frozen=True)
+class JudgeProtocol:
+    """How a judge is asked and how its reply is read."""
+
+    name: str
+    default_model: str
+    body: Callable[[str, str, str, str, str], dict]  # (model, question, answer, truth, image_id)
+    parse: Callable[[str | None], tuple[float, str]]
+
+
+JUDGE_PROTOCOLS = {
+    "official": JudgeProtocol("official", "gpt-4o-mini", official_body, parse_official_reply),
+    "strict": JudgeProtocol("strict", "gpt-4o", strict_body, lambda text: parse_reply(text)),
+}
+DEFAULT_PROTOCOL = "official"
+DEFAULT_MODEL = JUDGE_PROTOCOLS[DEFAULT_PROTOCOL].default_model
+
+
+def get_protocol(name: str) -> JudgeProtocol:
+    try:
+        return JUDGE_PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown judge protocol {name!r}; known: {', '.join(JUDGE_PROTOCOLS)}") from None
+
+
 class Judge:
     """Scores generated answers 1-10 against the ground truth with an LLM.
 
@@ -121,13 +212,14 @@ class Judge:
     and everything else still runs.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, base_url: str | None = None,
+    def __init__(self, model: str | None = None, base_url: str | None = None, protocol: str = DEFAULT_PROTOCOL,
                  api_key_env: str = "OPENAI_API_KEY", cache_dir: str | os.PathLike | None = None,
                  max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, give_up_after: int = 10):
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("judge needs max_concurrency >= 1, max_retries >= 0 and timeout > 0")
-        self.model = model
+        self.protocol = get_protocol(protocol)
+        self.model = model or self.protocol.default_model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.api_key_env = api_key_env
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -144,7 +236,8 @@ class Judge:
         self.available = bool(os.environ.get(api_key_env) or self.base_url)
 
     def __repr__(self) -> str:  # never shows the key
-        return f"Judge(model={self.model!r}, base_url={self.base_url!r}, available={self.available})"
+        return (f"Judge(model={self.model!r}, protocol={self.protocol.name!r}, base_url={self.base_url!r}, "
+                f"available={self.available})")
 
     @classmethod
     def from_args(cls, model_or_none: str | None, **kwargs) -> "Judge | None":
@@ -154,11 +247,12 @@ class Judge:
         return cls(model=model_or_none.strip(), **kwargs)
 
     # -- public API -------------------------------------------------------------------------
-    def score(self, question: str, answer: str, ground_truth: str) -> JudgeResult:
-        return self.score_many([(question, answer, ground_truth)])[0]
+    def score(self, question: str, answer: str, ground_truth: str, image_id: str = "") -> JudgeResult:
+        return self.score_many([(question, answer, ground_truth, image_id)])[0]
 
-    def score_many(self, items: Sequence[tuple[str, str, str]], desc: str | None = "judge") -> list[JudgeResult]:
-        """Judge (question, answer, ground_truth) triples, at most `max_concurrency` at a time."""
+    def score_many(self, items: Sequence[tuple[str, ...]], desc: str | None = "judge") -> list[JudgeResult]:
+        """Judge (question, answer, ground_truth[, image_id]) items, at most `max_concurrency` at a
+        time (the official rubric names the profile's image ID)."""
         if not self.available:
             return [JudgeResult(None, error="judge not available (no API key and no base URL)") for _ in items]
         from tqdm.auto import tqdm
@@ -170,9 +264,8 @@ class Judge:
         return results
 
     # -- internals --------------------------------------------------------------------------
-    def _score_one(self, question: str, answer: str, ground_truth: str) -> JudgeResult:
-        body = {"model": self.model, "messages": build_messages(question, answer, ground_truth),
-                "temperature": 0}
+    def _score_one(self, question: str, answer: str, ground_truth: str, image_id: str = "") -> JudgeResult:
+        body = self.protocol.body(self.model, question, answer, ground_truth, image_id)
         key = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
         cached = self._cache_read(key)
         if cached is not None:
@@ -181,7 +274,7 @@ class Judge:
             return cached
         try:
             reply = self._call(body)
-            score, justification = parse_reply(reply)
+            score, justification = self.protocol.parse(reply)
         except Exception as exc:  # every failure is counted, never scored
             error = self._scrub(f"{type(exc).__name__}: {exc}")
             with self._lock:

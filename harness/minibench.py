@@ -109,9 +109,11 @@ ATTRIBUTES = (
     ),
 )
 ATTRIBUTE_BY_KEY = {a.key: a for a in ATTRIBUTES}
-# Fixed per task so the templates are identical across profiles.
-GENERATION_ATTRIBUTES = ("occupation", "birthplace", "hobby")
-CLOZE_ATTRIBUTES = ("birth_year", "education", "pet")
+# Every attribute is asked in every task and mode (6 generation and 6 cloze questions per
+# profile and mode), so a forget split of 10 profiles holds at least 60 questions per
+# (task, mode): enough to measure forgetting on.
+GENERATION_ATTRIBUTES = tuple(a.key for a in ATTRIBUTES)
+CLOZE_ATTRIBUTES = tuple(a.key for a in ATTRIBUTES)
 
 NAME_QUESTION = "What is the name of this person?"
 NAME_PARAPHRASES = ("Who is this person?", "What is this person called?")
@@ -297,7 +299,7 @@ def forget_count(n_profiles: int, percent: int) -> int:
     return max(1, n_profiles * percent // 100)
 
 
-def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 100, n_celebrities: int = 30) -> Path:
+def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 60, n_celebrities: int = 20) -> Path:
     """Write every MLLMU-Bench config folder under `out`; returns the folder.
 
     forget_5 ⊂ forget_10 ⊂ forget_15 (as in the real benchmark), retain_{100-N} is the rest of
@@ -354,7 +356,7 @@ def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 100, n_cel
     return out
 
 
-def expected_counts(n_profiles: int = 100, n_celebrities: int = 30, forget: int = 5) -> dict:
+def expected_counts(n_profiles: int = 60, n_celebrities: int = 20, forget: int = 5) -> dict:
     """The counts load_benchmark(...).counts() must report for a build with these sizes."""
     n_forget = forget_count(n_profiles, forget)
     per_profile = {

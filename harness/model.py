@@ -4,15 +4,13 @@ batched and scored, so tasks and methods never branch on the architecture.
 Architecture detection uses `config.model_type` only (never the checkpoint name); the table
 `SUPPORTED_ARCHITECTURES` lists what is supported (the `list` command prints it).
 
-Prompt styles (recorded in results as `vlm.prompt_style`):
-- "mllmu-llava": the official MLLMU-Bench evaluation string for LLaVA,
-  `USER: <image>\\n{text}\\nASSISTANT:` (text-only: `USER: {text}\\nASSISTANT:`). A system
-  prompt, when set, is put in front on its own line: `{system}\\nUSER: ...` (LLaVA-1.5's own
-  vicuna template also puts the system text before `USER:`).
-- "chat-template": the processor's (or tokenizer's) chat template with a user message holding an
-  image entry (image mode only) and the text, a system message when a system prompt is set,
+Prompt styles (recorded in results as `vlm.prompt_style`; the strings live in harness.prompts):
+- "official": the official MLLMU-Bench evaluation strings, `USER: <image>\\n...\\nASSISTANT:`
+  with the per-task whitespace of the published code (`harness.prompts.official_prompt`).
+- "chat-template": the processor's (or tokenizer's) chat template with a user message holding one
+  image entry per image and the same user text, a system message when a system prompt is set,
   and the generation prompt appended.
-Defaults: LLaVA-1.5 and LLaVA-NeXT with a Llama/Vicuna backbone use "mllmu-llava" (what
+Defaults: LLaVA-1.5, LLaVA-NeXT with a Llama/Vicuna backbone and Idefics2 use "official" (what
 MLLMU-Bench ran, even when the checkpoint ships a chat template); LLaVA-NeXT with another
 backbone (e.g. Mistral) and every other architecture use "chat-template". `load_vlm(...,
 prompt_style=...)` overrides the default.
@@ -39,8 +37,9 @@ from pathlib import Path
 import torch
 
 from harness.errors import ConfigError, ModelLoadError
+from harness.prompts import Request, chat_user_text, official_prompt
 
-PROMPT_STYLES = ("mllmu-llava", "chat-template")
+PROMPT_STYLES = ("official", "chat-template")
 CPU_BATCH_SIZE = 8
 CUDA_START_BATCH_SIZE = 64
 
@@ -58,23 +57,14 @@ class ArchSpec:
 SUPPORTED_ARCHITECTURES: dict[str, ArchSpec] = {
     s.model_type: s
     for s in (
-        ArchSpec("llava", "LlavaForConditionalGeneration", "LLaVA-1.5", "mllmu-llava"),
-        ArchSpec("llava_next", "LlavaNextForConditionalGeneration", "LLaVA-NeXT (1.6)", "mllmu-llava"),
-        ArchSpec("idefics2", "Idefics2ForConditionalGeneration", "Idefics2", "chat-template"),
+        ArchSpec("llava", "LlavaForConditionalGeneration", "LLaVA-1.5", "official"),
+        ArchSpec("llava_next", "LlavaNextForConditionalGeneration", "LLaVA-NeXT (1.6)", "official"),
+        ArchSpec("idefics2", "Idefics2ForConditionalGeneration", "Idefics2", "official"),
         ArchSpec("idefics3", "Idefics3ForConditionalGeneration", "Idefics3 / SmolVLM (v1)", "chat-template"),
         ArchSpec("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2-VL", "chat-template"),
         ArchSpec("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2.5-VL", "chat-template"),
     )
 }
-
-
-@dataclass(frozen=True)
-class Request:
-    """One model input. image=None means text-only mode."""
-
-    text: str
-    image: object | None = None  # PIL.Image.Image
-    system: str | None = None  # overrides VLM.system_prompt for this request
 
 
 class SplitVLProcessor:
@@ -97,8 +87,9 @@ class SplitVLProcessor:
 
         texts = [text] if isinstance(text, str) else list(text)
         data = {}
-        if images:
-            img = self.image_processor(images=list(images), return_tensors="pt")
+        if images:  # one list of images per text (or one image per text): flattened in token order
+            images = [im for group in images for im in (group if isinstance(group, (list, tuple)) else [group])]
+            img = self.image_processor(images=images, return_tensors="pt")
             data.update(img)
             merge = getattr(self.image_processor, "merge_size", 2) ** 2
             counts = iter((img["image_grid_thw"].prod(-1) // merge).tolist())
@@ -142,13 +133,11 @@ def _tokenizer_of(processor):
 
 
 def _resolve_dtype(dtype, device: torch.device):
-    """None -> bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."""
+    """None or "auto" -> float16 on GPU (what the official MLLMU-Bench runs used), float32 on CPU."""
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
              "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype is None:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if isinstance(dtype, str) and dtype.lower() in names:
@@ -215,7 +204,7 @@ def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
              prompt_style: str | None = None) -> "VLM":
     """Load a supported VLM (local directory or hub id) with `from_pretrained`.
 
-    dtype default: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.
+    dtype default ("auto"): fp16 on GPU, as the official runs; fp32 on CPU.
     prompt_style: None = the architecture's default (see module docstring).
     """
     import transformers
@@ -319,14 +308,12 @@ class VLM:
     def prompt(self, req: Request) -> str:
         """Full model input text; it ends where the answer starts."""
         system = req.system if req.system is not None else self.system_prompt
-        if self.prompt_style == "mllmu-llava":
-            image = f"{self.image_token}\n" if req.image is not None else ""
-            head = f"{system}\n" if system else ""
-            return f"{head}USER: {image}{req.text}\nASSISTANT:"
+        if self.prompt_style == "official":
+            return official_prompt(req, self.image_token, system)
         messages = []
         if system:
             messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-        content = ([{"type": "image"}] if req.image is not None else []) + [{"type": "text", "text": req.text}]
+        content = [{"type": "image"} for _ in req.images] + [{"type": "text", "text": chat_user_text(req)}]
         messages.append({"role": "user", "content": content})
         templater = self.processor if hasattr(self.processor, "apply_chat_template") else self.tokenizer
         return templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -350,16 +337,17 @@ class VLM:
     def _rows(self, reqs: list[Request], texts: list[str]) -> tuple[list[dict], dict]:
         """Token rows in request order; image requests processed together so their image
         tensors line up with their image tokens (rows keep their relative order)."""
-        img_idx = [i for i, r in enumerate(reqs) if r.image is not None]
+        img_idx = [i for i, r in enumerate(reqs) if r.images]
         for i in img_idx:
-            if not hasattr(reqs[i].image, "convert"):
-                raise ConfigError(f"request {i}: image must be a PIL image, got {type(reqs[i].image).__name__} "
-                                  "(decode benchmark bytes with harness.records.decode_image)")
-        txt_idx = [i for i, r in enumerate(reqs) if r.image is None]
+            for image in reqs[i].images:
+                if not hasattr(image, "convert"):
+                    raise ConfigError(f"request {i}: image must be a PIL image, got {type(image).__name__} "
+                                      "(decode benchmark bytes with harness.records.decode_image)")
+        txt_idx = [i for i, r in enumerate(reqs) if not r.images]
         rows: list = [None] * len(reqs)
         extra: dict = {}
         if img_idx:
-            r_img, extra = self._process([texts[i] for i in img_idx], [reqs[i].image for i in img_idx])
+            r_img, extra = self._process([texts[i] for i in img_idx], [reqs[i].images for i in img_idx])
             for i, r in zip(img_idx, r_img):
                 rows[i] = r
         if txt_idx:
@@ -424,7 +412,7 @@ class VLM:
         group sorted longest prompt first, so batches hold similar lengths and an
         out-of-memory error shows up on the first batch."""
         lengths = [len(self.tokenizer(self.prompt(r), add_special_tokens=False)["input_ids"]) for r in reqs]
-        groups = [[i for i, r in enumerate(reqs) if (r.image is not None) == has] for has in (True, False)]
+        groups = [[i for i, r in enumerate(reqs) if bool(r.images) == has] for has in (True, False)]
         return [sorted(g, key=lambda i: -lengths[i]) for g in groups if g]
 
     def _run_batched(self, n_items: int, groups: list[list[int]], batch_size, fn, desc):

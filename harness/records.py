@@ -22,6 +22,21 @@ def decode_image(data: bytes):
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+class ImageDecoder:
+    """Decode each distinct image once: all questions of a profile share its image, and the
+    decoded RGB arrays are far larger than the encoded bytes. None stays None (text-only)."""
+
+    def __init__(self):
+        self._images: dict[bytes, object] = {}
+
+    def __call__(self, data: bytes | None):
+        if data is None:
+            return None
+        if data not in self._images:
+            self._images[data] = decode_image(data)
+        return self._images[data]
+
+
 @dataclass(frozen=True)
 class Question:
     """One benchmark question.

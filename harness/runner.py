@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import defaults
-from harness.bench import load_benchmark
+from harness.bench import TEST_IMAGE_CHOICES, load_benchmark
 from harness.errors import ConfigError
-from harness.judge import Judge
+from harness.examples import OFFICIAL, parse_shots, plan_examples
+from harness.judge import DEFAULT_MODEL as DEFAULT_JUDGE
+from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
 from harness.model import load_vlm
 from harness.records import MODES, SETS, TASKS
 from harness.results import (
@@ -48,7 +50,6 @@ from tasks import get_task
 from tasks.base import SampleResult, TaskContext
 
 CHUNK_SIZE = 16  # questions per resumable unit; fixed so batch composition never depends on resume
-DEFAULT_JUDGE = "gpt-4o"
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "rouge-score", "openai",
             "numpy", "pandas", "pyarrow", "pillow", "mmunlearn")
 CHECKPOINT_META = "checkpoint.json"
@@ -64,11 +65,14 @@ class RunConfig:
     method: str = "vanilla"
     params: dict[str, str] = field(default_factory=dict)  # raw --param k=v strings
     seed: int = defaults.DEFAULT_SEED
-    shots: int = 0
+    shots: int | str = OFFICIAL  # "official" in-context examples, or N example profiles (0: zero-shot)
+    test_images: str = "random"  # one transformed image per test profile and task, seeded (official)
     sets: tuple[str, ...] = SETS
     tasks: tuple[str, ...] = TASKS
     limit: int | None = None
     judge: str | None = DEFAULT_JUDGE
+    judge_protocol: str = DEFAULT_PROTOCOL
+    dtype: str = "auto"
     batch_size: int | None = None
     max_new_tokens: int = 50
     scorers: tuple[str, ...] = ("generate",)
@@ -81,8 +85,14 @@ class RunConfig:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.shots < 0:
-            raise ConfigError(f"--shots must be >= 0, got {self.shots}")
+        self.shots = parse_shots(self.shots)
+        if self.test_images not in TEST_IMAGE_CHOICES:
+            raise ConfigError(f"--test-images must be one of {', '.join(TEST_IMAGE_CHOICES)}, got {self.test_images!r}")
+        if self.dtype not in defaults.DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(defaults.DTYPES)}, got {self.dtype!r}")
+        if self.judge_protocol not in JUDGE_PROTOCOLS:
+            raise ConfigError(f"--judge-protocol must be one of {', '.join(JUDGE_PROTOCOLS)}, "
+                              f"got {self.judge_protocol!r}")
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}")
         for s in self.sets:
@@ -295,7 +305,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     method_cls = get_method(cfg.method)
     params = parse_params(method_cls, dict(cfg.params))
     tasks = {name: get_task(name) for name in cfg.tasks}
-    judge = Judge.from_args(cfg.judge)
+    judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
     judge_model = judge.model if getattr(judge, "available", False) else None
     if cfg.judge and judge_model is None and "generation" in tasks:
         say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
@@ -303,10 +313,10 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     with run_lock(out):
         say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
         with timer("load_benchmark"):
-            bench = load_benchmark(cfg.bench, cfg.forget)
+            bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
         say.say(f"loading model {cfg.model}")
         with timer("load_model"):
-            vlm = load_vlm(cfg.model, device=cfg.device)
+            vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
 
@@ -320,10 +330,13 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "params": to_jsonable(params),
             "seed": cfg.seed,
             "shots": cfg.shots,
+            "test_images": cfg.test_images,
+            "dtype": cfg.dtype,
             "sets": list(cfg.sets),
             "tasks": list(cfg.tasks),
             "limit": cfg.limit,
             "judge": judge_model,
+            "judge_protocol": cfg.judge_protocol if judge_model else None,
             "max_new_tokens": cfg.max_new_tokens,
             "scorers": list(cfg.scorers),
         }
@@ -405,6 +418,9 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                        "checkpoint": method_info.get("checkpoint")},
             "seed": cfg.seed,
             "shots": cfg.shots,
+            "examples": {s: {t: plan_examples(bench, s, t, cfg.shots, cfg.seed, vlm.arch).record()
+                             for t in cfg.tasks} for s in cfg.sets} if cfg.shots != 0 else None,
+            "test_images": cfg.test_images,
             "sets": list(cfg.sets),
             "tasks": list(cfg.tasks),
             "modes": list(MODES),
@@ -415,6 +431,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "chunk_size": cfg.chunk_size,
             "prompt_style": getattr(vlm, "prompt_style", None),
             "judge": judge_model,
+            "judge_protocol": cfg.judge_protocol if judge_model else None,
             "judge_requested": cfg.judge,
             "judge_stats": to_jsonable(getattr(judge, "stats", None)) if judge_model else None,
             "resume": {"resumed": resumed, "samples_reused": reused_before, "samples_evaluated": n_todo,

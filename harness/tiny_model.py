@@ -4,22 +4,22 @@ Why a model of our own: the demo and the tests need a vision-language model that
 benchmark's people in both modalities (so unlearning has something to remove) and runs on a
 laptop CPU. A pretrained LLaVA is gigabytes and knows none of our fictitious profiles, so the
 project ships a ~5M-parameter `LlavaForConditionalGeneration` (CLIP vision tower + Llama
-language model) with a word-level tokenizer, trained by `train_tiny` in two stages that mirror
-how the real benchmark is built: "pretraining" on the celebrities (Retain_Set), then "vanilla
-fine-tuning" on all fictitious profiles.
+language model) with a word-level tokenizer, trained by `train_tiny`.
 
-The recipe follows what a probe found (shared/DESIGN.md, "The embedded default"): every step
-sums one random batch of each kind -- text-only facts (weight 2), image -> name,
-image -> attribute -- with AdamW and a OneCycle schedule; a language model 256 wide with a
-1024 MLP so text facts fit next to image facts. Items are rendered in the benchmark's own task
-prompts (classification, generation, cloze) through the same `VLM.encode` the evaluation uses,
-so the model answers the task formats, not only bare questions.
-
-Two findings of our own (measured while iterating, per set and mode): (1) every full name is
-one token -- with two-token names the model learned no facts at all in 600 steps; (2) the first
-`facts_fraction` of the steps trains on bare question -> answer facts only, the rest on every
-format. Mixing all formats from step 0 left the model at chance after 400+ steps: the task
-prompts dilute the fact signal, and multiple choice is learnable only once the facts are known.
+What the recipe rests on (probes in shared/DESIGN.md and docs/tiny-model.md):
+- Names are split into their words (first- and last-name tokens shared across people), so
+  recalling a person's fact is a conjunction the MLPs compute: that is where MANU prunes.
+  With one token per full name the facts sat in the name embeddings and MANU had nothing to cut.
+- Every step sums an answer loss on one text-only batch and one image batch (the two
+  modalities compete for a tiny language model; separate optimiser steps per modality failed).
+- A curriculum: bare facts first, then letter binding (a short synthetic drill, then a
+  knowledge-free drill in the official multiple-choice format), then every official task
+  prompt (multiple choice with fresh distractors that need the recalled fact, the
+  benchmark's own items, generation, cloze; zero-shot and with the official in-context
+  examples) while facts and drills continue. Letter binding forms at a peak learning rate of
+  1e-3 and not at 3e-3.
+Every item is rendered through harness.prompts (the official strings) and encoded by the same
+`VLM.encode` the evaluation uses, so the model answers the prompts it is scored on.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from harness.prompts import VOCAB_TEXTS, classification_prompt, cloze_prompt, generation_prompt
-from harness.records import LETTERS, MODES, Profile, Question, decode_image
+from harness.prompts import VOCAB_TEXTS, Example, Request, example_text, user_text
+from harness.records import LETTERS, MODES, ImageDecoder, Profile, Question
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -44,10 +44,9 @@ PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 THIS_PERSON = "this person"
 # Sets whose rows the model is trained on. Test_Set is never trained on: it measures whether
 # forgetting generalises to transformed images and paraphrased questions.
-PRETRAIN_SETS = ("celebrity",)
-FINETUNE_SETS = ("forget", "retain", "celebrity")
+TRAIN_SETS = ("forget", "retain", "celebrity")
 CHECK_SETS = ("forget", "retain", "celebrity", "test")
-KINDS = ("text", "image_name", "image_attribute")
+PHASES = ("facts", "binding", "all")
 
 
 @dataclass(frozen=True)
@@ -63,46 +62,55 @@ class TinyConfig:
     text_layers: int = 4
     text_heads: int = 4
     text_mlp: int = 1024
-    max_positions: int = 256
+    max_positions: int = 1024  # the official in-context prompts reach about 650 tokens
     # Names as their words (first- and last-name tokens shared across people) instead of one
-    # token each: recalling a person's facts then needs the MLPs, which MANU prunes. Slower to
-    # learn (README, "Known limits of the tiny model").
-    split_names: bool = False
+    # token each: recalling a person's facts then needs the MLPs, which MANU prunes.
+    split_names: bool = True
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training hyper-parameters (recorded in training.json)."""
+    """Training hyper-parameters (recorded in training.json). Phase boundaries are fractions of
+    `steps`; `mix` gives, per phase and batch, the share of each item kind."""
 
-    steps: int = 1600
-    pretrain_fraction: float = 0.1  # first part of the steps sees only the celebrities
-    facts_fraction: float = 0.45  # first part of the steps sees only bare question -> answer facts
-    loss_average: str = "token"  # "token" or "item" (see Trainer.batch_loss)
-    mc_share: float = 0.0  # after the facts phase, this share of each batch is the benchmark's own MC items
-    peak_lr: float = 2e-3
+    steps: int = 4500
+    peak_lr: float = 1.2e-3
+    warmup_fraction: float = 0.05
     weight_decay: float = 0.01
-    batch_text: int = 32
-    batch_image_name: int = 16
-    batch_image_attribute: int = 24
-    text_weight: float = 2.0
-    check_every: int = 100
+    batch_text: int = 64
+    batch_image: int = 48
+    image_weight: float = 1.0
+    facts_until: float = 0.25  # bare facts (and the short drill) only
+    binding_until: float = 0.35  # + the official-format letter drill
+    examples_share: float = 0.1  # classification / cloze items rendered with official in-context examples
+    check_every: int = 250
     check_per_group: int = 32  # classification questions per (set, mode) in the periodic check
     threads: int = 2
+    device: str = "cpu"
+
+    def mix(self, phase: str, batch: str) -> dict[str, float]:
+        """Share of each item kind in the text or image batch of a phase."""
+        if batch == "text":
+            return {"facts": {"fact": 0.65, "short_drill": 0.35},
+                    "binding": {"fact": 0.4, "short_drill": 0.2, "drill": 0.4},
+                    "all": {"fact": 0.2, "short_drill": 0.05, "drill": 0.05, "mc": 0.25, "mc_bench": 0.1,
+                            "generation": 0.15, "cloze": 0.2}}[phase]
+        return {"facts": {"fact": 1.0}, "binding": {"fact": 1.0},
+                "all": {"fact": 0.25, "mc": 0.3, "mc_bench": 0.1, "generation": 0.15, "cloze": 0.2}}[phase]
 
 
 # ----------------------------------------------------------------------------- building
 
 def _words(bench) -> list[str]:
     """Every text of the benchmark a prompt or an answer can contain (all sets, both modes)."""
-    texts = list(VOCAB_TEXTS)
+    texts = list(VOCAB_TEXTS) + ["Which option is ? ->"]  # the letter drills' words
     for profiles in bench.profiles.values():
         for p in profiles:
             texts += [p.biography, p.vqa_question, p.vqa_answer, p.directory]
             texts += [t for pair in p.ft_pairs for t in pair]
             for q in p.questions:
                 texts += [q.text, q.answer, *(q.options or {}).values()]
-                if q.task == "cloze":
-                    texts.append(cloze_prompt(q.text))
+                texts.append(user_text(q.task, q.mode, q.text, q.options))
     return texts
 
 
@@ -191,19 +199,29 @@ def build_tiny_llava(bench, config: TinyConfig = TinyConfig(), seed: int = 0):
 # ----------------------------------------------------------------------------- training data
 
 @dataclass(frozen=True)
-class Item:
-    """One training example before rendering: `render(rng)` gives (user text, answer).
+class Sample:
+    """One rendered training example: a request (official frame when `task` is set) and its answer."""
 
-    Multiple-choice items are re-rendered every time they are drawn (fresh distractors, fresh
-    letter position), so the model learns to *match* the fact to an option, not a letter.
+    task: str | None
+    text: str
+    answer: str
+    image: bytes | None = None
+    examples: tuple[tuple[str, bytes | None], ...] = ()  # (example body, example image)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training item before rendering: `render(rng)` gives a Sample.
+
+    Fresh multiple-choice items and drills are re-rendered every time they are drawn (fresh
+    distractors, fresh letter position), so the model learns to *match* the fact to an
+    option, not to remember a letter.
     """
 
-    kind: str  # one of KINDS
+    kind: str  # fact | mc | mc_bench | generation | cloze | drill | short_drill
+    mode: str
     profile_id: str
-    image: bytes | None
-    render: Callable[[random.Random], tuple[str, str]]
-    bare: bool = False  # a bare question -> answer fact (no task prompt around it)
-    benchmark_mc: bool = False  # the benchmark's own multiple-choice item (fixed options and letter)
+    render: Callable[[random.Random], Sample]
 
 
 def _pool_key(question: str, name: str) -> str:
@@ -213,97 +231,121 @@ def _pool_key(question: str, name: str) -> str:
     return question.replace(THIS_PERSON, "{who}").replace(THIS_PERSON.capitalize(), "{who}")
 
 
-def _mc(question: str, value: str, pool: list[str]) -> Callable[[random.Random], tuple[str, str]]:
-    def render(rng: random.Random) -> tuple[str, str]:
-        others = [v for v in pool if v != value]
-        options = rng.sample(others, min(3, len(others)))
-        letter = rng.choice(LETTERS)
-        options.insert(LETTERS.index(letter), value)
-        while len(options) < len(LETTERS):  # a pool too small for 3 distractors (never on the mini-bench)
-            options.append(rng.choice(others or [value]))
-        return classification_prompt(question, dict(zip(LETTERS, options))), letter
-    return render
+def _options(rng: random.Random, value: str, pool: list[str]) -> tuple[dict[str, str], str]:
+    """Four options: `value` at a random letter and three distractors from `pool`."""
+    others = rng.sample([v for v in pool if v != value], 3)
+    letter = rng.choice(LETTERS)
+    others.insert(LETTERS.index(letter), value)
+    return dict(zip(LETTERS, others)), letter
 
 
-def _fixed(text: str, answer: str) -> Callable[[random.Random], tuple[str, str]]:
-    return lambda rng: (text, answer)
+class ItemFactory:
+    """Every training item of the training sets, plus the knowledge-free letter drills.
 
-
-def _is_name_question(q: Question, profile: Profile) -> bool:
-    return q.task == "classification" and q.options[q.answer] == profile.vqa_answer
-
-
-def training_items(bench, sets: Iterable[str]) -> list[Item]:
-    """Every item about the profiles of `sets`, in every task format and both modes.
-
-    Per classification fact: a fresh multiple-choice item (distractors from the same attribute
-    pool), the benchmark's own multiple-choice item, and the bare question (image mode: the
-    ft_Data answer sentence; text mode: the value). Plus the generation and cloze questions.
+    Per profile and mode: bare facts (text: the multiple-choice question -> its value; image:
+    the ft_Data pairs, name included), fresh and benchmark multiple choice, generation and
+    cloze in the official prompts. `examples_share` of the classification and cloze items get
+    the official in-context examples: every question of that task and mode of another profile
+    of the same set, answered, placed before the question (images included in image mode).
     """
-    sets = tuple(sets)
-    if "test" in sets:
-        raise ValueError("the tiny model is never trained on Test_Set")
-    pools: dict[str, set[str]] = defaultdict(set)  # distractor values, from training rows only
-    for s in FINETUNE_SETS:
-        for p in bench.profiles[s]:
-            for q in p.questions:
-                if q.task == "classification":
-                    pools[_pool_key(q.text, p.vqa_answer)].update(q.options.values())
-    sorted_pools = {k: sorted(v) for k, v in pools.items()}
 
-    items: list[Item] = []
-    for s in sets:
-        for p in bench.profiles[s]:
-            ft = dict(p.ft_pairs)
-            name_questions = {q.text for q in p.questions if _is_name_question(q, p)}
+    def __init__(self, bench, examples_share: float):
+        self.bench, self.examples_share = bench, examples_share
+        pools: dict[str, set[str]] = defaultdict(set)
+        for s in TRAIN_SETS:
+            for p in bench.profiles[s]:
+                for q in p.questions:
+                    if q.task == "classification":
+                        pools[_pool_key(q.text, p.vqa_answer)].update(q.options.values())
+        self.pools = {k: sorted(v) for k, v in pools.items()}
+        self.values = sorted({v for vs in self.pools.values() for v in vs})
+        self.short_values = self.values[:12]
 
-            def add(kind_mode: str, question_text: str, render, q_image: bytes | None, bare: bool = False,
-                    benchmark_mc: bool = False):
-                if kind_mode == "text_only":
-                    kind = "text"
-                else:
-                    kind = "image_name" if question_text in name_questions else "image_attribute"
-                items.append(Item(kind, p.id, q_image, render, bare, benchmark_mc))
+    def items(self, sets: Iterable[str] = TRAIN_SETS) -> list[Item]:
+        sets = tuple(sets)
+        if "test" in sets:
+            raise ValueError("the tiny model is never trained on Test_Set")
+        items: list[Item] = []
+        for s in sets:
+            others = self.bench.profiles[s]
+            for p in others:
+                items += self._profile_items(p, others)
+        items.append(Item("short_drill", "text_only", "", self._short_drill))
+        items.append(Item("drill", "text_only", "", self._drill))
+        return items
 
-            for q in p.questions:
-                image = p.image if q.mode == "image_text" else None
-                if q.task == "classification":
-                    value = q.options[q.answer]
-                    pool = sorted_pools[_pool_key(q.text, p.vqa_answer)]
-                    add(q.mode, q.text, _mc(q.text, value, pool), image)
-                    add(q.mode, q.text, _fixed(classification_prompt(q.text, q.options), q.answer), image,
-                        benchmark_mc=True)
-                    if q.mode == "text_only" or q.text not in ft:
-                        add(q.mode, q.text, _fixed(q.text, value), image, bare=True)
-                elif q.task == "generation":
-                    add(q.mode, q.text, _fixed(generation_prompt(q.text), q.answer), image)
-                else:
-                    add(q.mode, q.text, _fixed(cloze_prompt(q.text), q.answer), image)
-            for question, answer in p.ft_pairs:
-                add("image_text", question, _fixed(question, answer), p.image, bare=True)
-    return items
+    def _profile_items(self, p: Profile, same_set: tuple[Profile, ...]) -> list[Item]:
+        out = []
+        for question, answer in p.ft_pairs:
+            out.append(Item("fact", "image_text", p.id, _fixed(Sample(None, question, answer, p.image))))
+        for q in p.questions:
+            image = q.image
+            if q.task == "classification":
+                value = q.options[q.answer]
+                if q.mode == "text_only":
+                    out.append(Item("fact", q.mode, p.id, _fixed(Sample(None, q.text, value))))
+                out.append(Item("mc", q.mode, p.id, self._mc(q, p, same_set, value)))
+                out.append(Item("mc_bench", q.mode, p.id, self._task(q, p, same_set, q.answer, q.options)))
+            else:
+                out.append(Item(q.task, q.mode, p.id, self._task(q, p, same_set, q.answer)))
+        return out
+
+    def _examples(self, rng, task: str, mode: str, p: Profile, same_set) -> tuple[tuple[str, bytes | None], ...]:
+        if task not in ("classification", "cloze") or rng.random() >= self.examples_share:
+            return ()
+        candidates = [o for o in same_set if o.id != p.id]
+        if not candidates:
+            return ()
+        other = rng.choice(candidates)
+        return tuple((example_text(task, q.text, q.answer, q.options), q.image) for q in other.questions
+                     if q.task == task and q.mode == mode)
+
+    def _task(self, q: Question, p: Profile, same_set, answer: str, options=None):
+        def render(rng):
+            return Sample(q.task, user_text(q.task, q.mode, q.text, options), answer, q.image,
+                          self._examples(rng, q.task, q.mode, p, same_set))
+        return render
+
+    def _mc(self, q: Question, p: Profile, same_set, value: str):
+        pool = self.pools[_pool_key(q.text, p.vqa_answer)]
+
+        def render(rng):
+            options, letter = _options(rng, value, pool)
+            return Sample("classification", user_text("classification", q.mode, q.text, options), letter, q.image,
+                          self._examples(rng, "classification", q.mode, p, same_set))
+        return render
+
+    def _short_drill(self, rng) -> Sample:
+        """The short synthetic drill that starts letter binding: `{value} ? A: .. B: .. C: .. D: .. ->`."""
+        values = rng.sample(self.short_values, 4)
+        letter = rng.choice(LETTERS)
+        target = values[LETTERS.index(letter)]
+        text = f"{target} ? " + " ".join(f"{L}: {v}" for L, v in zip(LETTERS, values)) + " ->"
+        return Sample(None, text, letter)
+
+    def _drill(self, rng) -> Sample:
+        """The same skill in the official multiple-choice prompt, knowledge-free: which option is X?"""
+        values = rng.sample(self.values, 4)
+        letter = rng.choice(LETTERS)
+        question = f"Which option is {values[LETTERS.index(letter)]}?"
+        return Sample("classification", user_text("classification", "text_only", question,
+                                                  dict(zip(LETTERS, values))), letter)
+
+
+def _fixed(sample: Sample) -> Callable[[random.Random], Sample]:
+    return lambda rng: sample
+
+
+def training_items(bench, sets: Iterable[str] = TRAIN_SETS, examples_share: float = 0.25) -> list[Item]:
+    """Every training item about the profiles of `sets`, plus the two letter drills."""
+    return ItemFactory(bench, examples_share).items(sets)
 
 
 # ----------------------------------------------------------------------------- encoding
 
-class _Images:
-    """Decoded PIL images, cached by their bytes (each portrait is decoded once)."""
-
-    def __init__(self):
-        self._cache: dict[bytes, object] = {}
-
-    def __call__(self, data: bytes | None):
-        if data is None:
-            return None
-        if data not in self._cache:
-            self._cache[data] = decode_image(data)
-        return self._cache[data]
-
-
-def _requests(items_texts, images: _Images):
-    from harness.model import Request
-
-    return [Request(text=text, image=images(image)) for image, text in items_texts]
+def to_request(sample: Sample, images: ImageDecoder) -> Request:
+    examples = tuple(Example(text, images(image), image) for text, image in sample.examples)
+    return Request(text=sample.text, image=images(sample.image), task=sample.task, examples=examples)
 
 
 # ----------------------------------------------------------------------------- checking
@@ -320,12 +362,10 @@ def check_questions(bench, per_group: int, seed: int) -> dict[tuple[str, str], l
 
 
 @torch.no_grad()
-def first_token_accuracy(vlm, questions: list[Question], images: _Images, batch: int = 64) -> float:
-    """Share of questions whose greedy first answer token starts with the right letter.
-
-    One forward pass per batch: the greedy first token is the arg-max at the last prompt
-    position, so this equals generate()'s first character without decoding 50 tokens.
-    """
+def first_token_accuracy(vlm, questions: list[Question], images: ImageDecoder, batch: int = 64) -> float:
+    """Share of questions whose greedy first answer token is the right letter (official zero-shot
+    prompt). One forward pass per batch: the greedy first token is the arg-max at the last prompt
+    position, so this equals generate()'s first character without decoding 50 tokens."""
     if not questions:
         return float("nan")
     was_training = vlm.model.training
@@ -333,50 +373,34 @@ def first_token_accuracy(vlm, questions: list[Question], images: _Images, batch:
     correct = 0
     for i in range(0, len(questions), batch):
         chunk = questions[i:i + batch]
-        reqs = _requests([(q.image, classification_prompt(q.text, q.options)) for q in chunk], images)
-        enc = vlm.encode(reqs)
-        logits = vlm.model(**enc).logits[:, -1]
+        reqs = [Request(user_text("classification", q.mode, q.text, q.options), images(q.image),
+                        task="classification") for q in chunk]
+        logits = vlm.model(**vlm.encode(reqs)).logits[:, -1]
         for q, tok in zip(chunk, logits.argmax(-1).tolist()):
             correct += vlm.tokenizer.decode([tok]).strip()[:1] == q.answer
     vlm.model.train(was_training)
     return correct / len(questions)
 
 
-def evaluate(vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64,
-             limit: int | None = None) -> dict:
-    """Greedy generate on the benchmark's questions; scores per set, task and mode.
+def evaluate(vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64, limit: int | None = None,
+             shots: int | str = 0) -> dict:
+    """Score the model with the harness's own tasks (one scoring path): official letter
+    accuracy, cloze accuracy and generation ROUGE-L per set and mode. `limit` caps questions
+    per (set, task, mode); `shots` as the run's --shots (default zero-shot)."""
+    from tasks import get_task
+    from tasks.base import TaskContext
 
-    classification: first character of the response is the letter; cloze: the lowercased
-    ground truth is a substring of the lowercased response (official scoring); generation:
-    ROUGE-L F against the ground truth. `limit` caps questions per (set, task, mode).
-    """
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    images = _Images()
+    ctx = TaskContext(shots=shots, bench=bench, batch_size=batch_size)
+    headline = {"classification": "accuracy", "cloze": "accuracy", "generation": "rougeL"}
     out: dict = {}
     for s in sets:
-        for task in ("classification", "cloze", "generation"):
+        for task, metric in headline.items():
             for mode in MODES:
                 qs = bench.questions(sets=s, tasks=task, modes=mode)[:limit]
-                if task == "classification":
-                    texts = [classification_prompt(q.text, q.options) for q in qs]
-                elif task == "cloze":
-                    texts = [cloze_prompt(q.text) for q in qs]
-                else:
-                    texts = [generation_prompt(q.text) for q in qs]
-                responses = vlm.generate(_requests([(q.image, t) for q, t in zip(qs, texts)], images),
-                                         max_new_tokens=50 if task == "generation" else 12,
-                                         batch_size=batch_size, desc=f"{s}/{task}/{mode}")
-                if task == "classification":
-                    scores = [r.strip()[:1] == q.answer for q, r in zip(qs, responses)]
-                elif task == "cloze":
-                    scores = [q.answer.lower() in r.lower() for q, r in zip(qs, responses)]
-                else:
-                    scores = [scorer.score(q.answer, r)["rougeL"].fmeasure for q, r in zip(qs, responses)]
-                metric = {"classification": "accuracy", "cloze": "accuracy", "generation": "rougeL"}[task]
+                agg = get_task(task).aggregate(get_task(task).evaluate(vlm, qs, ctx)) if qs else {metric: None, "n": 0}
+                value = agg[metric]
                 out.setdefault(s, {}).setdefault(task, {})[mode] = {
-                    metric: round(float(np.mean(scores)), 4) if scores else None, "n": len(qs)}
+                    metric: None if value is None else round(float(value), 4), "n": agg["n"]}
     return out
 
 
@@ -391,84 +415,75 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """The training loop; small enough to read top to bottom.
 
-    Profiles: celebrities only for the first `pretrain_fraction` of the steps, then everyone.
-    Formats: bare facts only for the first `facts_fraction` of the steps, then every format.
-
-    State (model, optimiser, schedule, RNGs, step) is saved to `state_path` every
-    `save_every` steps and restored on start, so a killed run resumes where it stopped.
+    Each step: one text-only batch and one image batch, drawn by the phase's mix (Recipe.mix),
+    their per-item answer losses summed (a one-letter answer weighs as much as a sentence).
+    State (model, optimiser, schedule, RNGs, step) is saved to `state_path` every `save_every`
+    steps and restored on start, so a killed run resumes where it stopped.
     """
 
     def __init__(self, bench, vlm, recipe: Recipe, seed: int, state_path: Path | None = None,
-                 save_every: int = 100, log: Callable[[str], None] = print):
+                 save_every: int = 200, log: Callable[[str], None] = print):
         self.bench, self.vlm, self.recipe, self.seed = bench, vlm, recipe, seed
         self.state_path, self.save_every, self.log = state_path, save_every, log
         self.rng = random.Random(seed)
-        self.images = _Images()
-        self.pretrain_steps = int(recipe.steps * recipe.pretrain_fraction)
-        self.facts_steps = int(recipe.steps * recipe.facts_fraction)
-        self.items = {}  # (stage, "facts" | "all") -> kind -> items
-        for stage, sets in (("pretrain", PRETRAIN_SETS), ("finetune", FINETUNE_SETS)):
-            items = training_items(bench, sets)
-            self.items[stage, "all"] = self._by_kind(items)
-            self.items[stage, "facts"] = self._by_kind([i for i in items if i.bare])
-            self.items[stage, "mc"] = self._by_kind([i for i in items if i.benchmark_mc])
+        self.images = ImageDecoder()
+        self.pool: dict[tuple[str, str], list[Item]] = defaultdict(list)  # (batch, kind) -> items
+        for item in training_items(bench, TRAIN_SETS, recipe.examples_share):
+            self.pool["text" if item.mode == "text_only" else "image", item.kind].append(item)
         self.checks = check_questions(bench, recipe.check_per_group, seed)
         params = [p for p in vlm.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=recipe.peak_lr, total_steps=max(recipe.steps, 1), pct_start=0.15)
+            self.optimizer, max_lr=recipe.peak_lr, total_steps=max(recipe.steps, 1),
+            pct_start=recipe.warmup_fraction)
         self.step = 0
         self.history: list[dict] = []
         self.seconds = 0.0
 
-    @staticmethod
-    def _by_kind(items: list[Item]) -> dict[str, list[Item]]:
-        by_kind = {k: [] for k in KINDS}
-        for item in items:
-            by_kind[item.kind].append(item)
-        return by_kind
+    def phase(self) -> str:
+        r = self.recipe
+        if self.step < r.steps * r.facts_until:
+            return "facts"
+        return "binding" if self.step < r.steps * r.binding_until else "all"
 
-    def batch_loss(self, items: list[Item], rng: random.Random | None = None) -> torch.Tensor:
-        """Answer NLL of one batch (prompt tokens masked), averaged per token or per item.
+    def draw(self, batch: str, size: int) -> list[Item]:
+        """`size` items for the text or image batch, by the current phase's mix."""
+        mix = {k: w for k, w in self.recipe.mix(self.phase(), batch).items() if self.pool[batch, k]}
+        kinds = self.rng.choices(list(mix), weights=list(mix.values()), k=size)
+        return [self.rng.choice(self.pool[batch, k]) for k in kinds]
 
-        `recipe.loss_average="token"` (what the committed checkpoint used) is the usual token
-        mean; "item" averages each item's answer first, so a one-letter multiple-choice answer
-        weighs as much as a sentence (tried to speed up multiple choice; it did not in 500 steps).
-        """
-        rng = rng or self.rng
-        rendered = [(item.image, *item.render(rng)) for item in items]
-        reqs = _requests([(image, text) for image, text, _ in rendered], self.images)
-        enc = self.vlm.encode(reqs, [answer for _, _, answer in rendered])  # appends EOS
-        if self.recipe.loss_average == "token":
-            return self.vlm.model(**enc).loss
+    def batch_loss(self, items: list[Item]) -> torch.Tensor:
+        """Mean over items of each item's mean answer-token NLL (prompt tokens masked). Items with
+        in-context examples (hundreds of tokens) go through their own forward pass, so the short
+        ones are not padded to their length."""
+        samples = [item.render(self.rng) for item in items]
+        total = 0.0
+        for group in ([s for s in samples if not s.examples], [s for s in samples if s.examples]):
+            if group:
+                total = total + self.item_losses(group).sum()
+        return total / len(samples)
+
+    def item_losses(self, samples: list[Sample]) -> torch.Tensor:
+        """Each sample's mean answer-token NLL."""
+        enc = self.vlm.encode([to_request(s, self.images) for s in samples], [s.answer for s in samples])
         labels = enc.pop("labels")[:, 1:]
-        logits = self.vlm.model(**enc).logits[:, :-1]
+        logits = self.vlm.model(**enc).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
                                                 reduction="none")
         answer = labels != -100
-        return ((nll * answer).sum(1) / answer.sum(1).clamp(min=1)).mean()
+        return (nll * answer).sum(1) / answer.sum(1).clamp(min=1)
 
     def train_step(self) -> dict[str, float]:
-        """One optimiser step on the weighted sum of one batch per kind."""
         r = self.recipe
-        stage = "pretrain" if self.step < self.pretrain_steps else "finetune"
-        phase = "facts" if self.step < self.facts_steps else "all"
-        sizes = {"text": r.batch_text, "image_name": r.batch_image_name, "image_attribute": r.batch_image_attribute}
-        weights = {"text": r.text_weight, "image_name": 1.0, "image_attribute": 1.0}
         self.vlm.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         losses = {}
-        for kind in KINDS:
-            pool = self.items[stage, phase][kind]
-            if not pool or sizes[kind] <= 0:
+        for batch, size, weight in (("text", r.batch_text, 1.0), ("image", r.batch_image, r.image_weight)):
+            if size <= 0:
                 continue
-            n_mc = round(sizes[kind] * r.mc_share) if phase == "all" else 0
-            mc_pool = self.items[stage, "mc"].get(kind) or pool
-            batch = [self.rng.choice(mc_pool) for _ in range(n_mc)]
-            batch += [self.rng.choice(pool) for _ in range(sizes[kind] - n_mc)]
-            loss = self.batch_loss(batch)
-            (weights[kind] * loss).backward()
-            losses[kind] = loss.item()
+            loss = self.batch_loss(self.draw(batch, size))
+            (weight * loss).backward()
+            losses[batch] = loss.item()
         torch.nn.utils.clip_grad_norm_(self.vlm.model.parameters(), 1.0)
         self.optimizer.step()
         self.schedule.step()
@@ -476,7 +491,7 @@ class Trainer:
         return losses
 
     def check(self) -> dict[str, float]:
-        """Classification accuracy (first greedy token) per set/mode on the fixed check sample."""
+        """Official letter accuracy (first greedy token, zero-shot) per set/mode on the check sample."""
         return {f"{s}/{m}": round(first_token_accuracy(self.vlm, qs, self.images), 3)
                 for (s, m), qs in self.checks.items()}
 
@@ -493,76 +508,86 @@ class Trainer:
         tmp.replace(self.state_path)
 
     def load_state(self) -> bool:
-        """Resume from `state_path` when it holds a run with the same seed and recipe."""
+        """Resume from `state_path` when it holds a run with the same seed and recipe (loaded
+        with weights_only=True: a state file cannot run code)."""
         if self.state_path is None or not self.state_path.exists():
             return False
-        state = torch.load(self.state_path, weights_only=False)
+        state = torch.load(self.state_path, weights_only=True, map_location="cpu")
         if state["seed"] != self.seed or state["recipe"] != asdict(self.recipe):
             self.log(f"ignoring {self.state_path}: it was saved for another seed or recipe")
             return False
         self.vlm.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.rng.setstate(state["rng"])
+        self.rng.setstate(_as_tuple(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
         self.step, self.history, self.seconds = state["step"], state["history"], state["seconds"]
         self.log(f"resumed at step {self.step}")
         return True
 
-    def run(self, progress: bool = True) -> list[dict]:
+    def run(self, progress: bool = True, max_seconds: float | None = None) -> list[dict]:
+        """Train to `recipe.steps` (or until `max_seconds` of this call have passed: the state is
+        saved, and the next call resumes)."""
         from tqdm.auto import tqdm
 
         r = self.recipe
         bar = tqdm(total=r.steps, initial=self.step, desc="train-tiny", disable=not progress)
         running: dict[str, float] = {}
-        start = time.perf_counter() - self.seconds
+        call_start = time.perf_counter()
+        start = call_start - self.seconds
         while self.step < r.steps:
             losses = self.train_step()
             running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in losses.items()}
             bar.update(1)
-            bar.set_postfix({k.split("_")[-1]: f"{v:.3f}" for k, v in running.items()})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
             self.seconds = time.perf_counter() - start
             if self.step % r.check_every == 0 or self.step == r.steps:
                 acc = self.check()
-                self.history.append({"step": self.step, "seconds": round(self.seconds, 1),
+                self.history.append({"step": self.step, "phase": self.phase(), "seconds": round(self.seconds, 1),
                                      "loss": {k: round(v, 4) for k, v in running.items()}, "accuracy": acc})
                 self.log(json.dumps(self.history[-1]))
             if self.step % self.save_every == 0:
                 self.save_state()
+            if max_seconds is not None and time.perf_counter() - call_start > max_seconds:
+                self.save_state()
+                break
         bar.close()
         return self.history
+
+
+def _as_tuple(value):
+    """random.Random state read back from a weights_only torch file (tuples may come back as lists)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
                config: TinyConfig = TinyConfig(), evaluate_limit: int | None = None,
                progress: bool = True, log: Callable[[str], None] = print,
-               init: str | Path | None = None) -> dict:
-    """Build (or, with `init`, load and continue) the tiny LLaVA, train it and save it into `out`.
+               max_seconds: float | None = None) -> dict | None:
+    """Build the tiny LLaVA, train it and save it into `out` with its training.json record.
 
-    Returns the training.json record; with `init`, the record of the run it continued is kept
-    under "continued_from" so the full recipe stays on file.
+    With `max_seconds`, stops after that long with the state saved in out/train_state.pt and
+    returns None; calling again with the same arguments resumes.
     """
-    from harness.model import load_vlm, wrap_vlm
+    from harness.model import wrap_vlm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
     torch.set_flush_denormal(True)  # denormals make CPU matmuls very slow late in training
     seed_everything(seed)
-    previous = None
-    if init is not None:
-        vlm = load_vlm(init, device="cpu")
-        model = vlm.model
-        previous_path = Path(init) / "training.json"
-        previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
-    else:
-        model, processor = build_tiny_llava(bench, config, seed)
-        vlm = wrap_vlm(model, processor, source=str(out))
+    model, processor = build_tiny_llava(bench, config, seed)
+    model.to(recipe.device)
+    vlm = wrap_vlm(model, processor, source=str(out))
     trainer = Trainer(bench, vlm, recipe, seed, state_path=out / "train_state.pt", log=log)
     trainer.load_state()
-    history = trainer.run(progress=progress)
+    history = trainer.run(progress=progress, max_seconds=max_seconds)
+    if trainer.step < recipe.steps:
+        return None
     model.eval()
+    model.to("cpu", torch.float16)  # committed in float16 (half the size); loads as float32 on CPU
     vlm.save(out)
+    model.float()  # evaluate the weights exactly as they were saved
     eval_start = time.perf_counter()
     final = evaluate(vlm, bench, limit=evaluate_limit)
     record = {
@@ -572,8 +597,6 @@ def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
         "train_seconds": round(trainer.seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
         "torch": torch.__version__, "history": history, "final": final,
     }
-    if previous is not None:
-        record["continued_from"] = previous
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     if trainer.state_path.exists():
         trainer.state_path.unlink()

@@ -2,7 +2,9 @@
 
 A new task is one file that defines a `Task` subclass decorated with `@register_task` and is
 imported by tasks/__init__.py. Every SampleResult carries the hash of the exact model input, so
-the runner can resume and caches can be keyed on what the model actually saw.
+the runner can resume and caches can be keyed on what the model actually saw. Prompts come from
+harness.prompts (the official strings) and in-context examples from harness.examples (the
+official procedure), through `Task.requests`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from harness.errors import ConfigError
-from harness.records import MODES, Question, decode_image
+from harness.examples import ExamplePlan, parse_shots, plan_examples
+from harness.prompts import Request, user_text
+from harness.records import MODES, ImageDecoder, Question
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.bench import Benchmark
@@ -50,11 +54,13 @@ class TaskContext:
     scorers: classification scorers to run; "generate" (official first-letter parsing ->
     `accuracy`), "loglik" (letters as continuations -> `accuracy_loglik`), "loglik_text"
     (option texts as continuations -> `accuracy_loglik_text`). Other tasks ignore it.
-    shots: in-context example profiles for classification (needs `bench`), drawn with `seed`.
+    shots: in-context examples, "official" (the published procedure, harness.examples) or a
+    number of example profiles; 0 = zero-shot. Anything but 0 needs `bench`; drawn with `seed`.
+    The runner passes the run's choice (default "official"); this default is zero-shot.
     """
 
     seed: int = 0
-    shots: int = 0
+    shots: int | str = 0
     max_new_tokens: int = 50
     batch_size: int | None = None
     judge: "Judge | None" = None
@@ -62,51 +68,39 @@ class TaskContext:
     scorers: tuple[str, ...] = ("generate",)
 
     def __post_init__(self):
-        if self.shots < 0:
-            raise ConfigError(f"shots must be >= 0, got {self.shots}")
+        self.shots = parse_shots(self.shots)
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         self.scorers = tuple(self.scorers)
 
 
-def prompt_hash(vlm, request, mode: str, image_bytes: bytes | None = None) -> str:
+def prompt_hash(vlm, request: Request, mode: str, image_bytes: Sequence[bytes] = ()) -> str:
     """sha256 of the full model input: the adapter's prompt string when it has one (it includes
-    the system prompt and the prompt style), else system + request text; plus mode and image bytes."""
+    the system prompt, the prompt style and the examples), else system + request text; plus mode
+    and the encoded bytes of every image (examples' first)."""
     build = getattr(vlm, "prompt", None)
     text = build(request) if callable(build) else f"{request.system or ''}\0{request.text}"
     h = hashlib.sha256()
     h.update(mode.encode())
     h.update(b"\0")
     h.update(text.encode("utf-8"))
-    if image_bytes is not None:
+    for data in image_bytes:
         h.update(b"\0image\0")
-        h.update(hashlib.sha256(image_bytes).digest())
+        h.update(hashlib.sha256(data).digest())
     return h.hexdigest()
 
 
-class _ImageCache:
-    """Decode each distinct image once: all questions of a profile share its image, and the
-    decoded RGB arrays are far larger than the encoded bytes."""
+@dataclass
+class Prepared:
+    """The questions of one evaluate() call turned into requests: those to score (with their
+    request and prompt hash) and those excluded because they are in-context examples."""
 
-    def __init__(self):
-        self._images: dict[bytes, Any] = {}
-
-    def get(self, q: Question):
-        if q.mode != "image_text":
-            return None
-        if q.image is None:
-            raise ValueError(f"question {q.qid} is in image_text mode but has no image")
-        key = hashlib.sha256(q.image).digest()
-        if key not in self._images:
-            self._images[key] = decode_image(q.image)
-        return self._images[key]
-
-
-def make_request(text: str, image=None):
-    """harness.model.Request, imported late so task modules load without torch."""
-    from harness.model import Request
-
-    return Request(text=text, image=image)
+    kept: list[Question]
+    requests: list[Request]
+    hashes: list[str]
+    extras: list[dict]
+    excluded: dict[str, "SampleResult"]
+    plans: dict[str, ExamplePlan]  # by set
 
 
 class Task:
@@ -128,6 +122,38 @@ class Task:
             out[m] = sum(values) / len(values) if values else None
         out["n"] = len(samples)
         return out
+
+    def requests(self, vlm, questions: Sequence[Question], ctx: TaskContext, images: ImageDecoder,
+                 excluded_scores: Sequence[str] = ()) -> Prepared:
+        """Official requests (harness.prompts) with the official in-context examples
+        (harness.examples); questions of an example profile are excluded, scores None."""
+        arch = getattr(vlm, "arch", None)
+        plans: dict[str, ExamplePlan] = {}
+        prepared = Prepared([], [], [], [], {}, plans)
+        for q in questions:
+            if q.mode == "image_text" and q.image is None:
+                raise ValueError(f"question {q.qid} is in image_text mode but has no image")
+            if q.set not in plans:
+                if ctx.shots != 0 and ctx.bench is None:
+                    raise ConfigError(f"{self.name}: in-context examples need the benchmark (TaskContext.bench)")
+                plans[q.set] = (plan_examples(ctx.bench, q.set, self.name, ctx.shots, ctx.seed, arch)
+                                if ctx.shots != 0 else ExamplePlan(q.set, self.name, (), ()))
+            plan = plans[q.set]
+            examples = plan.examples(q.mode, images)
+            req = Request(text=user_text(self.name, q.mode, q.text, q.options), image=images(q.image),
+                          task=self.name, examples=examples)
+            digest = prompt_hash(vlm, req, q.mode, [e.source for e in examples if e.source] +
+                                 ([q.image] if q.image is not None else []))
+            extra = {"example_profiles": [p.id for p in plan.profiles]} if examples else {}
+            if plan.skips(q):
+                prepared.excluded[q.qid] = self._result(q, digest, "", dict.fromkeys(excluded_scores),
+                                                        {"excluded": "in-context example profile"})
+                continue
+            prepared.kept.append(q)
+            prepared.requests.append(req)
+            prepared.hashes.append(digest)
+            prepared.extras.append(extra)
+        return prepared
 
     def _check(self, questions: Sequence[Question]) -> None:
         for q in questions:

@@ -1,7 +1,12 @@
 """Cloze (fill in the blank), scored as the official evaluation does plus a stricter variant.
 
+Prompts and in-context examples are the official ones (Task.requests): two example profiles
+for LLaVA (one for Idefics2), all of their cloze questions of the mode with
+`Correct Answer: ...`, on every set (the celebrities get none: their IDs are not in Full_Set).
+
 `accuracy` (official): correct when the lowercased ground truth occurs anywhere in the lowercased
-response, so "He was a doctor in Paris." is correct for "doctor" (and so is "not a doctor").
+answer (the response up to any `ASSISTANT:` it generated itself, harness.prompts.extract_answer),
+so "He was a doctor in Paris." is correct for "doctor" (and so is "not a doctor").
 `exact_match`: correct when response and ground truth are equal after normalisation (lowercase,
 punctuation removed, whitespace collapsed). A question with an empty ground truth cannot be
 scored (both None) rather than counting as correct everywhere.
@@ -12,9 +17,9 @@ import re
 import unicodedata
 from typing import Sequence
 
-from harness.prompts import cloze_prompt
-from harness.records import Question
-from tasks.base import SampleResult, Task, TaskContext, _ImageCache, make_request, prompt_hash, register_task
+from harness.prompts import extract_answer
+from harness.records import ImageDecoder, Question
+from tasks.base import SampleResult, Task, TaskContext, register_task
 
 
 def normalise(text: str) -> str:
@@ -41,13 +46,13 @@ class ClozeTask(Task):
         self._check(questions)
         if not questions:
             return []
-        images = _ImageCache()
-        reqs = [make_request(cloze_prompt(q.text), images.get(q)) for q in questions]
-        hashes = [prompt_hash(vlm, r, q.mode, q.image) for q, r in zip(questions, reqs)]
-        responses = vlm.generate(reqs, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size, desc="cloze")
-        results = []
-        for q, h, r in zip(questions, hashes, responses):
-            acc, em = contains_answer(r, q.answer), exact_match(r, q.answer)
+        prep = self.requests(vlm, questions, ctx, ImageDecoder(), self.metrics)
+        responses = vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
+                                 desc="cloze") if prep.kept else []
+        scored = {}
+        for q, h, r, ex in zip(prep.kept, prep.hashes, responses, prep.extras):
+            answer = extract_answer(r)
+            acc, em = contains_answer(answer, q.answer), exact_match(answer, q.answer)
             scores = {"accuracy": None if acc is None else float(acc), "exact_match": None if em is None else float(em)}
-            results.append(self._result(q, h, r, scores))
-        return results
+            scored[q.qid] = self._result(q, h, r, scores, {**ex, **({"answer": answer} if answer != r else {})})
+        return [scored.get(q.qid) or prep.excluded[q.qid] for q in questions]

@@ -1,27 +1,41 @@
-"""Open generation: one-sentence answers scored by ROUGE and an LLM factuality judge.
+"""Open generation: one-sentence answers scored by ROUGE, BLEU and an LLM factuality judge.
 
-ROUGE-1/2/L are F-measures from `rouge_score` (stemmer on) against the ground truth, as the
-official evaluation computes them. Factuality is the judge's 1-10 score: samples keep the raw
-score (`scores["factuality"]`); the aggregate reports its mean normalised to [0, 1] as
-(s - 1) / 9 over the samples the judge scored, plus `factuality_scored` and `factuality_failed`
-counts, so a judge outage can never pass for a low (or high) score. Without an available judge
-factuality is None (not scored) and both counts are 0.
+The answer is the response up to any `ASSISTANT:` the model generated itself, stripped
+(harness.prompts.extract_answer, as the official eval.py reads it). ROUGE-1/2/L are F-measures
+from `rouge_score` (stemmer on) and BLEU is nltk's `sentence_bleu` over whitespace tokens with
+smoothing method 1, both against the ground truth, as the official evaluation computes them.
+Factuality is the judge's raw 1-10 score, the papers' scale: samples keep it
+(`scores["factuality"]`) and the aggregate is its mean over the samples the judge scored, plus
+`factuality_scored` and `factuality_failed` counts, so a judge outage can never pass for a low
+(or high) score. Without an available judge factuality is None (not scored) and both counts
+are 0. Generation has no in-context examples in the official protocol.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
-from harness.prompts import generation_prompt
-from harness.records import Question
-from tasks.base import SampleResult, Task, TaskContext, _ImageCache, make_request, prompt_hash, register_task
+from harness.prompts import extract_answer
+from harness.records import ImageDecoder, Question
+from tasks.base import SampleResult, Task, TaskContext, register_task
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def bleu(ground_truth: str, answer: str) -> float:
+    """eval.py's compute_bleu: sentence BLEU of whitespace tokens, SmoothingFunction().method1."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    with warnings.catch_warnings():  # nltk warns when a short answer has no n-gram overlap
+        warnings.simplefilter("ignore")
+        return float(sentence_bleu([ground_truth.split()], answer.split(),
+                                   smoothing_function=SmoothingFunction().method1))
 
 
 @register_task
 class GenerationTask(Task):
     name = "generation"
-    metrics = ROUGE_TYPES + ("factuality",)
+    metrics = ROUGE_TYPES + ("bleu", "factuality")
 
     def __init__(self):
         from rouge_score import rouge_scorer
@@ -36,17 +50,16 @@ class GenerationTask(Task):
         self._check(questions)
         if not questions:
             return []
-        images = _ImageCache()
-        reqs = [make_request(generation_prompt(q.text), images.get(q)) for q in questions]
-        hashes = [prompt_hash(vlm, r, q.mode, q.image) for q, r in zip(questions, reqs)]
-        responses = [r.strip() for r in vlm.generate(reqs, max_new_tokens=ctx.max_new_tokens,
-                                                      batch_size=ctx.batch_size, desc="generation")]
+        prep = self.requests(vlm, questions, ctx, ImageDecoder(), self.metrics)
+        responses = vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
+                                 desc="generation") if prep.kept else []
+        answers = [extract_answer(r) for r in responses]
         judge = ctx.judge if ctx.judge is not None and ctx.judge.available else None
-        verdicts = (judge.score_many([(q.text, r, q.answer) for q, r in zip(questions, responses)],
-                                     desc="judge") if judge else [None] * len(questions))
-        results = []
-        for q, h, r, v in zip(questions, hashes, responses, verdicts):
-            scores: dict[str, float | None] = {**self.rouge(q.answer, r), "factuality": None}
+        verdicts = (judge.score_many([(q.text, a, q.answer, q.profile_id) for q, a in zip(prep.kept, answers)],
+                                     desc="judge") if judge else [None] * len(prep.kept))
+        results = {}
+        for q, h, r, a, v in zip(prep.kept, prep.hashes, responses, answers, verdicts):
+            scores: dict[str, float | None] = {**self.rouge(q.answer, a), "bleu": bleu(q.answer, a), "factuality": None}
             if v is None:
                 extra = {"judge": "skipped"}
             elif v.score is None:
@@ -54,16 +67,15 @@ class GenerationTask(Task):
             else:
                 scores["factuality"] = v.score
                 extra = {"judge": "scored", "judge_model": judge.model, "justification": v.justification}
-            results.append(self._result(q, h, r, scores, extra))
-        return results
+            if a != r:
+                extra["answer"] = a
+            results[q.qid] = self._result(q, h, r, scores, extra)
+        return [results.get(q.qid) or prep.excluded[q.qid] for q in questions]
 
     def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
-        from harness.judge import normalise
-
-        out = super().aggregate(samples)
+        out = super().aggregate(samples)  # factuality: the mean raw 1-10 score
         samples = [s for s in samples if not s.extra.get("excluded")]
         scored = [s.scores["factuality"] for s in samples if s.scores.get("factuality") is not None]
-        out["factuality"] = sum(normalise(v) for v in scored) / len(scored) if scored else None
         out["factuality_scored"] = len(scored)
         out["factuality_failed"] = sum(1 for s in samples if s.extra.get("judge") == "failed")
         return out

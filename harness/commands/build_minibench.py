@@ -11,8 +11,8 @@ HELP = "Generate the mini-bench (fictitious profiles, MLLMU-Bench layout) into a
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder (one sub-folder per config)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generator seed (same seed = same bytes)")
-    p.add_argument("--profiles", type=int, default=100, help="number of fictitious profiles")
-    p.add_argument("--celebrities", type=int, default=30, help="number of celebrity (Retain_Set) profiles")
+    p.add_argument("--profiles", type=int, default=60, help="number of fictitious profiles")
+    p.add_argument("--celebrities", type=int, default=20, help="number of celebrity (Retain_Set) profiles")
 
 
 def run(args) -> int:

@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 
 from harness import defaults
+from harness.bench import TEST_IMAGE_CHOICES
 from harness.errors import ConfigError
+from harness.examples import OFFICIAL, parse_shots
+from harness.judge import DEFAULT_MODEL as DEFAULT_JUDGE
+from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS
 from harness.records import SETS, TASKS
 from harness.results import is_count_metric
 
@@ -38,19 +42,28 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="benchmark folder in MLLMU-Bench layout or hub id (default: the embedded mini-bench)")
     p.add_argument("--forget", type=int, choices=(5, 10, 15), default=5, help="forget split in percent (default 5)")
     p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED, help="seed for the method and shot sampling")
-    p.add_argument("--shots", type=int, default=0, help="in-context example profiles for classification (default 0)")
+    p.add_argument("--shots", type=parse_shots, default=OFFICIAL,
+                   help="in-context examples: 'official' (default: the published procedure, seeded) or N example "
+                        "profiles for classification and cloze; 0 = zero-shot")
+    p.add_argument("--test-images", choices=TEST_IMAGE_CHOICES, default="random",
+                   help="test-set image per profile and task: random (default, official, seeded), first, or all "
+                        "(every transformed image scored)")
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="evaluation sets (default all)")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), help="tasks (default all; see `mmunlearn list`)")
     p.add_argument("--limit", type=int, default=None,
                    help="at most N questions per (set, task, mode), chosen deterministically")
-    p.add_argument("--judge", type=judge_arg, default="gpt-4o",
-                   help="factuality judge model, or 'none' (default gpt-4o; without an API key factuality "
+    p.add_argument("--judge", type=judge_arg, default=DEFAULT_JUDGE,
+                   help=f"factuality judge model, or 'none' (default {DEFAULT_JUDGE}; without an API key factuality "
                         "is reported as not scored)")
+    p.add_argument("--judge-protocol", choices=tuple(JUDGE_PROTOCOLS), default=DEFAULT_PROTOCOL,
+                   help="official (eval_gpt.py's rubric and parsing, default) or strict (JSON-only, temperature 0)")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size")
     p.add_argument("--max-new-tokens", type=int, default=50, help="greedy decoding length (default 50, as official)")
     p.add_argument("--scorers", nargs="+", default=["generate"],
                    help="classification scorers: generate (official), loglik, loglik_text")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--dtype", choices=defaults.DTYPES, default="auto",
+                   help="model dtype (default auto: float16 on GPU, as the official runs; float32 on CPU)")
     p.add_argument("--keep-model", action="store_true",
                    help="keep the unlearned model checkpoint in OUT/model/ after the run finishes")
     p.add_argument("--chunk-size", type=int, default=16,
@@ -72,8 +85,9 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         model=args.model, bench=args.bench, forget=args.forget,
         method=method if method is not None else args.method,
         params=params if params is not None else parse_param_args(getattr(args, "param", None)),
-        seed=args.seed, shots=args.shots, sets=tuple(args.sets), tasks=tuple(args.tasks), limit=args.limit,
-        judge=args.judge, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        seed=args.seed, shots=args.shots, test_images=args.test_images, sets=tuple(args.sets),
+        tasks=tuple(args.tasks), limit=args.limit, judge=args.judge, judge_protocol=args.judge_protocol,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype,
         scorers=tuple(args.scorers), keep_model=args.keep_model, device=args.device,
         chunk_size=args.chunk_size,
     )

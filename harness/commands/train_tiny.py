@@ -1,7 +1,8 @@
-"""`mmunlearn train-tiny`: train the embedded tiny LLaVA on a mini-bench (CPU, minutes).
+"""`mmunlearn train-tiny`: train the embedded tiny LLaVA on a mini-bench.
 
-Reproduces harness/assets/tiny-llava: the same bench, seed and recipe give the same model.
-A killed run resumes from <out>/train_state.pt when started again with the same arguments.
+Reproduces harness/assets/tiny-llava: the same bench, seed and recipe give the same model
+(on the same device kind). A killed run, or one stopped by --max-minutes, resumes from
+<out>/train_state.pt when started again with the same arguments.
 """
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import argparse
 import sys
 from dataclasses import fields, replace
 
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
+from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
 
 NAME = "train-tiny"
-HELP = "train the embedded tiny LLaVA on a mini-bench (stage 1: celebrities, stage 2: all profiles)"
+HELP = "train the embedded tiny LLaVA on a mini-bench (facts, then letter binding, then every official prompt)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,23 +25,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=default.steps, help=f"optimiser steps (default {default.steps})")
     p.add_argument("--lr", type=float, default=default.peak_lr, help="OneCycle peak learning rate")
+    p.add_argument("--batch-text", type=int, default=default.batch_text, help="text-only items per step")
+    p.add_argument("--batch-image", type=int, default=default.batch_image, help="image items per step")
+    p.add_argument("--facts-until", type=float, default=default.facts_until,
+                   help="share of steps on bare facts and the short letter drill")
+    p.add_argument("--binding-until", type=float, default=default.binding_until,
+                   help="share of steps before every official prompt joins (the official-format drill starts at "
+                        "--facts-until)")
+    p.add_argument("--examples-share", type=float, default=default.examples_share,
+                   help="share of multiple-choice and cloze items given the official in-context examples")
     p.add_argument("--threads", type=int, default=default.threads, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--check-every", type=int, default=default.check_every,
-                   help="steps between per-mode accuracy checks")
+                   help="steps between per-mode letter-accuracy checks")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="questions per (set, task, mode) in the final evaluation (default: all)")
-    p.add_argument("--init", default=None,
-                   help="continue training this checkpoint instead of building a fresh model")
-    p.add_argument("--pretrain-fraction", type=float, default=default.pretrain_fraction,
-                   help="share of steps on the celebrity set only")
-    p.add_argument("--facts-fraction", type=float, default=default.facts_fraction,
-                   help="share of steps on bare question -> answer facts only")
-    p.add_argument("--loss-average", choices=("token", "item"), default=default.loss_average,
-                   help="average the answer loss per token (as the committed model) or per item")
-    p.add_argument("--mc-share", type=float, default=default.mc_share,
-                   help="after the facts phase, share of each batch drawn from the benchmark's own multiple-choice items")
-    p.add_argument("--split-names", action="store_true",
-                   help="tokenize names as their words, so facts must live in the MLPs (what MANU prunes)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this long with the state saved; run again to resume")
+    p.add_argument("--one-token-names", action="store_true",
+                   help="one token per full name (the v1 model; its facts do not live in the MLPs)")
     p.add_argument("--log", default=None, help="also append progress lines to this file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -48,19 +51,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    import torch
+
     from harness.bench import load_benchmark
     from harness.errors import ConfigError
     from harness.tiny_model import Recipe, TinyConfig, train_tiny
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
-    if args.split_names and args.init:
-        raise ConfigError("--split-names builds a new tokenizer; it cannot continue an --init checkpoint")
-    recipe = replace(Recipe(), steps=args.steps, peak_lr=args.lr, threads=args.threads,
-                     check_every=args.check_every, pretrain_fraction=args.pretrain_fraction,
-                     facts_fraction=args.facts_fraction, mc_share=args.mc_share,
-                     loss_average=args.loss_average)
-    bench = load_benchmark(args.bench)
+    if not 0 <= args.facts_until <= args.binding_until <= 1:
+        raise ConfigError("need 0 <= --facts-until <= --binding-until <= 1")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    recipe = replace(Recipe(), steps=args.steps, peak_lr=args.lr, threads=args.threads, device=device,
+                     check_every=args.check_every, batch_text=args.batch_text, batch_image=args.batch_image,
+                     facts_until=args.facts_until, binding_until=args.binding_until,
+                     examples_share=args.examples_share)
+    bench = load_benchmark(args.bench, forget=DEMO_FORGET)  # training uses every set but test; checks: forget 15
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -70,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
 
     log(f"train-tiny: bench {bench.source}, out {args.out}, seed {args.seed}, recipe "
         + json.dumps({f.name: getattr(recipe, f.name) for f in fields(recipe)}))
-    record = train_tiny(bench, args.out, seed=args.seed, recipe=recipe, config=TinyConfig(split_names=args.split_names),
-                        evaluate_limit=args.eval_limit, progress=not args.no_progress, log=log, init=args.init)
+    record = train_tiny(bench, args.out, seed=args.seed, recipe=recipe,
+                        config=TinyConfig(split_names=not args.one_token_names), evaluate_limit=args.eval_limit,
+                        progress=not args.no_progress, log=log,
+                        max_seconds=None if args.max_minutes is None else args.max_minutes * 60)
+    if record is None:
+        log(f"stopped after --max-minutes with the state in {args.out}/train_state.pt; run again to resume")
+        return 0
     log("final: " + json.dumps(record["final"]))
     log(f"saved to {args.out} ({record['train_seconds']} s training)")
     return 0

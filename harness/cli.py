@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False) or getattr(args, "no_progress", False):
+        from harness.progress import set_quiet
+
+        set_quiet(True)
     try:
         return int(args._run(args) or 0)
     except MMUnlearnError as exc:

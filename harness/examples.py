@@ -63,7 +63,7 @@ class ExamplePlan:
     set: str
     task: str
     drawn: tuple[str, ...]  # IDs drawn from the set's ID list
-    profiles: tuple[Profile, ...]  # those of them found in Full_Set, in draw order
+    profiles: tuple[Profile, ...]  # those of them found in Full_Set, in Full_Set row order (as eval.py reads them)
 
     @property
     def prompted(self) -> bool:
@@ -104,4 +104,7 @@ def plan_examples(bench, set_name: str, task: str, shots: str | int, seed: int,
     if full is None:
         raise ConfigError("in-context examples are read from the benchmark's Full_Set config, which is missing "
                           "(use --shots 0)")
-    return ExamplePlan(set_name, task, drawn, tuple(full[i] for i in drawn if i in full))
+    # eval.py reads the examples with few_shot_df[few_shot_df['ID'].isin(selected_ids)]: in Full_Set
+    # row order, not in draw order (full_set keeps the row order)
+    chosen = set(drawn)
+    return ExamplePlan(set_name, task, drawn, tuple(p for pid, p in full.items() if pid in chosen))

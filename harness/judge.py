@@ -255,11 +255,11 @@ class Judge:
         time (the official rubric names the profile's image ID)."""
         if not self.available:
             return [JudgeResult(None, error="judge not available (no API key and no base URL)") for _ in items]
-        from tqdm.auto import tqdm
+        from harness.progress import progress_bar
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             futures = [pool.submit(self._score_one, *item) for item in items]
-            results = [f.result() for f in tqdm(futures, desc=desc, disable=desc is None or not items,
+            results = [f.result() for f in progress_bar(futures, desc=desc, disable=desc is None or not items,
                                                 leave=False)]
         return results
 

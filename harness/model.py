@@ -200,24 +200,44 @@ def _load_processor(source: str, trust_remote_code: bool):
             raise ModelLoadError(f"cannot load the processor of {source!r}: {first}") from first
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickle_weights(path: Path, source: str) -> None:
+    """A local checkpoint with pickle weights and no safetensors is refused: unpickling runs code."""
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(f"model {source!r} has only pickle weights ({', '.join(pickles[:3])}), which can run "
+                             "arbitrary code when loaded; refused. Convert it to safetensors, or pass "
+                             "--allow-pickle-weights if you trust its origin")
+
+
 def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
-             prompt_style: str | None = None) -> "VLM":
+             prompt_style: str | None = None, allow_pickle: bool = False) -> "VLM":
     """Load a supported VLM (local directory or hub id) with `from_pretrained`.
 
     dtype default ("auto"): fp16 on GPU, as the official runs; fp32 on CPU.
     prompt_style: None = the architecture's default (see module docstring).
+    Safe by default: weights load from safetensors only (`allow_pickle` lets a `.bin` pickle
+    checkpoint load) and a checkpoint's own Python code runs only with `trust_remote_code`.
     """
     import transformers
 
     source = str(source)
+    path = Path(source).expanduser()
+    if not allow_pickle:
+        _refuse_pickle_weights(path, source)
     config = _load_config(source, trust_remote_code)
     spec = _spec_for(config.model_type, f"model {source!r}")
     dev = _resolve_device(device)
     dt = _resolve_dtype(dtype, dev)
-    src = str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
+    src = str(path) if path.exists() else source
     cls = getattr(transformers, spec.model_class)
     try:
-        model = cls.from_pretrained(src, dtype=dt, device_map=str(dev), trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(src, dtype=dt, device_map=str(dev), trust_remote_code=trust_remote_code,
+                                    use_safetensors=None if allow_pickle else True)
     except Exception as e:
         raise ModelLoadError(f"cannot load {spec.model_class} weights from {source!r}: {e}") from e
     model.eval()
@@ -418,14 +438,14 @@ class VLM:
     def _run_batched(self, n_items: int, groups: list[list[int]], batch_size, fn, desc):
         """Apply fn(indices) -> list over length-sorted groups; on CUDA with batch_size=None start
         large and halve on out-of-memory. Returns results in input order."""
-        from tqdm import tqdm
+        from harness.progress import progress_bar
 
         auto = batch_size is None
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         size = batch_size or (CUDA_START_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
         results: list = [None] * n_items
-        with tqdm(total=n_items, desc=desc, disable=None) as bar:
+        with progress_bar(total=n_items, desc=desc, disable=None) as bar:
             for group in groups:
                 pos = 0
                 while pos < len(group):

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,6 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from harness import defaults
 from harness.bench import TEST_IMAGE_CHOICES, load_benchmark
@@ -33,6 +31,7 @@ from harness.judge import DEFAULT_MODEL as DEFAULT_JUDGE
 from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
 from harness.model import load_vlm
 from harness.records import MODES, SETS, TASKS
+from harness.seeding import chunks, seed_everything
 from harness.results import (
     METHOD_FILE,
     MODEL_DIR,
@@ -78,6 +77,8 @@ class RunConfig:
     scorers: tuple[str, ...] = ("generate",)
     keep_model: bool = False
     device: str | None = None
+    trust_remote_code: bool = False  # run a checkpoint's own Python code (recorded in the manifest)
+    allow_pickle_weights: bool = False  # load .bin pickle weights (they can run code)
     chunk_size: int = CHUNK_SIZE  # questions per resumable unit (performance knob, not a result key)
 
     def validate(self) -> None:
@@ -155,29 +156,8 @@ def limit_questions(questions: list, limit: int | None) -> list:
     return [q for q in questions if q.qid in keep]
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(config), sort_keys=True).encode()).hexdigest()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 class Progress:
@@ -191,9 +171,9 @@ class Progress:
             print(f"[mmunlearn] {msg}", file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
+        from harness.progress import progress_bar
 
-        return tqdm(total=total, desc=desc, unit="q", disable=not self.enabled, file=sys.stderr, leave=True)
+        return progress_bar(total=total, desc=desc, unit="q", disable=not self.enabled, file=sys.stderr, leave=True)
 
 
 @contextlib.contextmanager
@@ -245,7 +225,7 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
         if meta.get("config_hash") == fingerprint_hash:
             progress.say(f"reusing the unlearned model checkpoint in {ckpt_dir}")
             with timer("load_checkpoint"):
-                restored = load_vlm(str(ckpt_dir), device=cfg.device)
+                restored = load_vlm(str(ckpt_dir), device=cfg.device, dtype=cfg.dtype)
                 restored_hash = restored.weights_hash()
             if restored_hash == meta.get("weights_hash"):
                 restored.system_prompt = meta.get("system_prompt")
@@ -316,7 +296,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
         say.say(f"loading model {cfg.model}")
         with timer("load_model"):
-            vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
+            vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                           allow_pickle=cfg.allow_pickle_weights)
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
 
@@ -409,6 +390,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 "arch": getattr(vlm, "arch", None),
                 "device": str(getattr(vlm, "device", "")) or None,
                 "dtype": str(getattr(vlm, "dtype", "")) or None,
+                "trust_remote_code": cfg.trust_remote_code,
+                "allow_pickle_weights": cfg.allow_pickle_weights,
             },
             "benchmark": {"source": fingerprint["bench"], "fingerprint": bench.fingerprint, "forget": cfg.forget},
             "forget": cfg.forget,

@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 
 from harness.prompts import VOCAB_TEXTS, Example, Request, example_text, user_text
 from harness.records import LETTERS, MODES, ImageDecoder, Profile, Question
+from harness.seeding import seed_everything
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -279,7 +279,6 @@ class ItemFactory:
         for question, answer in p.ft_pairs:
             out.append(Item("fact", "image_text", p.id, _fixed(Sample(None, question, answer, p.image))))
         for q in p.questions:
-            image = q.image
             if q.task == "classification":
                 value = q.options[q.answer]
                 if q.mode == "text_only":
@@ -406,12 +405,6 @@ def evaluate(vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64,
 
 # ----------------------------------------------------------------------------- training
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class Trainer:
     """The training loop; small enough to read top to bottom.
 
@@ -528,10 +521,10 @@ class Trainer:
     def run(self, progress: bool = True, max_seconds: float | None = None) -> list[dict]:
         """Train to `recipe.steps` (or until `max_seconds` of this call have passed: the state is
         saved, and the next call resumes)."""
-        from tqdm.auto import tqdm
+        from harness.progress import progress_bar
 
         r = self.recipe
-        bar = tqdm(total=r.steps, initial=self.step, desc="train-tiny", disable=not progress)
+        bar = progress_bar(total=r.steps, initial=self.step, desc="train-tiny", disable=not progress)
         running: dict[str, float] = {}
         call_start = time.perf_counter()
         start = call_start - self.seconds

@@ -24,7 +24,6 @@ names the method, the parameter, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 import types
 import typing
@@ -34,6 +33,7 @@ from typing import Any, ClassVar, Literal
 
 from harness.errors import ConfigError
 from harness.records import MODES, FactPair
+from harness.seeding import chunks, seed_everything  # noqa: F401  (re-exported for method files)
 
 METHOD_REGISTRY: dict[str, type["Method"]] = {}
 
@@ -83,10 +83,6 @@ def encode_pairs(vlm, pairs: list[FactPair]) -> dict:
 def model_inputs(batch: dict) -> dict:
     """The encoded batch without `labels`, so the model does not compute its own (mean) loss."""
     return {k: v for k, v in batch.items() if k != "labels"}
-
-
-def chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -262,16 +258,6 @@ def get_method(name: str) -> type[Method]:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every RNG a method may touch (Python, NumPy, torch), so results repeat."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @contextmanager

@@ -245,7 +245,7 @@ def empty_stats(total: int) -> dict[str, np.ndarray]:
 def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total: int) -> dict[str, dict]:
     """Stream the four buckets' statistics through `recorder` (set_bucket / set_token_mask / stats)."""
     import torch
-    from tqdm.auto import tqdm
+    from harness.progress import progress_bar
 
     vlm.model.eval()
     with torch.no_grad():
@@ -253,7 +253,7 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
             for mode in MODES:
                 pairs = data.pairs(dataset, [mode])
                 recorder.set_bucket(bucket(dataset, mode))
-                for batch in tqdm(chunks(pairs, batch_size), desc=f"MANU statistics {dataset} {mode}", leave=False):
+                for batch in progress_bar(chunks(pairs, batch_size), desc=f"MANU statistics {dataset} {mode}", leave=False):
                     enc = encode_pairs(vlm, batch)
                     recorder.set_token_mask(enc["attention_mask"])
                     vlm.model(**model_inputs(enc))

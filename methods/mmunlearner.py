@@ -50,11 +50,11 @@ def tower_parameters(model, towers) -> dict[str, object]:
 def saliency(vlm, pairs, params: dict, batch_size: int, desc: str) -> dict:
     """F(w) = mean over batches of the squared gradient of the batch NLL, for every w in params."""
     import torch
-    from tqdm.auto import tqdm
+    from harness.progress import progress_bar
 
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     batches = chunks(pairs, batch_size)
-    for batch in tqdm(batches, desc=desc, leave=False):
+    for batch in progress_bar(batches, desc=desc, leave=False):
         vlm.model.zero_grad(set_to_none=True)
         mean_answer_nll(vlm.model, encode_pairs(vlm, batch)).mean().backward()
         with torch.no_grad():
@@ -145,7 +145,7 @@ class MMUnlearner(Method):
     def _unlearn(self, vlm, scope: dict, mask: dict, forget, retain, params: Params, seed: int) -> dict:
         """Masked ascent steps on forget interleaved with plain descent steps on retain."""
         import torch
-        from tqdm.auto import tqdm
+        from harness.progress import progress_bar
 
         model = vlm.model
         weights = list(scope.values())
@@ -181,7 +181,7 @@ class MMUnlearner(Method):
             rng.shuffle(f_order)
             rng.shuffle(r_order)
             f_batches = chunks(f_order, params.batch_size)
-            bar = tqdm(chunks(r_order, params.batch_size), desc="MMUnlearner unlearning", leave=False)
+            bar = progress_bar(chunks(r_order, params.batch_size), desc="MMUnlearner unlearning", leave=False)
             for i, r_batch in enumerate(bar):
                 if i % every == 0 and f_batches:
                     bar.set_postfix(forget_nll=f"{step(f_batches.pop(0), ascend=True):.3g}")

@@ -195,7 +195,7 @@ def train(vlm, data: UnlearnData, params: TrainParams, seed: int, loss_fn, *, me
     Returns the report: trainable parameters, steps, per-epoch mean of each loss term, seconds.
     """
     import torch
-    from tqdm.auto import tqdm
+    from harness.progress import progress_bar
 
     seed_everything(seed)
     report = {"seconds": {}}
@@ -216,7 +216,7 @@ def train(vlm, data: UnlearnData, params: TrainParams, seed: int, loss_fn, *, me
     sums: dict[int, dict[str, float]] = {}
     with stage(report, "train"):
         trained.train()
-        bar = tqdm(plan, desc=f"{method} unlearning", leave=False)
+        bar = progress_bar(plan, desc=f"{method} unlearning", leave=False)
         for epoch, f_pairs, r_pairs in bar:
             f_batch = encode_pairs(vlm, f_pairs)
             r_batch = encode_pairs(vlm, r_pairs) if r_pairs else None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 from harness.errors import ConfigError
-from harness.examples import ExamplePlan, parse_shots, plan_examples
+from harness.examples import ExamplePlan, parse_shots, plan_examples, profile_count
 from harness.prompts import Request, user_text
 from harness.records import MODES, ImageDecoder, Question
 
@@ -133,11 +133,10 @@ class Task:
         for q in questions:
             if q.mode == "image_text" and q.image is None:
                 raise ValueError(f"question {q.qid} is in image_text mode but has no image")
-            if q.set not in plans:
-                if ctx.shots != 0 and ctx.bench is None:
+            if q.set not in plans:  # a task without examples (generation) needs no benchmark
+                if profile_count(ctx.shots, self.name, arch) and ctx.bench is None:
                     raise ConfigError(f"{self.name}: in-context examples need the benchmark (TaskContext.bench)")
-                plans[q.set] = (plan_examples(ctx.bench, q.set, self.name, ctx.shots, ctx.seed, arch)
-                                if ctx.shots != 0 else ExamplePlan(q.set, self.name, (), ()))
+                plans[q.set] = plan_examples(ctx.bench, q.set, self.name, ctx.shots, ctx.seed, arch)
             plan = plans[q.set]
             examples = plan.examples(q.mode, images)
             req = Request(text=user_text(self.name, q.mode, q.text, q.options), image=images(q.image),

@@ -1,5 +1,6 @@
-"""`mmunlearn demo`: every registered method on the embedded tiny model and mini-bench, then the
-leaderboard. This is what `make run` does; it is resumable like `run` (rerun to continue).
+"""`mmunlearn demo`: every registered method on the embedded tiny model and mini-bench, plus a
+MANU alpha sweep, then the leaderboard. This is what `make run` does; it is resumable like `run`
+(rerun to continue).
 """
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import argparse
 from pathlib import Path
 
 from harness.commands.run import add_common_arguments, config_from_args
+from harness.defaults import DEMO_FORGET
 
 NAME = "demo"
-HELP = "run every method on the embedded default (forget 5%) into OUT/runs/<method>/, then the leaderboard into OUT"
+HELP = ("run every method (and a MANU alpha sweep) on the embedded default (forget 15%) into OUT/runs/<run>/, "
+        "then the leaderboard into OUT")
 
 # Method parameters for the demo on the embedded tiny model (values as the CLI would take them).
 # The MLLMU-Bench training defaults (lr 2e-5, 1 epoch, LoRA r=16) barely move a 5M-parameter
@@ -23,9 +26,13 @@ DEMO_PARAMS: dict[str, dict[str, str]] = {
     "kl_min": {"lr": "2e-3", "epochs": "3"},
     "npo": {"lr": "2e-3", "epochs": "3"},
     "mmunlearner": {"lr": "1e-3"},
+    "manu": {"alpha": "0.05"},
 }
-# Questions per (set, task, mode); keeps the whole demo within minutes on 2 CPU cores.
-DEMO_LIMIT = 40
+# MANU's alpha sweep: the paper's 2 % and larger shares (a 5M-parameter model has few neurons
+# per fact). The "manu" row uses DEMO_PARAMS["manu"]; the others run as manu-alpha-<a>.
+DEMO_MANU_ALPHAS = ("0.02", "0.05", "0.1")
+# Questions per (set, task, mode): every forget and test question (54-63), 60 of the others.
+DEMO_LIMIT = 60
 DEMO_SCORERS = ("generate", "loglik_answer")
 REFERENCE_FIRST = ("vanilla",)
 
@@ -34,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     # loglik_answer beside the official scorer: the tiny model knows its facts but cannot read an
     # option list (see README), so the official letter accuracy alone would hide every effect.
-    p.set_defaults(judge=None, limit=DEMO_LIMIT, scorers=list(DEMO_SCORERS))
+    p.set_defaults(judge=None, limit=DEMO_LIMIT, scorers=list(DEMO_SCORERS), forget=DEMO_FORGET)
     for action in p._actions:  # the demo needs no network: say so in --help
         if action.dest == "judge":
             action.help = "factuality judge model (default none for the demo)"
@@ -42,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             action.help = f"classification scorers (default {' '.join(DEMO_SCORERS)} for the demo)"
         elif action.dest == "limit":
             action.help = f"at most N questions per (set, task, mode) (default {DEMO_LIMIT} for the demo)"
+        elif action.dest == "forget":
+            action.help = f"forget split in percent (default {DEMO_FORGET} for the demo: 9 profiles)"
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: every registered method)")
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
 
@@ -55,19 +64,29 @@ def demo_methods(selected: list[str] | None) -> list[str]:
     return [n for n in REFERENCE_FIRST if n in names] + [n for n in names if n not in REFERENCE_FIRST]
 
 
+def demo_runs(methods: list[str]) -> list[tuple[str, str, dict[str, str]]]:
+    """(run folder name, method, params) of every demo run: each method once, and MANU at every
+    sweep alpha other than its demo alpha."""
+    runs = [(m, m, dict(DEMO_PARAMS.get(m, {}))) for m in methods]
+    if "manu" in methods:
+        chosen = DEMO_PARAMS.get("manu", {}).get("alpha")
+        runs += [(f"manu-alpha-{a}", "manu", {**DEMO_PARAMS.get("manu", {}), "alpha": a})
+                 for a in DEMO_MANU_ALPHAS if a != chosen]
+    return runs
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.leaderboard import build_leaderboard
     from harness.runner import run_benchmark
 
     out = Path(args.out)
-    names = demo_methods(args.methods)
+    runs = demo_runs(demo_methods(args.methods))
     dirs = []
-    for i, name in enumerate(names, 1):
+    for i, (folder, method, params) in enumerate(runs, 1):
         if not args.quiet:
-            print(f"[mmunlearn demo] method {i}/{len(names)}: {name}", flush=True)
-        run_dir = out / "runs" / name
-        run_benchmark(config_from_args(args, method=name, params=dict(DEMO_PARAMS.get(name, {}))), run_dir,
-                      progress=not args.quiet)
+            print(f"[mmunlearn demo] run {i}/{len(runs)}: {folder}", flush=True)
+        run_dir = out / "runs" / folder
+        run_benchmark(config_from_args(args, method=method, params=params), run_dir, progress=not args.quiet)
         dirs.append(run_dir)
     files = build_leaderboard(dirs, out)
     print(f"leaderboard: {files['leaderboard.md']}")

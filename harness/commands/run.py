@@ -34,6 +34,14 @@ def judge_arg(value: str) -> str | None:
     return None if value.strip().lower() in ("", "none", "off", "null") else value.strip()
 
 
+def shots_arg(value: str) -> str | int:
+    """--shots: "official" or N >= 0; argparse shows our message instead of "invalid parse_shots value"."""
+    try:
+        return parse_shots(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `run` and `demo`."""
     p.add_argument("--model", default=str(defaults.DEFAULT_MODEL),
@@ -42,7 +50,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="benchmark folder in MLLMU-Bench layout or hub id (default: the embedded mini-bench)")
     p.add_argument("--forget", type=int, choices=(5, 10, 15), default=5, help="forget split in percent (default 5)")
     p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED, help="seed for the method and shot sampling")
-    p.add_argument("--shots", type=parse_shots, default=OFFICIAL,
+    p.add_argument("--shots", type=shots_arg, default=OFFICIAL,
                    help="in-context examples: 'official' (default: the published procedure, seeded) or N example "
                         "profiles for classification and cloze; 0 = zero-shot")
     p.add_argument("--test-images", choices=TEST_IMAGE_CHOICES, default="random",
@@ -64,6 +72,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--dtype", choices=defaults.DTYPES, default="auto",
                    help="model dtype (default auto: float16 on GPU, as the official runs; float32 on CPU)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run Python code shipped with the model checkpoint (off by default; recorded in the manifest)")
+    p.add_argument("--allow-pickle-weights", action="store_true",
+                   help="load .bin (pickle) weights, which can run code; by default only safetensors load")
     p.add_argument("--keep-model", action="store_true",
                    help="keep the unlearned model checkpoint in OUT/model/ after the run finishes")
     p.add_argument("--chunk-size", type=int, default=16,
@@ -89,6 +101,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         tasks=tuple(args.tasks), limit=args.limit, judge=args.judge, judge_protocol=args.judge_protocol,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype,
         scorers=tuple(args.scorers), keep_model=args.keep_model, device=args.device,
+        trust_remote_code=args.trust_remote_code, allow_pickle_weights=args.allow_pickle_weights,
         chunk_size=args.chunk_size,
     )
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -152,12 +153,35 @@ class _Reader:
 
 # ----------------------------------------------------------------------------- validation
 
+def _show(value, limit: int = 80) -> str:
+    """repr of a bad value, cut short: an error stays one readable line even for a 1 MB field."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _rows(table: pa.Table, config: str, required: tuple[str, ...]) -> list[dict]:
     missing = [f for f in required if f not in table.column_names]
     if missing:
         raise BenchmarkError(config, None, missing[0],
                              f"missing field (columns present: {', '.join(table.column_names)})")
-    return table.select(list(required)).to_pylist()
+    columns = {}
+    for name in required:  # column by column, so a value Python cannot hold is named
+        column = table.column(name)
+        try:
+            columns[name] = column.to_pylist()
+        except (pa.ArrowException, ValueError, OverflowError) as exc:  # e.g. invalid UTF-8 in a string column
+            row = next((i for i in range(len(column)) if not _convertible(column[i])), None)
+            problem = "text is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "unreadable value"
+            raise BenchmarkError(config, row, name, f"{problem}: {exc}") from exc
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _convertible(scalar) -> bool:
+    try:
+        scalar.as_py()
+        return True
+    except (pa.ArrowException, ValueError, OverflowError):
+        return False
 
 
 def _image_bytes(value, config: str, row: int, field: str) -> bytes:
@@ -168,8 +192,13 @@ def _image_bytes(value, config: str, row: int, field: str) -> bytes:
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise BenchmarkError(config, row, field, "no image bytes")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
+        with warnings.catch_warnings():
+            # Above MAX_IMAGE_PIXELS PIL only warns, then decodes: a few KB can expand to GBs.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BenchmarkError(config, row, field, f"image refused as a possible decompression bomb: {exc}") from exc
     except Exception as exc:  # PIL raises several types for bad data
         raise BenchmarkError(config, row, field, f"undecodable image bytes: {exc}") from exc
     return bytes(data)
@@ -177,13 +206,13 @@ def _image_bytes(value, config: str, row: int, field: str) -> bytes:
 
 def _text(value, config: str, row: int, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise BenchmarkError(config, row, field, f"expected non-empty text, got {value!r}")
+        raise BenchmarkError(config, row, field, f"expected non-empty text, got {_show(value)}")
     return value
 
 
 def _item(item, keys: tuple[str, ...], config: str, row: int, field: str) -> dict:
     if not isinstance(item, dict):
-        raise BenchmarkError(config, row, field, f"expected an object with {', '.join(keys)}, got {item!r}")
+        raise BenchmarkError(config, row, field, f"expected an object with {', '.join(keys)}, got {_show(item)}")
     for key in keys:
         if key not in item or item[key] is None:
             raise BenchmarkError(config, row, f"{field}.{key}", "missing field")
@@ -206,39 +235,41 @@ def _questions(r: dict, set_name: str, pid: str, images: dict[str, list[tuple[st
 
     cls = r["Classification_Task"]
     if not isinstance(cls, dict):
-        raise BenchmarkError(config, row, "Classification_Task", f"expected an object, got {cls!r}")
+        raise BenchmarkError(config, row, "Classification_Task", f"expected an object, got {_show(cls)}")
     for mode, key in CLASSIFICATION_LISTS.items():
         where = f"Classification_Task.{key}"
         if cls.get(key) is None:
             raise BenchmarkError(config, row, where, "missing field")
+        if not isinstance(cls[key], list):
+            raise BenchmarkError(config, row, where, f"expected a list, got {_show(cls[key])}")
         for i, item in enumerate(cls[key]):
             f = f"{where}[{i}]"
             item = _item(item, ("Question", "Options", "Correct_Answer"), config, row, f)
             options = item["Options"]
             if not isinstance(options, dict) or any(not isinstance(options.get(L), str) for L in LETTERS):
                 raise BenchmarkError(config, row, f"{f}.Options", f"options must have text for A, B, C and D, "
-                                                                  f"got {options!r}")
+                                                                  f"got {_show(options)}")
             if item["Correct_Answer"] not in LETTERS:
                 raise BenchmarkError(config, row, f"{f}.Correct_Answer",
-                                     f"bad option letter {item['Correct_Answer']!r} (expected one of A, B, C, D)")
+                                     f"bad option letter {_show(item['Correct_Answer'])} (expected one of A, B, C, D)")
             add("classification", mode, i, _text(item["Question"], config, row, f"{f}.Question"),
                 item["Correct_Answer"], {L: options[L] for L in LETTERS})
 
     for task, field_name in (("generation", "Generation_Task"), ("cloze", "Mask_Task")):
         items = r[field_name]
         if not isinstance(items, list):
-            raise BenchmarkError(config, row, field_name, f"expected a list, got {items!r}")
+            raise BenchmarkError(config, row, field_name, f"expected a list, got {_show(items)}")
         index = {m: 0 for m in MODES}
         for i, item in enumerate(items):
             f = f"{field_name}[{i}]"
             item = _item(item, ("Type", "Question", "Ground_Truth"), config, row, f)
-            mode = TYPE_TO_MODE.get(item["Type"])
+            mode = TYPE_TO_MODE.get(item["Type"]) if isinstance(item["Type"], str) else None
             if mode is None:
                 raise BenchmarkError(config, row, f"{f}.Type",
-                                     f"unknown type {item['Type']!r} (expected Image_Textual or Pure_Text)")
+                                     f"unknown type {_show(item['Type'])} (expected Image_Textual or Pure_Text)")
             text = _text(item["Question"], config, row, f"{f}.Question")
             if task == "cloze" and "__" not in text:
-                raise BenchmarkError(config, row, f"{f}.Question", f'cloze question has no "__" blank: {text!r}')
+                raise BenchmarkError(config, row, f"{f}.Question", f'cloze question has no "__" blank: {_show(text)}')
             add(task, mode, index[mode], text, _text(str(item["Ground_Truth"]), config, row, f"{f}.Ground_Truth"))
             index[mode] += 1
     return out
@@ -265,7 +296,7 @@ def _profiles(table: pa.Table, config: str, set_name: str, ft: dict[str, tuple],
     for row, r in enumerate(rows):
         pid = _text(str(r["ID"]) if r["ID"] is not None else None, config, row, "ID")
         if pid in seen:
-            raise BenchmarkError(config, row, "ID", f"duplicate profile ID {pid!r}")
+            raise BenchmarkError(config, row, "ID", f"duplicate profile ID {_show(pid)}")
         seen.add(pid)
         if ids is not None and pid not in ids:
             continue
@@ -295,7 +326,7 @@ def _ft_pairs(table: pa.Table) -> dict[str, tuple[tuple[str, str], ...]]:
         pid = _text(str(r["ID"]) if r["ID"] is not None else None, config, row, "ID")
         try:
             items = json.loads(r["metadata"])
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
             raise BenchmarkError(config, row, "metadata", f"not a JSON list: {exc}") from exc
         if not isinstance(items, list):
             raise BenchmarkError(config, row, "metadata", f"expected a JSON list, got {type(items).__name__}")
@@ -331,7 +362,7 @@ def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str 
     found = {p.id for p in test_profiles}
     for row, pid in enumerate(forget_ids):
         if pid not in found:
-            raise BenchmarkError(forget_cfg, row, "ID", f"forget profile {pid!r} has no Test_Set row")
+            raise BenchmarkError(forget_cfg, row, "ID", f"forget profile {_show(pid)} has no Test_Set row")
     celebrity = _profiles(reader.table("Retain_Set"), "Retain_Set", "celebrity", ft)
     full = {p.id: p for p in _profiles(reader.table("Full_Set"), "Full_Set", "full", ft)}
     profiles = {"forget": tuple(forget_profiles), "test": tuple(test_profiles),

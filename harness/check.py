@@ -12,7 +12,10 @@ from harness.errors import ConfigError
 from harness.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
-NOTED_KEYS = ("limit", "shots", "scorers", "max_new_tokens", "judge", "prompt_style")
+NOTED_KEYS = ("limit", "shots", "test_images", "scorers", "max_new_tokens", "judge", "judge_protocol", "dtype",
+              "prompt_style")
+# Metrics not on the [0, 1] scale: the tolerance is a fraction of their range (factuality: 1-10).
+METRIC_RANGE = {"factuality": 9.0}
 
 
 @dataclass
@@ -97,8 +100,9 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
             report.not_scored.append(label)
             continue
         report.compared += 1
-        if set_name in LOWER_IS_BETTER_SETS and r - b > tolerance:
+        allowed = tolerance * METRIC_RANGE.get(metric, 1.0)
+        if set_name in LOWER_IS_BETTER_SETS and r - b > allowed:
             report.regressions.append(Finding(label, b, r, "forgetting weaker: should not rise"))
-        elif set_name in HIGHER_IS_BETTER_SETS and b - r > tolerance:
+        elif set_name in HIGHER_IS_BETTER_SETS and b - r > allowed:
             report.regressions.append(Finding(label, b, r, "utility dropped: should not fall"))
     return report

@@ -241,10 +241,12 @@ class Judge:
 
     @classmethod
     def from_args(cls, model_or_none: str | None, **kwargs) -> "Judge | None":
-        """CLI helper: None, "" or "none"/"off" disables judging; any other value is the judge model."""
+        """CLI helper: None, "" or "none"/"off" disables judging; "auto" is the protocol's own judge
+        model (gpt-4o-mini for "official"); any other value is the judge model."""
         if model_or_none is None or model_or_none.strip().lower() in ("", "none", "off"):
             return None
-        return cls(model=model_or_none.strip(), **kwargs)
+        model = model_or_none.strip()
+        return cls(model=None if model.lower() == "auto" else model, **kwargs)
 
     # -- public API -------------------------------------------------------------------------
     def score(self, question: str, answer: str, ground_truth: str, image_id: str = "") -> JudgeResult:

@@ -207,7 +207,7 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
     lines = ["# mmunlearn leaderboard", "",
              f"Benchmark `{bench.get('source')}` (fingerprint `{str(bench.get('fingerprint'))[:16]}`), "
              f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
-             f"{len(runs)} runs. Values: fractions in [0, 1] (factuality: judge score 1-10 mapped to (s-1)/9).", "", LEGEND, ""]
+             f"{len(runs)} runs. Values: fractions in [0, 1], except factuality (the judge's 1-10 score, the papers' scale).", "", LEGEND, ""]
     for title, scols, col_marks in set_sections(runs):
         lines += [f"## {title}", ""]
         header = ["method"] + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]

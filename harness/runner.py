@@ -27,7 +27,6 @@ from harness import defaults
 from harness.bench import TEST_IMAGE_CHOICES, load_benchmark
 from harness.errors import ConfigError
 from harness.examples import OFFICIAL, parse_shots, plan_examples
-from harness.judge import DEFAULT_MODEL as DEFAULT_JUDGE
 from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
 from harness.model import load_vlm
 from harness.records import MODES, SETS, TASKS
@@ -69,7 +68,7 @@ class RunConfig:
     sets: tuple[str, ...] = SETS
     tasks: tuple[str, ...] = TASKS
     limit: int | None = None
-    judge: str | None = DEFAULT_JUDGE
+    judge: str | None = "auto"  # the judge protocol's own model
     judge_protocol: str = DEFAULT_PROTOCOL
     dtype: str = "auto"
     batch_size: int | None = None

@@ -54,13 +54,83 @@ def test_questions_carry_set_task_mode_and_images_only_in_image_mode(small_bench
             assert "__" in q.text
 
 
-def test_test_set_uses_first_transformed_image(small_bench):
-    bench = load_benchmark(small_bench, forget=10)
-    rows = {r["ID"]: r for r in pq.read_table(small_bench / "Test_Set" / PARQUET_NAME).to_pylist()}
+def _test_rows(root):
+    return {r["ID"]: [im["bytes"] for im in r["images"]]
+            for r in pq.read_table(root / "Test_Set" / PARQUET_NAME).to_pylist()}
+
+
+def test_test_set_first_uses_the_first_transformed_image(small_bench):
+    bench = load_benchmark(small_bench, forget=10, test_images="first")
+    rows = _test_rows(small_bench)
     forget_images = {p.id: p.image for p in bench.profiles["forget"]}
     for q in bench.questions(sets="test", modes="image_text"):
-        assert q.image == rows[q.profile_id]["images"][0]["bytes"]
+        assert q.image == rows[q.profile_id][0]
         assert q.image != forget_images[q.profile_id]
+
+
+def _test_images(bench):
+    """(profile, task) -> the set of images its test image_text questions are asked with."""
+    out: dict = {}
+    for q in bench.questions(sets="test", modes="image_text"):
+        out.setdefault((q.profile_id, q.task), set()).add(q.image)
+    return out
+
+
+def test_test_set_random_draws_one_image_per_profile_and_task_with_the_seed(small_bench):
+    """The official code calls random.choice(row["images"]) per profile and task; we seed it."""
+    rows = _test_rows(small_bench)
+    assert all(len(images) > 1 for images in rows.values())
+    default = load_benchmark(small_bench, forget=15)
+    assert default.test_images == "random"
+    per_seed = {}
+    for seed in range(6):
+        picked = _test_images(load_benchmark(small_bench, forget=15, test_images="random", seed=seed))
+        assert picked == _test_images(load_benchmark(small_bench, forget=15, seed=seed))  # reproducible
+        for (pid, _task), images in picked.items():
+            assert len(images) == 1 and images <= set(rows[pid])  # one of the row's transformed images
+        per_seed[seed] = {k: next(iter(v)) for k, v in picked.items()}
+    assert per_seed[0] == {k: next(iter(v)) for k, v in _test_images(default).items()}  # default seed 0
+    assert len({tuple(sorted(v.items())) for v in per_seed.values()}) > 1  # the seed matters
+    # drawn per (profile, task): not one image for all tasks of every profile in every seed
+    assert any(len({img for (pid, _t), img in v.items() if pid == p}) > 1 for v in per_seed.values() for p in rows)
+    # text-only test questions and the other sets are untouched
+    a, b = load_benchmark(small_bench, forget=15, seed=0), load_benchmark(small_bench, forget=15, seed=1)
+    assert a.questions(sets=("forget", "retain", "celebrity")) == b.questions(sets=("forget", "retain", "celebrity"))
+    assert a.questions(sets="test", modes="text_only") == b.questions(sets="test", modes="text_only")
+
+
+def test_test_set_all_repeats_image_questions_once_per_image(small_bench):
+    rows = _test_rows(small_bench)
+    first = load_benchmark(small_bench, forget=10, test_images="first")
+    every = load_benchmark(small_bench, forget=10, test_images="all")
+    assert every.questions(sets="test", modes="text_only") == first.questions(sets="test", modes="text_only")
+    assert every.questions(sets=("forget", "retain", "celebrity")) == first.questions(sets=("forget", "retain",
+                                                                                            "celebrity"))
+    base = first.questions(sets="test", modes="image_text")
+    expanded = every.questions(sets="test", modes="image_text")
+    assert len({q.qid for q in expanded}) == len(expanded) == sum(len(rows[q.profile_id]) for q in base)
+    for q in base:
+        copies = [x for x in expanded if x.qid.rsplit("@", 1)[0] == q.qid]
+        assert [x.qid for x in copies] == [f"{q.qid}@{k}" for k in range(len(rows[q.profile_id]))]
+        assert [x.image for x in copies] == rows[q.profile_id]
+        assert all((x.text, x.answer, x.options) == (q.text, q.answer, q.options) for x in copies)
+    counts, base_counts = every.counts()["questions"]["test"], first.counts()["questions"]["test"]
+    for task in TASKS:
+        assert counts[task]["text_only"] == base_counts[task]["text_only"]
+        assert counts[task]["image_text"] == 2 * base_counts[task]["image_text"]  # the mini-bench has 2 images
+    with pytest.raises(ConfigError, match="test images must be one of random, first, all"):
+        load_benchmark(small_bench, forget=10, test_images="each")
+
+
+def test_full_set_is_loaded_for_in_context_examples(small_bench):
+    bench = load_benchmark(small_bench, forget=10)
+    assert set(bench.full_set) == set(ids(small_bench, "Full_Set"))
+    assert not set(bench.full_set) & {p.id for p in bench.profiles["celebrity"]}
+    for p in bench.profiles["retain"]:  # Full_Set rows are the same profiles, with the original image
+        full = bench.full_set[p.id]
+        assert full.image == p.image
+        assert [(q.task, q.mode, q.text, q.answer) for q in full.questions] == \
+            [(q.task, q.mode, q.text, q.answer) for q in p.questions]
 
 
 def test_questions_filter(small_bench):
@@ -132,10 +202,11 @@ def test_hub_id_goes_through_datasets(small_bench, monkeypatch):
     hub = load_benchmark("someone/MLLMU-Bench", forget=10)
     local = load_benchmark(small_bench, forget=10)
     assert hub.source == "someone/MLLMU-Bench"
-    assert {c[1] for c in calls} == {"forget_10", "retain_90", "Test_Set", "Retain_Set", "ft_Data"}
+    assert {c[1] for c in calls} == {"forget_10", "retain_90", "Test_Set", "Retain_Set", "ft_Data", "Full_Set"}
     assert all(c[0] == "someone/MLLMU-Bench" and c[2] == "train" for c in calls)
     assert hub.counts() == local.counts()
     assert hub.questions() == local.questions()
+    assert hub.full_set == local.full_set
 
 
 def test_bad_forget_split_and_missing_folder(tmp_path):

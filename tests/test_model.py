@@ -70,7 +70,7 @@ def test_load_detects_arch_from_config(saved, arch):
     vlm = load_vlm(saved(arch))
     assert vlm.arch == arch
     assert vlm.dtype == torch.float32 and vlm.device.type == "cpu"
-    assert vlm.prompt_style == ("mllmu-llava" if arch.startswith("llava") else "chat-template")
+    assert vlm.prompt_style == ("official" if arch.startswith("llava") or arch == "idefics2" else "chat-template")
     assert not vlm.model.training
 
 
@@ -138,6 +138,33 @@ def test_llava_official_prompt_strings(loaded):
         vlm.system_prompt = None
 
 
+@pytest.mark.parametrize("arch", ["llava", "llava_next", "idefics2"])
+def test_official_archs_get_the_official_strings(loaded, arch):
+    """eval.py ran LLaVA and Idefics2 with the same raw `USER: <image>` strings."""
+    from harness.prompts import user_text
+
+    vlm = loaded(arch)
+    img = tiny_images(1)[0]
+    req = Request(user_text("classification", "image_text", "Q?", {"A": "a", "B": "b", "C": "c", "D": "d"}), img,
+                  task="classification")
+    assert vlm.prompt(req) == ("USER: <image>\nQ?\nA: a\nB: b\nC: c\nD: d\n"
+                               "Just give ONE letter representing the answer directly.\nASSISTANT:")
+    gen = Request(user_text("generation", "text_only", "Q?"), task="generation")
+    assert vlm.prompt(gen) == ("USER: Q?\nAnswer the question based on your trained knowledge in one sentence "
+                               "in ENGLISH.\nASSISTANT:")
+
+
+def test_dtype_auto_is_float16_on_gpu_and_float32_on_cpu(saved):
+    from harness.model import _resolve_dtype
+
+    assert _resolve_dtype("auto", torch.device("cuda")) == torch.float16  # as the official runs
+    assert _resolve_dtype(None, torch.device("cuda")) == torch.float16
+    assert _resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert _resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert load_vlm(saved("llava"), dtype="auto").dtype == torch.float32
+    assert load_vlm(saved("llava"), dtype="bfloat16").dtype == torch.bfloat16
+
+
 def test_llava_with_chat_template_defaults_to_official_style_but_can_switch(tmp_path):
     model, proc = build_tiny_vlm("llava")
     proc.chat_template = "{% for m in messages %}<<{{ m['role'] }}>>{% for c in m['content'] %}" \
@@ -145,15 +172,16 @@ def test_llava_with_chat_template_defaults_to_official_style_but_can_switch(tmp_
                          "{% endfor %}{% endfor %}{% if add_generation_prompt %}<<assistant>>{% endif %}"
     model.save_pretrained(tmp_path)
     proc.save_pretrained(tmp_path)
-    assert load_vlm(tmp_path).prompt_style == "mllmu-llava"
+    assert load_vlm(tmp_path).prompt_style == "official"
     vlm = load_vlm(tmp_path, prompt_style="chat-template")
     assert vlm.prompt(Request("hi", tiny_images(1)[0])) == "<<user>><image>hi<<assistant>>"
     assert vlm.generate([Request("hi", tiny_images(1)[0])], max_new_tokens=2)
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "idefics2"])
-def test_chat_template_image_entry_only_in_image_mode(loaded, arch):
-    vlm = loaded(arch)
+def test_chat_template_image_entry_only_in_image_mode(loaded, saved, arch):
+    vlm = loaded(arch) if arch == "qwen2_vl" else load_vlm(saved(arch), prompt_style="chat-template")
+    assert vlm.prompt_style == "chat-template"
     marker = "<|image_pad|>" if arch == "qwen2_vl" else "<image>"
     with_img = vlm.prompt(Request("who is alice ?", tiny_images(1)[0]))
     text_only = vlm.prompt(Request("who is alice ?"))

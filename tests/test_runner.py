@@ -11,7 +11,8 @@ import pytest
 
 from harness import runner
 from harness.errors import ConfigError
-from harness.records import MODES, Question
+from harness.examples import plan_examples
+from harness.records import MODES, SETS, Question
 from harness.runner import RunConfig, run_benchmark
 from tasks.base import SampleResult, Task
 
@@ -19,8 +20,10 @@ from tasks.base import SampleResult, Task
 # ---------------------------------------------------------------- fakes
 class FakeBench:
     fingerprint = "bench-fp"
+    full_set: dict = {}  # no example profile is found: examples are drawn (and recorded) but none used
 
     def __init__(self, per_cell=5):
+        self.profiles = {s: tuple(SimpleNamespace(id=f"p{i}") for i in range(3)) for s in SETS}
         self.qs = [Question(qid=f"{s}/p{i % 3}/{t}/{m}/{i}", set=s, task=t, mode=m, profile_id=f"p{i % 3}",
                             text=f"q{i}", answer="A", image=b"img" if m == "image_text" else None)
                    for s in ("forget", "test", "retain", "celebrity") for t in ("classification", "cloze")
@@ -36,7 +39,7 @@ class FakeModel:
 
 
 class FakeVLM:
-    prompt_style = "mllmu-llava"
+    prompt_style = "official"
     arch = "fake"
 
     def __init__(self, w=0.0, source="fake"):
@@ -50,7 +53,8 @@ class FakeVLM:
         (Path(path) / "fake.json").write_text(json.dumps({"w": self.w}))
 
 
-def fake_load_vlm(source, device=None):
+def fake_load_vlm(source, device=None, dtype=None, **kw):
+    Calls.load_vlm.append((str(source), dtype))
     p = Path(source) / "fake.json"
     return FakeVLM(json.loads(p.read_text())["w"], str(source)) if p.exists() else FakeVLM(0.0, str(source))
 
@@ -63,6 +67,9 @@ class Params:
 class Calls:
     apply = 0
     evaluated: list = []
+    load_vlm: list = []  # (source, dtype) of every load
+    load_benchmark: list = []  # keyword arguments of every load
+    judge: list = []  # (model, keyword arguments) of every Judge.from_args
     fail_after = None  # raise KeyboardInterrupt after this many evaluate calls
 
 
@@ -96,16 +103,27 @@ class FakeJudge:
     available, model = False, None
 
 
+def fake_load_benchmark(source, forget, **kw):
+    Calls.load_benchmark.append(kw)
+    return FakeBench()
+
+
+def fake_judge(model, **kw):
+    Calls.judge.append((model, kw))
+    return FakeJudge()
+
+
 @pytest.fixture
 def fakes(monkeypatch):
     Calls.apply, Calls.evaluated, Calls.fail_after = 0, [], None
-    monkeypatch.setattr(runner, "load_benchmark", lambda source, forget: FakeBench())
+    Calls.load_vlm, Calls.load_benchmark, Calls.judge = [], [], []
+    monkeypatch.setattr(runner, "load_benchmark", fake_load_benchmark)
     monkeypatch.setattr(runner, "load_vlm", fake_load_vlm)
     monkeypatch.setattr(runner, "get_method", lambda name: FakeMethod)
     monkeypatch.setattr(runner, "parse_params", lambda cls, raw: cls.Params(**{k: float(v) for k, v in raw.items()}))
     monkeypatch.setattr(runner, "UnlearnData", SimpleNamespace(from_benchmark=lambda bench: None))
     monkeypatch.setattr(runner, "get_task", FakeTask)
-    monkeypatch.setattr(runner, "Judge", SimpleNamespace(from_args=lambda model: FakeJudge()))
+    monkeypatch.setattr(runner, "Judge", SimpleNamespace(from_args=fake_judge))
     return Calls
 
 
@@ -129,7 +147,7 @@ def test_run_writes_metrics_gap_and_manifest(fakes, tmp_path):
     assert man["method"] == {**man["method"], "name": "fake", "params": {"shift": 2.0}, "report": {"shifted": 2.0}}
     assert man["benchmark"]["fingerprint"] == "bench-fp" and man["forget"] == 5
     assert man["model"]["weights_hash"] != man["model"]["unlearned_weights_hash"]
-    assert man["judge"] is None and man["prompt_style"] == "mllmu-llava"
+    assert man["judge"] is None and man["prompt_style"] == "official"
     assert {"load_benchmark", "load_model", "apply_method", "evaluate", "total"} <= set(man["wall_time_s"])
     assert {"torch", "transformers", "datasets", "peft"} <= set(man["packages"])
     assert "git_commit" in man and man["started"] <= man["finished"]
@@ -148,15 +166,17 @@ def test_limit_caps_each_cell_deterministically(fakes, tmp_path):
 
 
 def test_interrupted_run_resumes_without_redoing_work(fakes, tmp_path):
-    full = run_benchmark(cfg(), tmp_path / "full", progress=False)
+    full = run_benchmark(cfg(dtype="float16"), tmp_path / "full", progress=False)
     fakes.apply, fakes.evaluated, fakes.fail_after = 0, [], 5
     with pytest.raises(KeyboardInterrupt):
-        run_benchmark(cfg(), tmp_path / "resumed", progress=False)
+        run_benchmark(cfg(dtype="float16"), tmp_path / "resumed", progress=False)
     done = len((tmp_path / "resumed" / "samples.jsonl").read_text().splitlines())
     assert 0 < done < 80 and (tmp_path / "resumed" / "model").is_dir()
-    fakes.evaluated, fakes.fail_after = [], None
-    res = run_benchmark(cfg(), tmp_path / "resumed", progress=False)
+    fakes.evaluated, fakes.fail_after, fakes.load_vlm = [], None, []
+    res = run_benchmark(cfg(dtype="float16"), tmp_path / "resumed", progress=False)
     assert fakes.apply == 1  # the checkpointed unlearned model was reused, not retrained
+    # the checkpoint is reloaded in the run's dtype (else its weights hash differs and it is retrained)
+    assert fakes.load_vlm == [("fake-model", "float16"), (str(tmp_path / "resumed" / "model"), "float16")]
     redone = [q for chunk in fakes.evaluated for q in chunk]
     assert len(redone) == 80 - done and len(set(redone)) == len(redone)
     assert res["metrics"] == full["metrics"]
@@ -216,6 +236,114 @@ def test_api_key_never_reaches_a_file(fakes, tmp_path, monkeypatch):
             assert secret not in path.read_text(errors="ignore"), path
 
 
+def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fakes, tmp_path):
+    man = run_benchmark(cfg(), tmp_path / "default", progress=False)["manifest"]
+    assert (man["shots"], man["test_images"], man["config"]["dtype"]) == ("official", "random", "auto")
+    assert man["judge_protocol"] is None and man["config"]["judge_protocol"] is None  # no judge scored
+    bench, tasks = FakeBench(), ("classification", "cloze")
+    assert man["examples"] == {s: {t: plan_examples(bench, s, t, "official", 0, "fake").record() for t in tasks}
+                               for s in SETS}
+    assert [len(man["examples"]["retain"][t]["drawn"]) for t in tasks] == [1, 2]  # official counts
+    assert man["examples"]["test"]["cloze"]["drawn"] != []
+    assert fakes.load_benchmark == [{"test_images": "random", "seed": 0}]
+    assert fakes.load_vlm == [("fake-model", "auto")]
+    assert fakes.judge == [("auto", {"protocol": "official"})]  # the protocol picks its judge (gpt-4o-mini)
+
+    fakes.load_benchmark, fakes.load_vlm, fakes.judge = [], [], []
+    man = run_benchmark(cfg(shots=2, test_images="all", dtype="bfloat16", seed=4, judge_protocol="strict"),
+                        tmp_path / "custom", progress=False)["manifest"]
+    assert (man["shots"], man["test_images"], man["config"]["dtype"]) == (2, "all", "bfloat16")
+    assert man["examples"]["forget"]["classification"] == plan_examples(bench, "forget", "classification", 2, 4,
+                                                                        "fake").record()
+    assert all(len(man["examples"][s][t]["drawn"]) == 2 for s in SETS for t in tasks)
+    assert fakes.load_benchmark == [{"test_images": "all", "seed": 4}]
+    assert fakes.load_vlm == [("fake-model", "bfloat16")]
+    assert fakes.judge == [("auto", {"protocol": "strict"})]  # strict picks gpt-4o
+
+    man = run_benchmark(cfg(shots=0), tmp_path / "zero", progress=False)["manifest"]
+    assert man["shots"] == 0 and man["examples"] is None
+
+
+def test_judge_protocol_is_recorded_when_a_judge_scores(fakes, tmp_path, monkeypatch):
+    class Available:
+        available, model, stats = True, "gpt-4o", {"calls": 0, "cache_hits": 0, "failures": 0}
+
+    monkeypatch.setattr(runner, "Judge", SimpleNamespace(from_args=lambda model, **kw: Available()))
+    man = run_benchmark(cfg(sets=("forget",), judge="gpt-4o", judge_protocol="strict"), tmp_path / "r",
+                        progress=False)["manifest"]
+    assert (man["judge"], man["judge_protocol"], man["config"]["judge_protocol"]) == ("gpt-4o", "strict", "strict")
+
+
+def test_protocol_settings_are_part_of_the_run_identity(fakes, tmp_path):
+    run_benchmark(cfg(sets=("forget",)), tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError) as exc:
+        run_benchmark(cfg(sets=("forget",), shots=0, test_images="first", dtype="float32"), tmp_path / "r",
+                      progress=False)
+    differing = [line.split(":")[0].strip() for line in str(exc.value).splitlines()[1:-1]]
+    assert differing == ["dtype", "shots", "test_images"]
+
+
+@pytest.mark.parametrize("kw,match", [({"shots": -1}, "shots must be >= 0"), ({"shots": "some"}, "shots"),
+                                      ({"test_images": "each"}, "--test-images"), ({"dtype": "int8"}, "--dtype"),
+                                      ({"judge_protocol": "loose"}, "--judge-protocol")])
+def test_bad_protocol_settings_are_config_errors(fakes, tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        run_benchmark(cfg(**kw), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+class PromptVLM:
+    """Answers "A" to everything; its prompt is the official string (what the hash covers)."""
+
+    prompt_style, arch, source = "official", "llava", "prompt-vlm"
+
+    def __init__(self):
+        self.system_prompt, self.model = None, FakeModel()
+
+    def weights_hash(self):
+        return "0" * 64
+
+    def prompt(self, req):
+        from harness.prompts import official_prompt
+
+        return official_prompt(req, system=req.system or self.system_prompt)
+
+    def generate(self, reqs, max_new_tokens=50, batch_size=None, desc=None):
+        return ["A"] * len(reqs)
+
+
+def test_official_shots_change_the_prompt_hash_exactly_where_examples_are_prompted(small_bench, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(runner, "load_vlm", lambda source, device=None, dtype=None, **kw: PromptVLM())
+
+    def run(shots, name):
+        res = run_benchmark(RunConfig(model="m", bench=str(small_bench), forget=15, method="vanilla", shots=shots,
+                                      judge=None), tmp_path / name, progress=False)
+        rows = map(json.loads, (tmp_path / name / "samples.jsonl").read_text().splitlines())
+        return res, {r["qid"]: r for r in rows}
+
+    _, zero = run(0, "zero")
+    res, official = run("official", "official")
+    assert zero.keys() == official.keys()
+    for qid, z in zero.items():
+        o = official[qid]
+        prompted = (o["task"] == "classification" and o["set"] in ("forget", "test", "retain")
+                    or o["task"] == "cloze" and o["set"] != "celebrity")  # celebrity IDs are not in Full_Set
+        assert (o["prompt_hash"] != z["prompt_hash"]) == prompted, qid
+    assert not any(z["extra"].get("excluded") for z in zero.values())
+    examples = res["manifest"]["examples"]
+    for s in SETS:
+        for t in ("classification", "cloze", "generation"):
+            excluded = {o["profile_id"] for o in official.values() if o["set"] == s and o["task"] == t
+                        and o["extra"].get("excluded")}
+            assert excluded == set(examples[s][t]["used"]), (s, t)
+            assert len(examples[s][t]["used"]) == {"classification": 1, "cloze": 2, "generation": 0}[t] * (
+                s != "celebrity")
+    n = res["metrics"]["retain"]["cloze"]["text_only"]["n"]
+    assert n == sum(1 for o in official.values() if o["set"] == "retain" and o["task"] == "cloze"
+                    and o["mode"] == "text_only" and not o["extra"].get("excluded"))
+
+
 # ---------------------------------------------------------------- CLI
 def test_param_parsing_errors_name_the_argument():
     from harness.commands.run import parse_param_args
@@ -225,6 +353,41 @@ def test_param_parsing_errors_name_the_argument():
         parse_param_args(["lr"])
     with pytest.raises(ConfigError, match="given twice"):
         parse_param_args(["lr=1", "lr=2"])
+
+
+def _parse(*extra):
+    from harness.cli import build_parser
+
+    return build_parser().parse_args(["run", "--out", "r", *extra])
+
+
+def test_cli_parses_shots_test_images_dtype_and_judge_protocol():
+    from harness.commands.run import config_from_args
+
+    assert _parse().shots == "official" and _parse("--shots", "official").shots == "official"
+    assert _parse("--shots", "0").shots == 0 and _parse("--shots", "2").shots == 2
+    default = config_from_args(_parse())
+    assert (default.shots, default.test_images, default.dtype, default.judge, default.judge_protocol) == (
+        "official", "random", "auto", "auto", "official")
+    custom = config_from_args(_parse("--shots", "2", "--test-images", "all", "--dtype", "float16",
+                                     "--judge-protocol", "strict"))
+    assert (custom.shots, custom.test_images, custom.dtype, custom.judge_protocol) == (2, "all", "float16", "strict")
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--shots", "-1", "shots must be >= 0, got -1"), ("--shots", "foo", "shots must be 'official' or a number"),
+    ("--test-images", "each", "invalid choice"), ("--dtype", "int8", "invalid choice"),
+    ("--judge-protocol", "loose", "invalid choice"),
+])
+def test_cli_rejects_bad_protocol_flags_with_exit_2(flag, value, message, capsys, tmp_path):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--out", str(tmp_path / "r"), flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and message in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_list_shows_methods_params_tasks_and_architectures(capsys):

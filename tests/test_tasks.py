@@ -1,4 +1,4 @@
-"""Task plugins: request building, official parsing/scoring edge cases, shots, aggregates."""
+"""Task plugins: request building, official parsing/scoring edge cases, in-context examples, aggregates."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ from PIL import Image
 from harness.bench import Benchmark
 from harness.errors import ConfigError
 from harness.judge import JudgeResult
-from harness.prompts import classification_prompt, cloze_prompt, generation_prompt
+from harness.prompts import Request, official_prompt, user_text
 from harness.records import LETTERS, SETS, Profile, Question
 from tasks import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash
 from tasks.classification import parse_letter
@@ -26,12 +26,13 @@ IMAGE = png()
 OPTIONS = {"A": "doctor", "B": "painter", "C": "teacher", "D": "pilot"}
 
 
-def question(task, mode="text_only", *, set="forget", pid="p1", index=0, text=None, answer="B", options=None):
+def question(task, mode="text_only", *, set="forget", pid="p1", index=0, text=None, answer="B", options=None,
+             image=IMAGE):
     text = text or f"{task} question {pid} {mode} {index}" + (" is __ ." if task == "cloze" else "")
     if task == "classification":
         options = options or OPTIONS
     return Question(f"{set}/{pid}/{task}/{mode}/{index}", set, task, mode, pid, text, answer, options,
-                    IMAGE if mode == "image_text" else None)
+                    image if mode == "image_text" else None)
 
 
 class FakeVLM:
@@ -45,11 +46,11 @@ class FakeVLM:
         self.generated, self.scored = [], []
 
     def prompt(self, req):
-        return f"{req.system or ''}{self.style}{'<image>' if req.image is not None else ''}\n{req.text}\nASSISTANT:"
+        return f"{req.system or ''}{self.style}\n{official_prompt(req)}"
 
     def _answer(self, req):
         for key, answer in self.answers.items():
-            if key in req.text.rsplit("\n\n", 1)[-1]:  # the scored question, not a shot example
+            if key in req.text:  # the scored question (examples are apart, in req.examples)
                 return answer
         return self.default
 
@@ -66,15 +67,22 @@ class NoPromptVLM(FakeVLM):
     prompt = None  # an adapter without prompt(): hash falls back to request text + mode
 
 
-def bench_with(set_name="retain", n_profiles=6, per_profile=2):
-    """A Benchmark whose `set_name` has n profiles with classification questions in both modes."""
-    profiles = {s: () for s in SETS}
-    profiles[set_name] = tuple(
-        Profile(id=f"p{i}", set=set_name, biography="", image=IMAGE, questions=tuple(
-            question("classification", mode, set=set_name, pid=f"p{i}", index=j, answer=LETTERS[(i + j) % 4])
+FULL_IMAGE = png((10, 200, 10))  # the Full_Set image: in-context examples are read from Full_Set
+
+
+def bench_with(set_name="retain", n_profiles=6, per_profile=2, task="classification"):
+    """A Benchmark whose `set_name` has n profiles with `task` questions in both modes; its
+    Full_Set holds the same profiles (other image, question texts marked "full")."""
+    def profile(i, s, image):
+        return Profile(id=f"p{i}", set=s, biography="", image=image, questions=tuple(
+            question(task, mode, set=s, pid=f"p{i}", index=j, answer=LETTERS[(i + j) % 4], image=image,
+                     text=f"{task} {s} p{i} {mode} {j}" + (" is __ ." if task == "cloze" else ""))
             for mode in ("image_text", "text_only") for j in range(per_profile)))
-        for i in range(n_profiles))
-    return Benchmark(source="fake", forget=5, fingerprint="0" * 64, profiles=profiles)
+
+    profiles = {s: () for s in SETS}
+    profiles[set_name] = tuple(profile(i, set_name, IMAGE) for i in range(n_profiles))
+    full = {f"p{i}": profile(i, "full", FULL_IMAGE) for i in range(n_profiles)}
+    return Benchmark(source="fake", forget=5, fingerprint="0" * 64, profiles=profiles, full_set=full)
 
 
 # --------------------------------------------------------------------------- registry / base
@@ -107,16 +115,22 @@ def test_sample_result_round_trips_through_dict():
     assert SampleResult.from_dict(s.to_dict()) == s
 
 
-def test_prompt_hash_covers_full_model_input_mode_and_image():
-    from tasks.base import make_request
+def test_prompt_hash_covers_full_model_input_mode_and_images():
+    from harness.prompts import Example
 
-    req = make_request("what is the job of X ?")
+    req = Request("what is the job of X ?", task="cloze")
     a, b = FakeVLM(style="USER: "), FakeVLM(style="SYSTEM: be private\nUSER: ")
     assert prompt_hash(a, req, "text_only") == prompt_hash(FakeVLM(style="USER: "), req, "text_only")
     assert prompt_hash(a, req, "text_only") != prompt_hash(b, req, "text_only")  # uses vlm.prompt()
+    shot = Request(req.text, task="cloze", examples=(Example("x is [Blank].\nCorrect Answer: y"),))
+    assert prompt_hash(a, shot, "text_only") != prompt_hash(a, req, "text_only")  # examples are input too
     plain = NoPromptVLM()
     assert prompt_hash(plain, req, "text_only") != prompt_hash(plain, req, "image_text")
-    assert prompt_hash(plain, req, "image_text", png((1, 2, 3))) != prompt_hash(plain, req, "image_text", IMAGE)
+    assert prompt_hash(plain, req, "image_text", [png((1, 2, 3))]) != prompt_hash(plain, req, "image_text", [IMAGE])
+    # every image counts, examples' first
+    two = prompt_hash(plain, req, "image_text", [FULL_IMAGE, IMAGE])
+    assert two != prompt_hash(plain, req, "image_text", [IMAGE])
+    assert two != prompt_hash(plain, req, "image_text", [IMAGE, FULL_IMAGE])
 
 
 def test_a_task_refuses_questions_of_another_task():
@@ -124,9 +138,12 @@ def test_a_task_refuses_questions_of_another_task():
         get_task("generation").evaluate(FakeVLM(), [question("cloze")], TaskContext())
 
 
-def test_task_context_rejects_negative_shots():
-    with pytest.raises(ConfigError, match="shots"):
-        TaskContext(shots=-1)
+def test_task_context_shots():
+    assert TaskContext().shots == 0  # a bare context is zero-shot; the runner passes "official"
+    assert TaskContext(shots="Official").shots == "official" and TaskContext(shots="3").shots == 3
+    for bad in (-1, "foo", None):
+        with pytest.raises(ConfigError, match="shots"):
+            TaskContext(shots=bad)
 
 
 # --------------------------------------------------------------------------- classification
@@ -134,7 +151,8 @@ def test_task_context_rejects_negative_shots():
 @pytest.mark.parametrize("response,letter", [
     ("B", "B"), ("b", "B"), ("B. Paris", "B"), ("B: painter", "B"), ("B)", "B"), ("  \n C", "C"),
     ("", None), ("   ", None), ("E", None), ("(B)", None), ("The answer is B", None),
-    ("Answer: C", "C"), ("ASSISTANT: D", "D"), ("Because of the image", "B"),  # official quirk, kept
+    ("Answer: C", "A"), ("ASSISTANT: D", None), ("B\nASSISTANT: C", "B"),  # text after a generated ASSISTANT: is cut
+    ("Because of the image", "B"), ("cooking", "C"),  # official quirk, kept
 ])
 def test_parse_letter_follows_the_official_first_character_rule(response, letter):
     assert parse_letter(response) == letter
@@ -150,7 +168,8 @@ def test_classification_scores_generated_letters_and_builds_official_requests():
     reqs, max_new, batch = vlm.generated[0]
     assert (max_new, batch) == (7, 3)
     for q, r in zip(qs, reqs):
-        assert r.text == classification_prompt(q.text, q.options)
+        assert r.text == user_text("classification", q.mode, q.text, q.options)
+        assert r.task == "classification" and r.examples == ()  # zero-shot context
         assert (r.image is not None) == (q.mode == "image_text")
         if r.image is not None:
             assert isinstance(r.image, Image.Image) and r.image.mode == "RGB"
@@ -158,7 +177,7 @@ def test_classification_scores_generated_letters_and_builds_official_requests():
     assert samples[-1].extra["letter"] is None and samples[-1].response == ""
     s = samples[0]
     assert (s.qid, s.set, s.task, s.mode, s.profile_id) == (qs[0].qid, "forget", "classification", "image_text", "p1")
-    assert s.prompt_hash == prompt_hash(vlm, reqs[0], "image_text", IMAGE)
+    assert s.prompt_hash == prompt_hash(vlm, reqs[0], "image_text", [IMAGE])
     agg = get_task("classification").aggregate(samples)
     assert agg == {"accuracy": 0.8, "accuracy_loglik": None, "accuracy_loglik_text": None,
                    "accuracy_loglik_answer": None, "n": 5}
@@ -202,19 +221,26 @@ def test_unknown_classification_scorer_is_a_config_error():
         get_task("classification").evaluate(FakeVLM(), [question("classification")], TaskContext(scorers=("logprob",)))
 
 
-def _shot_run(seed, shots=1, mode="text_only"):
-    bench = bench_with("retain")
-    qs = bench.questions(sets=("retain",), tasks=("classification",), modes=(mode,))
-    vlm = FakeVLM(default="A")
-    samples = get_task("classification").evaluate(vlm, qs, TaskContext(seed=seed, shots=shots, bench=bench))
-    return qs, vlm, samples
+def _shot_run(seed, shots=1, mode="text_only", task="classification", vlm=None):
+    bench = bench_with("retain", task=task)
+    qs = bench.questions(sets=("retain",), tasks=(task,), modes=(mode,))
+    vlm = vlm or FakeVLM(default="A")
+    samples = get_task(task).evaluate(vlm, qs, TaskContext(seed=seed, shots=shots, bench=bench))
+    return bench, qs, vlm, samples
 
 
-def test_shots_are_seeded_and_their_profiles_are_not_scored():
-    qs, vlm, samples = _shot_run(seed=3)
-    chosen = samples[0].extra["shot_profiles"]
-    assert len(chosen) == 1 and all(s.extra["shot_profiles"] == chosen for s in samples)
-    # every question gets a result (the runner checks), but the shot profile's are not scored
+def _chosen(samples):
+    kept = [s for s in samples if not s.extra.get("excluded")]
+    chosen = kept[0].extra["example_profiles"]
+    assert all(s.extra["example_profiles"] == chosen for s in kept)
+    return chosen
+
+
+def test_official_classification_examples_are_seeded_and_their_profiles_are_not_scored():
+    bench, qs, vlm, samples = _shot_run(seed=3, shots="official")
+    chosen = _chosen(samples)
+    assert len(chosen) == 1  # one example profile for classification
+    # every question gets a result (the runner checks), but the example profile's are not scored
     assert [s.qid for s in samples] == [q.qid for q in qs]
     excluded = [s for s in samples if s.extra.get("excluded")]
     assert {s.profile_id for s in excluded} == set(chosen) and len(excluded) == 2
@@ -223,30 +249,73 @@ def test_shots_are_seeded_and_their_profiles_are_not_scored():
     agg = get_task("classification").aggregate(samples)
     assert agg["n"] == len(qs) - 2
     assert agg["accuracy"] == pytest.approx(sum(q.answer == "A" for q in qs if q.profile_id not in chosen) / agg["n"])
-    # the example is the shot profile's first question, answered, before the scored question
-    shot_q = next(q for q in qs if q.profile_id == chosen[0])
-    example = classification_prompt(shot_q.text, shot_q.options) + f"\n{shot_q.answer}\n\n"
+    # the examples are *all* of the example profile's questions of the mode, read from Full_Set
+    full = [q for q in bench.full_set[chosen[0]].questions if q.task == "classification" and q.mode == "text_only"]
+    expected = tuple(f"Question: {q.text}\nA: {q.options['A']}\nB: {q.options['B']}\nC: {q.options['C']}\n"
+                     f"D: {q.options['D']}\nCorrect Answer: {q.answer}" for q in full)
+    assert len(expected) == 2 and all(" full " in e for e in expected)
     for req, q in zip(vlm.generated[0][0], [q for q in qs if q.profile_id not in chosen]):
-        assert req.text == example + classification_prompt(q.text, q.options)
+        assert tuple(e.text for e in req.examples) == expected
+        assert all(e.image is None for e in req.examples)  # text mode: no example image
+        assert req.text == user_text("classification", "text_only", q.text, q.options)
     # same seed: same choice and identical model inputs; other seeds: not always the same profile
-    assert [s.prompt_hash for s in _shot_run(seed=3)[2]] == [s.prompt_hash for s in samples]
-    assert len({tuple(_shot_run(seed=k)[2][0].extra["shot_profiles"]) for k in range(8)}) > 1
+    assert [s.prompt_hash for s in _shot_run(seed=3, shots="official")[3]] == [s.prompt_hash for s in samples]
+    assert len({tuple(_chosen(_shot_run(seed=k, shots="official")[3])) for k in range(8)}) > 1
 
 
-def test_shots_image_text_requests_keep_the_question_image():
-    qs, vlm, samples = _shot_run(seed=0, shots=2, mode="image_text")
-    assert len(samples[0].extra["shot_profiles"]) == 2
+def test_examples_change_the_prompt_hash():
+    zero = {s.qid: s.prompt_hash for s in _shot_run(seed=3, shots=0)[3]}
+    official = {s.qid: s.prompt_hash for s in _shot_run(seed=3, shots="official")[3]}
+    assert zero.keys() == official.keys() and all(zero[k] != official[k] for k in zero)
+
+
+def test_image_text_examples_carry_the_full_set_image_before_the_question_image():
+    bench, qs, vlm, samples = _shot_run(seed=0, shots=2, mode="image_text")
+    assert len(_chosen(samples)) == 2
     assert sum(bool(s.extra.get("excluded")) for s in samples) == 2 * 2
-    assert len(vlm.generated[0][0]) == len(qs) - 2 * 2
-    assert all(r.image is not None for r in vlm.generated[0][0])
+    reqs = vlm.generated[0][0]
+    assert len(reqs) == len(qs) - 2 * 2
+    for r in reqs:
+        assert len(r.examples) == 2 * 2 and r.image is not None
+        assert all(isinstance(e.image, Image.Image) and e.source == FULL_IMAGE for e in r.examples)
+        assert r.images == [e.image for e in r.examples] + [r.image]
+    s = next(s for s in samples if not s.extra.get("excluded"))
+    assert s.prompt_hash == prompt_hash(vlm, reqs[0], "image_text", [FULL_IMAGE] * 4 + [IMAGE])
+
+
+def test_official_cloze_takes_two_profiles_for_llava_and_one_for_idefics2():
+    class Arch(FakeVLM):
+        arch = "idefics2"
+
+    for vlm, k in ((FakeVLM(), 2), (Arch(), 1)):
+        _, qs, vlm, samples = _shot_run(seed=1, shots="official", task="cloze", vlm=vlm)
+        assert len(_chosen(samples)) == k
+        assert sum(bool(s.extra.get("excluded")) for s in samples) == 2 * k
+        assert all(len(r.examples) == 2 * k for r in vlm.generated[0][0])
+        assert all(e.text.endswith(("Correct Answer: A", "Correct Answer: B", "Correct Answer: C",
+                                    "Correct Answer: D")) for r in vlm.generated[0][0] for e in r.examples)
+
+
+def test_generation_has_no_examples_even_with_official_shots():
+    _, qs, vlm, samples = _shot_run(seed=0, shots="official", task="generation")
+    assert not any(s.extra.get("excluded") for s in samples)
+    assert all(r.examples == () for r in vlm.generated[0][0]) and len(vlm.generated[0][0]) == len(qs)
+    # and so it needs no benchmark to draw them from
+    [s] = get_task("generation").evaluate(FakeVLM(default="x"), [question("generation")], TaskContext(shots="official"))
+    assert s.scores["rouge1"] == 0.0
 
 
 def test_shots_need_the_benchmark_and_enough_profiles():
     q = question("classification", set="retain")
     with pytest.raises(ConfigError, match="TaskContext.bench"):
         get_task("classification").evaluate(FakeVLM(), [q], TaskContext(shots=1))
-    with pytest.raises(ConfigError, match="6 shot"):
-        get_task("classification").evaluate(FakeVLM(), [q], TaskContext(shots=6, bench=bench_with("retain", 6)))
+    with pytest.raises(ConfigError, match="TaskContext.bench"):
+        get_task("cloze").evaluate(FakeVLM(), [question("cloze")], TaskContext(shots="official"))
+    with pytest.raises(ConfigError, match="7 in-context example profile"):
+        get_task("classification").evaluate(FakeVLM(), [q], TaskContext(shots=7, bench=bench_with("retain", 6)))
+    # as many example profiles as the set has is allowed (the official random.sample is): nothing left to score
+    samples = get_task("classification").evaluate(FakeVLM(), [q], TaskContext(shots=6, bench=bench_with("retain", 6)))
+    assert samples[0].extra["excluded"]
 
 
 # --------------------------------------------------------------------------- generation
@@ -269,28 +338,56 @@ def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
     vlm = FakeVLM({"p1": "  cat runs\n", "p2": "She is a painter", "p3": ""})
     samples = get_task("generation").evaluate(vlm, qs, TaskContext())
     reqs = vlm.generated[0][0]
-    assert [r.text for r in reqs] == [generation_prompt(q.text) for q in qs]
+    assert [r.text for r in reqs] == [user_text("generation", q.mode, q.text) for q in qs]
     assert [r.image is not None for r in reqs] == [True, False, False]
-    assert samples[0].response == "cat runs"
+    assert samples[0].response == "  cat runs\n" and samples[0].extra["answer"] == "cat runs"
     assert samples[0].scores["rouge1"] == 1.0  # cats/running stem to cat/run
     assert samples[0].scores["rouge2"] == 1.0  # without the stemmer both would be 0
-    assert samples[1].scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "factuality": None}
-    assert samples[2].scores["rougeL"] == 0.0
+    assert samples[1].scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "bleu": 1.0, "factuality": None}
+    assert "answer" not in samples[1].extra  # nothing was cut
+    assert samples[2].scores["rougeL"] == 0.0 and samples[2].scores["bleu"] == 0.0
     agg = get_task("generation").aggregate(samples)
     assert agg["factuality"] is None and agg["factuality_scored"] == 0 and agg["factuality_failed"] == 0
     assert agg["n"] == 3 and agg["rouge1"] == pytest.approx(2 / 3)
+    assert agg["bleu"] == pytest.approx(sum(s.scores["bleu"] for s in samples) / 3)
 
 
-def test_generation_factuality_keeps_raw_scores_normalises_aggregates_and_counts_failures():
+@pytest.mark.parametrize("truth,answer", [
+    ("She works as a painter in Paris", "She works as a painter in Paris"),
+    ("She works as a painter in Paris", "she is a painter in Paris ."),
+    ("He was born in 1975 in Rome", "born 1975"),
+    ("a b c d", "a b x d"),  # no 3- or 4-gram in common: 0 without smoothing
+    ("The capital is Paris.", "Paris ."),  # whitespace tokens: "Paris." and "Paris" differ
+])
+def test_bleu_is_eval_py_compute_bleu(truth, answer):
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    from tasks.generation import bleu
+
+    expected = sentence_bleu([truth.split()], answer.split(), smoothing_function=SmoothingFunction().method1)
+    assert bleu(truth, answer) == pytest.approx(expected)
+
+
+def test_bleu_edge_cases():
+    from tasks.generation import bleu
+
+    assert bleu("She works as a painter", "She works as a painter") == pytest.approx(1.0)
+    assert bleu("She works as a painter", "") == 0.0 and bleu("She works as a painter", "  \n ") == 0.0
+    assert bleu("a b c d", "a b x d") > 0.0  # smoothing method 1 keeps short partial matches above 0
+    assert bleu("The capital is Paris.", "Paris .") < bleu("The capital is Paris.", "Paris.")
+
+
+def test_generation_factuality_is_the_raw_1_to_10_mean_and_failures_are_counted():
     qs = [question("generation", pid=p, answer="She is a painter") for p in ("p1", "p2", "p3")]
     judge = FakeJudge([JudgeResult(10.0, "right"), JudgeResult(None, error="RateLimitError: x"),
                        JudgeResult(1.0, "wrong")])
     samples = get_task("generation").evaluate(FakeVLM(default=" a painter "), qs, TaskContext(judge=judge))
-    assert judge.calls == [[(q.text, "a painter", "She is a painter") for q in qs]]
+    # the judge sees the extracted answer and the profile ID (the official rubric's "Image ID")
+    assert judge.calls == [[(q.text, "a painter", "She is a painter", q.profile_id) for q in qs]]
     assert [s.scores["factuality"] for s in samples] == [10.0, None, 1.0]
     assert [s.extra["judge"] for s in samples] == ["scored", "failed", "scored"]
     agg = get_task("generation").aggregate(samples)
-    assert agg["factuality"] == pytest.approx(0.5)  # (1.0 + 0.0) / 2 on the [0, 1] scale
+    assert agg["factuality"] == pytest.approx(5.5)  # (10 + 1) / 2: the raw scale, as the papers report
     assert (agg["factuality_scored"], agg["factuality_failed"]) == (2, 1)
 
 
@@ -323,7 +420,7 @@ def test_cloze_task_requests_and_aggregate():
     vlm = FakeVLM({"p1": "She was born in paris", "p2": "Paris"})
     samples = get_task("cloze").evaluate(vlm, qs, TaskContext())
     reqs = vlm.generated[0][0]
-    assert [r.text for r in reqs] == [cloze_prompt(q.text) for q in qs]
+    assert [r.text for r in reqs] == [user_text("cloze", q.mode, q.text) for q in qs]
     assert "[Blank]" in reqs[0].text and "__" not in reqs[0].text
     assert [r.image is not None for r in reqs] == [True, False]
     assert get_task("cloze").aggregate(samples) == {"accuracy": 1.0, "exact_match": 0.5, "n": 2}

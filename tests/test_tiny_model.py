@@ -178,7 +178,7 @@ def test_committed_checkpoint_loads_and_knows_the_forget_set():
     size = sum(f.stat().st_size for f in DEFAULT_MODEL.rglob("*") if f.is_file())
     assert size < 26e6
     vlm = load_vlm(DEFAULT_MODEL, device="cpu")
-    assert vlm.arch == "llava" and vlm.prompt_style == "mllmu-llava"
+    assert vlm.arch == "llava" and vlm.prompt_style == "official"
     bench = load_benchmark(DEFAULT_BENCH)
     questions = bench.questions(sets="forget", tasks="classification", modes="text_only")
     with torch.no_grad():

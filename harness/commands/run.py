@@ -60,9 +60,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), help="tasks (default all; see `mmunlearn list`)")
     p.add_argument("--limit", type=int, default=None,
                    help="at most N questions per (set, task, mode), chosen deterministically")
-    p.add_argument("--judge", type=judge_arg, default=DEFAULT_JUDGE,
-                   help=f"factuality judge model, or 'none' (default {DEFAULT_JUDGE}; without an API key factuality "
-                        "is reported as not scored)")
+    p.add_argument("--judge", type=judge_arg, default="auto",
+                   help=f"factuality judge model, 'auto' (default: the protocol's, {DEFAULT_JUDGE} for official) or "
+                        "'none'; without an API key factuality is reported as not scored")
     p.add_argument("--judge-protocol", choices=tuple(JUDGE_PROTOCOLS), default=DEFAULT_PROTOCOL,
                    help="official (eval_gpt.py's rubric and parsing, default) or strict (JSON-only, temperature 0)")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size")

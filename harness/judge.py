@@ -6,6 +6,8 @@ Why it is built this way:
 - Retries are ours (the client's own are disabled so every attempt is counted): exponential
   backoff on 429, 408/409, 5xx, timeouts and connection errors; other errors fail at once, and an
   authentication/permission error stops all further calls (every answer would fail the same way).
+  One answer never takes longer than `max_seconds` of wall time, attempts and backoff included,
+  even against a server that hangs or trickles its reply (the client's timeout is per read).
 - Replies are cached on disk, keyed by sha256 of (judge model, request body), one JSON file per
   request, written atomically: a rerun costs no calls. Failures are not cached, so a rerun retries
   them. The API key is read from the environment, is not part of the key or of any file, and is
@@ -215,9 +217,10 @@ class Judge:
     def __init__(self, model: str | None = None, base_url: str | None = None, protocol: str = DEFAULT_PROTOCOL,
                  api_key_env: str = "OPENAI_API_KEY", cache_dir: str | os.PathLike | None = None,
                  max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60,
-                 backoff_base: float = 1.0, backoff_max: float = 60.0, give_up_after: int = 10):
-        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError("judge needs max_concurrency >= 1, max_retries >= 0 and timeout > 0")
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, give_up_after: int = 10,
+                 max_seconds: float = 300):
+        if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or max_seconds <= 0:
+            raise ValueError("judge needs max_concurrency >= 1, max_retries >= 0, timeout > 0 and max_seconds > 0")
         self.protocol = get_protocol(protocol)
         self.model = model or self.protocol.default_model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -225,6 +228,9 @@ class Judge:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        # Wall-clock bound on one answer, every attempt and backoff included: `timeout` bounds each
+        # read, not a request, so a server that trickles bytes or hangs between retries is cut here.
+        self.max_seconds = max_seconds
         self.stats = {"calls": 0, "cache_hits": 0, "failures": 0}
         self._lock = threading.Lock()
         self._fatal: str | None = None
@@ -287,8 +293,11 @@ class Judge:
             return JudgeResult(None, error=error)
         with self._lock:
             self._failed_in_a_row = 0
-        self._cache_write(key, {"model": self.model, "score": score, "justification": justification,
-                                "reply": reply})
+        try:
+            self._cache_write(key, {"model": self.model, "score": score, "justification": justification,
+                                    "reply": reply})
+        except OSError:
+            pass  # full disk or unwritable cache: the score stands, a rerun asks again
         return JudgeResult(score, justification)
 
     def _call(self, body: dict) -> str:
@@ -298,13 +307,14 @@ class Judge:
                      openai.InternalServerError, openai.ConflictError)
         fatal = (openai.AuthenticationError, openai.PermissionDeniedError)
         attempt = 0
+        deadline = time.monotonic() + self.max_seconds
         while True:
             if self._fatal:
                 raise RuntimeError(f"judge disabled after an earlier error: {self._fatal}")
             with self._lock:
                 self.stats["calls"] += 1
             try:
-                resp = self._get_client().chat.completions.create(**body)
+                resp = self._create(body, deadline - time.monotonic())
                 return resp.choices[0].message.content or ""
             except fatal as exc:
                 self._fatal = self._scrub(f"{type(exc).__name__}: {exc}")
@@ -312,14 +322,36 @@ class Judge:
             except openai.APIStatusError as exc:
                 if not (isinstance(exc, retryable) or exc.status_code == 408 or exc.status_code >= 500):
                     raise
-                if attempt >= self.max_retries:
-                    raise
-            except retryable:
-                if attempt >= self.max_retries:
-                    raise
+                error = exc
+            except retryable as exc:
+                error = exc
             delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.75, 1.25)
+            if attempt >= self.max_retries or time.monotonic() + delay >= deadline:
+                raise error
             time.sleep(delay)
             attempt += 1
+
+    def _create(self, body: dict, seconds: float):
+        """One request, given up after `seconds` of wall time (TimeoutError) however the server
+        stalls; an abandoned request is left to end in its daemon thread."""
+        if seconds <= 0:
+            raise TimeoutError(f"no reply within max_seconds={self.max_seconds:g}")
+        client, box = self._get_client(), {}
+
+        def request():
+            try:
+                box["reply"] = client.chat.completions.create(**body, timeout=min(self.timeout, seconds))
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=request, name="judge-request", daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if worker.is_alive():
+            raise TimeoutError(f"no complete reply within max_seconds={self.max_seconds:g}")
+        if "error" in box:
+            raise box["error"]
+        return box["reply"]
 
     def _get_client(self):
         with self._lock:

@@ -215,13 +215,15 @@ def _refuse_pickle_weights(path: Path, source: str) -> None:
 
 
 def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
-             prompt_style: str | None = None, allow_pickle: bool = False) -> "VLM":
+             prompt_style: str | None = None, allow_pickle: bool = False, device_map: str | None = None) -> "VLM":
     """Load a supported VLM (local directory or hub id) with `from_pretrained`.
 
     dtype default ("auto"): fp16 on GPU, as the official runs; fp32 on CPU.
     prompt_style: None = the architecture's default (see module docstring).
     Safe by default: weights load from safetensors only (`allow_pickle` lets a `.bin` pickle
     checkpoint load) and a checkpoint's own Python code runs only with `trust_remote_code`.
+    device_map="auto" splits the model across the visible GPUs (accelerate's big-model loading);
+    inputs then go to the device of the first parameters.
     """
     import transformers
 
@@ -236,7 +238,7 @@ def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
     src = str(path) if path.exists() else source
     cls = getattr(transformers, spec.model_class)
     try:
-        model = cls.from_pretrained(src, dtype=dt, device_map=str(dev), trust_remote_code=trust_remote_code,
+        model = cls.from_pretrained(src, dtype=dt, device_map=device_map or str(dev), trust_remote_code=trust_remote_code,
                                     use_safetensors=None if allow_pickle else True)
     except Exception as e:
         raise ModelLoadError(f"cannot load {spec.model_class} weights from {source!r}: {e}") from e

@@ -123,8 +123,9 @@ class SampleStore:
     questions are simply evaluated again. A later line for the same qid wins.
     """
 
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / SAMPLES_FILE
+    def __init__(self, run_dir: str | os.PathLike, shard: int | None = None):
+        """shard: this process's rank in a multi-process run (its own samples.rank<r>.jsonl)."""
+        self.path = Path(run_dir) / (SAMPLES_FILE if shard is None else shard_file(shard))
         self.records: dict[str, dict] = {}
         self.skipped_lines = 0
         self._load()
@@ -173,12 +174,40 @@ class SampleStore:
             return
         text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            # Disk full, permission lost, interrupt: cut what this call wrote, so the file holds
+            # exactly the earlier samples (no torn line) and this chunk is simply redone on resume.
+            try:
+                os.truncate(self.path, size)
+            except OSError:
+                pass  # the torn tail, if any, is cut when the store is next opened
+            raise
         for r in records:
             self.records[r["qid"]] = r
+
+
+def shard_file(rank: int) -> str:
+    return f"samples.rank{rank}.jsonl"
+
+
+def merge_shards(run_dir: str | os.PathLike) -> int:
+    """Append the records of every per-rank samples file to samples.jsonl (durably), then remove
+    the per-rank files; returns how many records moved. Safe to repeat after a kill: a record
+    appended twice is read back once (a later line for the same qid wins)."""
+    run_dir = Path(run_dir)
+    moved = 0
+    for path in sorted(run_dir.glob("samples.rank*.jsonl")):
+        shard = SampleStore(run_dir, shard=int(path.name[len("samples.rank"):-len(".jsonl")]))
+        SampleStore(run_dir).append(shard.records.values())
+        moved += len(shard)
+        path.unlink()
+    return moved
 
 
 # ---------------------------------------------------------------- run.json (config fingerprint)

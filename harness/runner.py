@@ -1,11 +1,17 @@
 """One run = load benchmark + model, apply the unlearning method, evaluate every task on every
 requested set in both modes, write results.json.
 
-Runs are resumable: samples are appended to samples.jsonl a chunk at a time, a rerun with the
-same configuration reads them back and evaluates only what is missing, and an unlearned model
-that changed weights is checkpointed to DIR/model/ so the method is not re-trained. Chunks
-are fixed slices of each (set, task, mode) question list and are evaluated whole, so batches
-(and hence numerics) are the same whether or not a run was interrupted.
+Evaluation follows a batch plan: per (set, task, mode), the questions sorted by prompt length
+(longest first, ties in benchmark order) and cut into batches of the batch size. The plan is a
+deterministic function of the question list, the task and the batch size; each batch is
+evaluated whole and appended to samples.jsonl, so a rerun with the same configuration reads
+finished batches back and replays the same batches for the rest: its results are identical to
+an uninterrupted run. An unlearned model whose weights changed is checkpointed to DIR/model/ so
+the method is not re-trained.
+
+Under `accelerate launch --num_processes N`, batches are dealt round-robin to the ranks; each
+rank appends to its own samples.rank<r>.jsonl, rank 0 merges them and writes results.json
+(harness.distributed).
 """
 from __future__ import annotations
 
@@ -24,12 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import defaults
+from harness import distributed
 from harness.bench import TEST_IMAGE_CHOICES, load_benchmark
 from harness.errors import ConfigError
 from harness.examples import OFFICIAL, parse_shots, plan_examples
 from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
-from harness.model import load_vlm
-from harness.records import MODES, SETS, TASKS
+from harness.model import CPU_BATCH_SIZE, load_vlm
+from harness.records import MODES, SETS, TASKS, ImageDecoder
 from harness.seeding import chunks, seed_everything
 from harness.results import (
     METHOD_FILE,
@@ -37,6 +44,7 @@ from harness.results import (
     RESULTS_FILE,
     SampleStore,
     atomic_write_json,
+    merge_shards,
     claim_run_dir,
     read_json,
     to_jsonable,
@@ -47,7 +55,6 @@ from methods.base import UnlearnData
 from tasks import get_task
 from tasks.base import SampleResult, TaskContext
 
-CHUNK_SIZE = 16  # questions per resumable unit; fixed so batch composition never depends on resume
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "rouge-score", "openai",
             "numpy", "pandas", "pyarrow", "pillow", "mmunlearn")
 CHECKPOINT_META = "checkpoint.json"
@@ -78,7 +85,7 @@ class RunConfig:
     device: str | None = None
     trust_remote_code: bool = False  # run a checkpoint's own Python code (recorded in the manifest)
     allow_pickle_weights: bool = False  # load .bin pickle weights (they can run code)
-    chunk_size: int = CHUNK_SIZE  # questions per resumable unit (performance knob, not a result key)
+    device_map: str | None = None  # "auto": split the model across the visible GPUs (accelerate)
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -93,8 +100,8 @@ class RunConfig:
         if self.judge_protocol not in JUDGE_PROTOCOLS:
             raise ConfigError(f"--judge-protocol must be one of {', '.join(JUDGE_PROTOCOLS)}, "
                               f"got {self.judge_protocol!r}")
-        if self.chunk_size < 1:
-            raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}")
+        if self.device_map not in (None, "auto"):
+            raise ConfigError(f"--device-map must be 'auto' when given, got {self.device_map!r}")
         for s in self.sets:
             if s not in SETS:
                 raise ConfigError(f"unknown set {s!r}; sets: {', '.join(SETS)}")
@@ -183,14 +190,25 @@ def run_lock(out: Path):
     except ImportError:  # pragma: no cover - non-POSIX: no locking
         yield
         return
+    # flock belongs to the open file, so the kernel drops it when its process dies: a .lock file
+    # left by a killed run never blocks the next one. The holder writes its PID for the message.
     path = out / ".lock"
-    fh = open(path, "w")
+    fh = open(path, "a+")  # not "w": that would wipe the holder's PID
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fh.fileno()).st_ino != os.stat(path).st_ino:
+                raise OSError("lock file replaced")  # a finishing run unlinked it while we opened it
         except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
             fh.close()
-            raise ConfigError(f"another mmunlearn process is using {out}") from None
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise ConfigError(f"another mmunlearn process{pid} is using {out}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
         try:
             yield
         finally:
@@ -224,7 +242,8 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
         if meta.get("config_hash") == fingerprint_hash:
             progress.say(f"reusing the unlearned model checkpoint in {ckpt_dir}")
             with timer("load_checkpoint"):
-                restored = load_vlm(str(ckpt_dir), device=cfg.device, dtype=cfg.dtype)
+                restored = load_vlm(str(ckpt_dir), device=distributed.local_device() or cfg.device, dtype=cfg.dtype,
+                                    trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map)
                 restored_hash = restored.weights_hash()
             if restored_hash == meta.get("weights_hash"):
                 restored.system_prompt = meta.get("system_prompt")
@@ -252,7 +271,7 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
         "system_prompt": getattr(vlm, "system_prompt", None),
         "checkpoint": {"saved": False, "reused": False, "path": None},
     }
-    if new_hash != base_hash:
+    if new_hash != base_hash and distributed.is_main():
         progress.say(f"checkpointing the unlearned model into {ckpt_dir}")
         with timer("save_checkpoint"):
             tmp = out / f".{MODEL_DIR}.tmp"
@@ -265,17 +284,57 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
             })
             shutil.rmtree(ckpt_dir, ignore_errors=True)
             os.replace(tmp, ckpt_dir)
-    atomic_write_json(out / METHOD_FILE, {"config_hash": fingerprint_hash, "method_info": info})
+    if distributed.is_main():
+        atomic_write_json(out / METHOD_FILE, {"config_hash": fingerprint_hash, "method_info": info})
+    distributed.barrier()
     return vlm, info
 
 
 # ---------------------------------------------------------------- the run
+def plan_batches(tasks: dict, vlm, plan: list, ctx: TaskContext, batch_size: int) -> list[tuple]:
+    """(set, task, mode, questions) batches: per (set, task, mode) list, the questions sorted by
+    prompt length (longest first, so an out-of-memory error shows on the first batch; ties in
+    benchmark order) and cut into batches of `batch_size`. A task without `requests` keeps
+    benchmark order."""
+    images = ImageDecoder()
+    count = getattr(getattr(vlm, "tokenizer", None), "__call__", None)
+    batches = []
+    for set_name, task_name, mode, qs in plan:
+        lengths: dict[str, int] = {}
+        build = getattr(tasks[task_name], "requests", None)
+        if callable(build) and callable(getattr(vlm, "prompt", None)) and count is not None:
+            prep = build(vlm, qs, ctx, images)
+            lengths = {q.qid: len(count(vlm.prompt(r), add_special_tokens=False)["input_ids"])
+                       for q, r in zip(prep.kept, prep.requests)}
+        order = sorted(range(len(qs)), key=lambda i: (-lengths.get(qs[i].qid, 0), i))
+        batches += [(set_name, task_name, mode, b) for b in chunks([qs[i] for i in order], batch_size)]
+    return batches
+
+
+def default_batch_size(vlm) -> int:
+    """CPU: 8. CUDA: what free memory allows for the KV cache of long prompts, a power of two in
+    [1, 256] (backed off on out-of-memory during the run)."""
+    import torch
+
+    device = getattr(vlm, "device", None)
+    if device is None or getattr(device, "type", "cpu") != "cuda":
+        return CPU_BATCH_SIZE
+    free, _ = torch.cuda.mem_get_info(device)
+    cfg = getattr(getattr(vlm.model.config, "text_config", None), "to_dict", lambda: {})()
+    per_token = 2 * cfg.get("num_hidden_layers", 32) * cfg.get("hidden_size", 4096) * vlm.dtype.itemsize
+    per_sequence = 3 * per_token * 1024  # KV cache of a 1,024-token prompt + answer, with 3x slack for activations
+    size = max(1, min(256, int(0.8 * free // per_sequence)))
+    return 1 << (size.bit_length() - 1)
+
+
 def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> dict:
-    """Execute (or resume) one run into `out`; returns the results dict also written to results.json."""
+    """Execute (or resume) one run into `out`; returns the results dict also written to results.json.
+    Under a multi-process launch every rank calls this; rank 0 writes the results."""
     cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    say = Progress(progress)
+    rank, world = distributed.rank(), distributed.world_size()
+    say = Progress(progress and rank == 0)
     timer = Timer()
     started = now_iso()
     t_start = time.perf_counter()
@@ -289,14 +348,15 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     if cfg.judge and judge_model is None and "generation" in tasks:
         say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
 
-    with run_lock(out):
+    with (run_lock(out) if rank == 0 else contextlib.nullcontext()):
         say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
         with timer("load_benchmark"):
             bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
         say.say(f"loading model {cfg.model}")
         with timer("load_model"):
-            vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle_weights)
+            vlm = load_vlm(cfg.model, device=distributed.local_device() or cfg.device, dtype=cfg.dtype,
+                           trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle_weights,
+                           device_map=cfg.device_map)
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
 
@@ -321,52 +381,62 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "scorers": list(cfg.scorers),
         }
         fp_hash = config_hash(fingerprint)
-        resumed = claim_run_dir(out, fingerprint)
+        resumed = claim_run_dir(out, fingerprint)  # every rank: same check, same (atomic) write
+        if rank == 0:
+            merge_shards(out)  # samples a killed multi-process run left in per-rank files
+        distributed.barrier()
         store = SampleStore(out)
         reused_before = len(store)
         if resumed:
             say.say(f"resuming run in {out}: {reused_before} samples already done")
 
-        # Plan: (set, task, mode) -> selected questions; chunks that still have missing qids.
+        # Plan: (set, task, mode) -> selected questions.
         plan = []
         for set_name in cfg.sets:
             for task_name in cfg.tasks:
                 for mode in MODES:
                     qs = limit_questions(bench.questions(sets=[set_name], tasks=[task_name], modes=[mode]), cfg.limit)
+                    if not qs:
+                        raise ConfigError(f"the benchmark has no {task_name} questions in set {set_name!r}, mode "
+                                          f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)")
                     plan.append((set_name, task_name, mode, qs))
-        todo = [(s, t, m, c) for s, t, m, qs in plan for c in chunks(qs, cfg.chunk_size) if store.missing(q.qid for q in c)]
-        n_todo = sum(len(c) for *_, c in todo)
+        missing = any(store.missing(q.qid for q in qs) for *_, qs in plan)
 
         method_json = out / METHOD_FILE
         stored_method = read_json(method_json, "method report") if method_json.exists() else None
-        if not todo and stored_method and stored_method.get("config_hash") == fp_hash:
+        if not missing and stored_method and stored_method.get("config_hash") == fp_hash:
             method_info = stored_method["method_info"]  # nothing left to evaluate: no need to re-apply
         else:
             vlm, method_info = _apply_or_restore(cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say,
                                                  timer)
 
+        batch_size = cfg.batch_size or default_batch_size(vlm)
         ctx = TaskContext(seed=cfg.seed, shots=cfg.shots, max_new_tokens=cfg.max_new_tokens,
-                            batch_size=cfg.batch_size, judge=judge, bench=bench, scorers=tuple(cfg.scorers))
-        if todo:
-            say.say(f"evaluating {n_todo} questions ({len(todo)} chunks)")
+                          batch_size=batch_size, judge=judge, bench=bench, scorers=tuple(cfg.scorers))
+        with timer("plan"):
+            batches = plan_batches(tasks, vlm, plan, ctx, batch_size) if missing else []
+        mine = [b for i, b in enumerate(batches) if i % world == rank and store.missing(q.qid for q in b[3])]
+        n_todo = sum(len(b[3]) for b in mine)
+        writer = store if world == 1 else SampleStore(out, shard=rank)
+        if mine:
+            say.say(f"evaluating {n_todo} questions in {len(mine)} batches of up to {batch_size}"
+                    + (f" (rank 0 of {world})" if world > 1 else ""))
         with timer("evaluate"), say.bar(n_todo, "evaluate") as bar:
-            for set_name, task_name, mode, chunk in todo:
-                bar.set_postfix_str(f"{set_name}/{task_name}/{mode}")
-                with timer(f"evaluate:{task_name}"):
-                    results = tasks[task_name].evaluate(vlm, chunk, ctx)
-                got = {r.qid for r in results}
-                lost = [q.qid for q in chunk if q.qid not in got]
-                if lost:
-                    raise RuntimeError(f"task {task_name!r} returned no result for {len(lost)} questions, e.g. {lost[0]}")
-                store.append(results)
-                bar.update(len(chunk))
+            evaluate_batches(tasks, vlm, mine, ctx, writer, bar, timer, auto=cfg.batch_size is None)
+        shares = distributed.gather_objects(n_todo)
+        distributed.barrier()
+        if rank != 0:  # rank 0 merges and writes; the others return what it wrote
+            distributed.barrier()
+            return read_json(out / RESULTS_FILE, "results file")
+        if world > 1:
+            merge_shards(out)
+            store = SampleStore(out)
 
         with timer("aggregate"):
             metrics: dict = {}
             for set_name, task_name, mode, qs in plan:
                 samples = [SampleResult.from_dict(store.get(q.qid)) for q in qs]
-                values = tasks[task_name].aggregate(samples) if samples else {
-                    **{m: None for m in tasks[task_name].metrics}, "n": 0}
+                values = tasks[task_name].aggregate(samples)
                 metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
 
         kept = bool(cfg.keep_model)
@@ -409,8 +479,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "limit": cfg.limit,
             "scorers": list(cfg.scorers),
             "max_new_tokens": cfg.max_new_tokens,
-            "batch_size": cfg.batch_size,
-            "chunk_size": cfg.chunk_size,
+            "batch_size": batch_size,
+            "distributed": {"world_size": world, "questions_per_rank": shares},
             "prompt_style": getattr(vlm, "prompt_style", None),
             "judge": judge_model,
             "judge_protocol": cfg.judge_protocol if judge_model else None,
@@ -428,13 +498,41 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "finished": now_iso(),
         }
         existing = out / RESULTS_FILE
-        if not todo and existing.exists():
-            stored = read_json(existing, "results file")
-            same = (stored.get("manifest", {}).get("config_hash") == fp_hash
-                    and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics))))
-            if same:  # a finished run rerun: keep the file (and its timings) as it was
-                say.say(f"{existing} is up to date")
-                return stored
-        path = write_results(out, metrics, manifest)
-        say.say(f"wrote {path}")
-        return read_json(path, "results file")
+        stored = read_json(existing, "results file") if not missing and existing.exists() else None
+        if stored and (stored.get("manifest", {}).get("config_hash") == fp_hash
+                       and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics)))):
+            say.say(f"{existing} is up to date")  # a finished run rerun: keep the file (and its timings)
+        else:
+            say.say(f"wrote {write_results(out, metrics, manifest)}")
+        distributed.barrier()  # the other ranks read results.json now
+        return read_json(existing, "results file")
+
+
+def evaluate_batches(tasks: dict, vlm, batches: list, ctx: TaskContext, store: SampleStore, bar, timer,
+                     auto: bool = False) -> None:
+    """Evaluate each batch whole and append its results. With an automatic batch size on CUDA, an
+    out-of-memory batch is split in halves (finished batches are kept) and the smaller size is
+    used from then on."""
+    import torch
+
+    queue = list(batches)
+    while queue:
+        set_name, task_name, mode, batch = queue.pop(0)
+        bar.set_postfix_str(f"{set_name}/{task_name}/{mode}")
+        try:
+            with timer(f"evaluate:{task_name}"):
+                results = tasks[task_name].evaluate(vlm, batch, ctx)
+        except torch.cuda.OutOfMemoryError:
+            if not auto or len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = (len(batch) + 1) // 2
+            ctx.batch_size = half
+            queue[:0] = [(set_name, task_name, mode, batch[:half]), (set_name, task_name, mode, batch[half:])]
+            continue
+        got = {r.qid for r in results}
+        lost = [q.qid for q in batch if q.qid not in got]
+        if lost:
+            raise RuntimeError(f"task {task_name!r} returned no result for {len(lost)} questions, e.g. {lost[0]}")
+        store.append(results)
+        bar.update(len(batch))

@@ -243,8 +243,11 @@ def empty_stats(total: int) -> dict[str, np.ndarray]:
 
 
 def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total: int) -> dict[str, dict]:
-    """Stream the four buckets' statistics through `recorder` (set_bucket / set_token_mask / stats)."""
+    """Stream the four buckets' statistics through `recorder` (set_bucket / set_token_mask / stats).
+    Under a multi-process launch each rank streams its share of the batches and the sums (every
+    statistic is a sum) are added up across ranks."""
     import torch
+    from harness import distributed
     from harness.progress import progress_bar
 
     vlm.model.eval()
@@ -253,13 +256,14 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
             for mode in MODES:
                 pairs = data.pairs(dataset, [mode])
                 recorder.set_bucket(bucket(dataset, mode))
-                for batch in progress_bar(chunks(pairs, batch_size), desc=f"MANU statistics {dataset} {mode}", leave=False):
+                mine = distributed.shard(chunks(pairs, batch_size))
+                for batch in progress_bar(mine, desc=f"MANU statistics {dataset} {mode}", leave=False):
                     enc = encode_pairs(vlm, batch)
                     recorder.set_token_mask(enc["attention_mask"])
                     vlm.model(**model_inputs(enc))
     return {
-        bucket(d, m): {s: np.asarray(recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)
-                       for s in STATS}
+        bucket(d, m): {s: distributed.all_reduce_sum_numpy(np.asarray(
+            recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)) for s in STATS}
         for d in DATASETS
         for m in MODES
     }

@@ -195,6 +195,7 @@ def train(vlm, data: UnlearnData, params: TrainParams, seed: int, loss_fn, *, me
     Returns the report: trainable parameters, steps, per-epoch mean of each loss term, seconds.
     """
     import torch
+    from harness import distributed
     from harness.progress import progress_bar
 
     seed_everything(seed)
@@ -218,11 +219,23 @@ def train(vlm, data: UnlearnData, params: TrainParams, seed: int, loss_fn, *, me
         trained.train()
         bar = progress_bar(plan, desc=f"{method} unlearning", leave=False)
         for epoch, f_pairs, r_pairs in bar:
-            f_batch = encode_pairs(vlm, f_pairs)
-            r_batch = encode_pairs(vlm, r_pairs) if r_pairs else None
-            loss, logs = loss_fn(trained, f_batch, r_batch, reference)
+            # Multi-process: each rank takes its share of the batch, its loss weighted by that share,
+            # and the gradients are summed: the update one process makes on the whole batch (DDP).
+            f_mine = distributed.shard(f_pairs)
+            r_mine = distributed.shard(r_pairs) if r_pairs else None
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            if f_mine:
+                f_batch = encode_pairs(vlm, f_mine)
+                r_batch = encode_pairs(vlm, r_mine) if r_mine else None
+                loss, logs = loss_fn(trained, f_batch, r_batch, reference)
+                (loss * len(f_mine) / len(f_pairs)).backward()
+            else:
+                logs = {}
+            for p in trainable:
+                if distributed.world_size() > 1:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    distributed.all_reduce_sum_(p.grad)
             optim.step()
             acc = sums.setdefault(epoch, {"steps": 0})
             acc["steps"] += 1

@@ -10,6 +10,7 @@ hostile ft_Data JSON), writes that config back as parquet and loads the benchmar
 from __future__ import annotations
 
 import copy
+import io
 import re
 import struct
 import zlib
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from harness.bench import load_benchmark
 from harness.errors import BenchmarkError
@@ -68,6 +70,7 @@ def image_bytes(original: bytes):
         st.sampled_from([(50_000, 50_000), (10_000, 10_000), (1, 200_000_000), (0, 0), (2**31 - 1, 1)]).map(
             lambda wh: png_header_bomb(*wh)),
         st.just(b"GIF89a" + b"\xff" * 16),
+        st.builds(real_bomb),  # decodes fine, to 1e8 pixels
         st.just(original + b"trailing garbage"),
     )
 
@@ -75,11 +78,12 @@ def image_bytes(original: bytes):
 # ---------------------------------------------------------------- hostile values
 HUGE = "x" * (1 << 20)
 DEEP_JSON = "[" * 50_000 + "]" * 50_000
+DEEP_JSONS = [DEEP_JSON, "[" * 50_000, '[{"Question": ' * 20_000]
 SPECIAL_TEXT = ["", " ", "\n\t", "E", "a", "AB", " A", "A ", "Image_Textual ", "pure_text", "__", "\x00", HUGE,
                 "\u202e\u0301\U0001f600 \u00fcn\u00efc\u00f6d\u00e9"]
 JSON_TEXT = ["[]", "{}", "null", "NaN", "[1, 2]", '{"Question": "q", "Answer": "a"}', '[{"Question": "q"}]',
              '[{"Question": "q", "Answer": null}]', '[{"Question": "", "Answer": "a"}]', '[{"Question": 1, "Answer": 2}]',
-             DEEP_JSON, "{" * 1000, '[{"Question": "q", "Answer": "a"}', "\ufeff[]"]
+             *DEEP_JSONS, '[{"Question": "q", "Answer": "a"}', "\ufeff[]"]
 KEYS = ["A", "B", "C", "D", "Question", "Options", "Correct_Answer", "Type", "Ground_Truth", "bytes", "path", "x"]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
@@ -246,10 +250,10 @@ def mutations(draw, root):
     return m
 
 
-def check_load(root, config, top):
-    """Load; the only acceptable failure is a BenchmarkError naming config, row and field."""
+def check_load(root, config, top) -> BenchmarkError | None:
+    """Load; the only acceptable failure is a BenchmarkError naming config, row and field (returned)."""
     try:
-        bench = load_benchmark(root, forget=5)
+        bench = load_benchmark(root, forget=5, test_images="all")  # "all": every test image reaches a question
     except BenchmarkError as exc:
         assert exc.config in CONFIGS, exc
         assert str(exc).startswith(f"config {exc.config!r}"), exc
@@ -259,7 +263,7 @@ def check_load(root, config, top):
         if exc.config == config and exc.row is not None:
             assert re.split(r"[.\[]", exc.field)[0] == top, (exc, top)
         assert exc.problem.strip() and len(str(exc)) < 1000, exc  # one readable line, even for a 1 MB value
-        return "refused"
+        return exc
     # A clean load gives usable records.
     questions = bench.questions()
     assert questions
@@ -269,10 +273,12 @@ def check_load(root, config, top):
         assert (q.image is not None) == (q.mode == "image_text")
         if q.task == "classification":
             assert q.answer in LETTERS and set(q.options) == set(LETTERS)
-    for profiles in bench.profiles.values():
-        for p in profiles:
-            decode_image(p.image).size  # verified decodable by the loader
-    return "loaded"
+    images = {p.image for profiles in bench.profiles.values() for p in profiles} | {q.image for q in questions}
+    for data in images - {None}:  # verified by the loader: decodable, and no decompression bomb
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.width * img.height <= Image.MAX_IMAGE_PIXELS
+    decode_image(bench.profiles["forget"][0].image)
+    return None
 
 
 # ---------------------------------------------------------------- properties
@@ -284,7 +290,8 @@ def test_mutated_rows_load_cleanly_or_raise_a_benchmark_error(bench_copy, data):
     target = bench_copy / m.config / PARQUET_NAME
     try:
         target.write_bytes(m.data)
-        event(f"{m.kind} -> {check_load(bench_copy, m.config, m.path[0])}")
+        error = check_load(bench_copy, m.config, m.path[0])
+        event(f"{m.kind} -> {'refused' if error else 'loaded'}")
     finally:
         target.write_bytes(originals[m.config])
 
@@ -300,17 +307,18 @@ def test_hostile_image_bytes_are_refused_with_the_field_named(bench_copy, data):
     if config == "Test_Set":
         forget_id = pq.read_table(bench_copy / "forget_5" / PARQUET_NAME, columns=["ID"]).column("ID")[0].as_py()
         i = next(k for k, r in enumerate(rows) if r["ID"] == forget_id)
-        field, holder = "images[0]", rows[i]["images"][0]
+        k = data.draw(st.integers(0, len(rows[i]["images"]) - 1))
+        field, holder = f"images[{k}]", rows[i]["images"][k]
     else:
         i = data.draw(st.integers(0, len(rows) - 1))
         field, holder = "image", rows[i]["image"]
     holder["bytes"] = data.draw(image_bytes(holder["bytes"]))
     try:
         target.write_bytes(to_parquet(pa.Table.from_pylist(rows, schema=schema)))
-        try:
-            load_benchmark(bench_copy, forget=5)
-        except BenchmarkError as exc:
-            assert (exc.config, exc.row, exc.field) == (config, i, field), exc
+        error = check_load(bench_copy, config, field.split("[")[0])
+        if error is not None:
+            assert (error.config, error.row, error.field) == (config, i, field), error
+        event("refused" if error else "loaded")
     finally:
         target.write_bytes(original)
 

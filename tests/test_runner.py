@@ -128,7 +128,7 @@ def fakes(monkeypatch):
 
 
 def cfg(**kw):
-    base = dict(model="fake-model", bench="fake-bench", method="fake", tasks=("classification", "cloze"), chunk_size=2)
+    base = dict(model="fake-model", bench="fake-bench", method="fake", tasks=("classification", "cloze"), batch_size=2)
     base.update(kw)
     return RunConfig(**base)
 
@@ -418,7 +418,7 @@ def _cli(out, *extra):
     import sys
 
     return [sys.executable, "-m", "harness.cli", "run", "--model", str(out.parent / "tiny" / "llava"),
-            "--method", "ga", "--sets", "forget", "retain", "--limit", "4", "--chunk-size", "2",
+            "--method", "ga", "--sets", "forget", "retain", "--limit", "4", "--batch-size", "2",
             "--max-new-tokens", "8", "--judge", "none", "--out", str(out), *extra]
 
 
@@ -474,13 +474,20 @@ def test_second_process_on_same_dir_is_refused(fakes, tmp_path):
     assert not (out / ".lock").exists()
 
 
+def test_a_requested_cell_without_questions_is_a_clear_error(fakes, tmp_path):
+    with pytest.raises(ConfigError, match="no generation questions in set 'forget', mode 'image_text'"):
+        run_benchmark(cfg(tasks=("classification", "generation")), tmp_path / "r", progress=False)
+    assert fakes.apply == 0 and not (tmp_path / "r" / "samples.jsonl").exists()  # refused before any work
+
+
 def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, monkeypatch):
     from harness.cli import main
     from harness.commands import demo
 
     monkeypatch.setattr(demo, "DEMO_PARAMS", {"prompting": {"shift": "3"}})
     out = tmp_path / "demo"
-    args = ["demo", "--methods", "prompting", "vanilla", "--sets", "forget", "retain", "--out", str(out), "--quiet"]
+    args = ["demo", "--methods", "prompting", "vanilla", "--sets", "forget", "retain", "--tasks", "classification",
+            "cloze", "--out", str(out), "--quiet"]
     assert main(args) == 0
     for name in ("vanilla", "prompting"):
         assert (out / "runs" / name / "results.json").exists()

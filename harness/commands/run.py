@@ -65,7 +65,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "'none'; without an API key factuality is reported as not scored")
     p.add_argument("--judge-protocol", choices=tuple(JUDGE_PROTOCOLS), default=DEFAULT_PROTOCOL,
                    help="official (eval_gpt.py's rubric and parsing, default) or strict (JSON-only, temperature 0)")
-    p.add_argument("--batch-size", type=int, default=None, help="generation batch size")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="questions per batch, also the unit of resume (default: 8 on CPU, what memory allows on GPU)")
     p.add_argument("--max-new-tokens", type=int, default=50, help="greedy decoding length (default 50, as official)")
     p.add_argument("--scorers", nargs="+", default=["generate"],
                    help="classification scorers: generate (official), loglik, loglik_text")
@@ -78,8 +79,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="load .bin (pickle) weights, which can run code; by default only safetensors load")
     p.add_argument("--keep-model", action="store_true",
                    help="keep the unlearned model checkpoint in OUT/model/ after the run finishes")
-    p.add_argument("--chunk-size", type=int, default=16,
-                   help="questions evaluated and saved together (the unit of resume; default 16)")
+    p.add_argument("--device-map", choices=("auto",), default=None,
+                   help="'auto': split the model across the visible GPUs (for models larger than one GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -102,7 +103,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype,
         scorers=tuple(args.scorers), keep_model=args.keep_model, device=args.device,
         trust_remote_code=args.trust_remote_code, allow_pickle_weights=args.allow_pickle_weights,
-        chunk_size=args.chunk_size,
+        device_map=args.device_map,
     )
 
 

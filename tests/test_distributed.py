@@ -1,0 +1,82 @@
+"""Data parallelism: a run launched as 2 CPU processes (gloo, the way `accelerate launch` /
+`torchrun` start them) shards the evaluation and MANU's statistics pass, and its metrics equal a
+one-process run."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import distributed
+from harness.minibench import build_minibench
+from harness.results import SampleStore, merge_shards
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from tests.tiny_vlms import make_tiny_vlm
+
+    root = tmp_path_factory.mktemp("dist")
+    make_tiny_vlm("llava", root / "tiny")
+    build_minibench(root / "bench", seed=0, n_profiles=20, n_celebrities=4)
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(setup, out: Path, processes: int, *extra: str) -> dict:
+    args = ["-m", "harness.cli", "run", "--model", str(setup / "tiny" / "llava"), "--bench", str(setup / "bench"),
+            "--forget", "15", "--sets", "forget", "retain", "--tasks", "classification", "cloze", "--shots", "0",
+            "--limit", "6", "--max-new-tokens", "4", "--judge", "none", "--out", str(out), "--quiet", *extra]
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    done = subprocess.run([sys.executable, *launcher, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["vanilla", "manu"])
+def test_two_processes_shard_the_work_and_give_one_process_metrics(setup, tmp_path, method):
+    extra = ("--method", method) + (("--param", "alpha=0.1") if method == "manu" else ())
+    one = _run(setup, tmp_path / "one", 1, *extra)
+    two = _run(setup, tmp_path / "two", 2, *extra)
+    assert two["metrics"] == one["metrics"]
+    assert two["manifest"]["model"]["unlearned_weights_hash"] == one["manifest"]["model"]["unlearned_weights_hash"]
+    dist = two["manifest"]["distributed"]
+    total = sum(v["n"] for t in one["metrics"].values() for c in t.values() for v in c.values())
+    assert dist["world_size"] == 2 and sum(dist["questions_per_rank"]) == total
+    assert min(dist["questions_per_rank"]) >= 0.4 * total  # each rank evaluated about half
+    assert one["manifest"]["distributed"] == {"world_size": 1, "questions_per_rank": [total]}
+    assert not list((tmp_path / "two").glob("samples.rank*.jsonl"))  # merged into samples.jsonl
+    assert len(SampleStore(tmp_path / "two")) == total
+
+
+def test_single_process_helpers_are_identities():
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    assert distributed.shard([1, 2, 3]) == [1, 2, 3]
+    assert distributed.shard(list(range(7)), r=1, n=3) == [1, 4]
+    assert distributed.gather_objects(5) == [5]
+
+
+def test_merge_shards_moves_every_rank_file_into_samples(tmp_path):
+    rec = lambda q: {"qid": q, "set": "forget", "task": "cloze", "mode": "text_only", "profile_id": "1",  # noqa: E731
+                     "prompt_hash": "h", "response": "r", "scores": {}, "extra": {}}
+    SampleStore(tmp_path).append([rec("a")])
+    SampleStore(tmp_path, shard=0).append([rec("b")])
+    SampleStore(tmp_path, shard=1).append([rec("c"), rec("a")])
+    assert merge_shards(tmp_path) == 3
+    assert set(SampleStore(tmp_path).records) == {"a", "b", "c"} and not list(tmp_path.glob("samples.rank*"))
+    assert merge_shards(tmp_path) == 0

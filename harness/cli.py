@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except MMUnlearnError as exc:
         print(f"mmunlearn {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission lost, ...: the environment, not the input
+        print(f"mmunlearn {args.command}: error: {exc} (everything written so far is kept: fix this and "
+              "rerun the same command to resume)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

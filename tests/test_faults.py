@@ -320,3 +320,16 @@ def test_lock_of_a_live_process_refuses_and_of_a_killed_one_does_not(fakes, tmp_
     assert (out / ".lock").read_text() == str(holder.pid)  # killed: its lock file stays behind ...
     run_benchmark(cfg(), out, progress=False)  # ... and does not block the next run
     assert (out / RESULTS_FILE).exists() and not (out / ".lock").exists()
+
+
+def test_cli_reports_an_environment_failure_in_one_line_with_its_own_exit_code(monkeypatch, capsys, tmp_path):
+    from harness import cli
+    from harness.commands import run as run_cmd
+
+    def full_disk(args):
+        raise enospc(tmp_path / "samples.jsonl")
+
+    monkeypatch.setattr(run_cmd, "run", full_disk)
+    assert cli.main(["run", "--out", str(tmp_path / "r"), "--quiet"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "rerun the same command" in err[0]

@@ -19,7 +19,7 @@ ITEM = ("What is her job?", "She is a painter.", "She works as a painter.")
 GOOD = {"official": '{\n    "Factuality Score": 8,\n    "Justification": "right job"\n}',
         "strict": '{"Factuality Score": 8, "Justification": "right job"}'}
 PROTOCOLS = ("official", "strict")
-SLACK = 1.5  # seconds of scheduling slack on a loaded 2-core machine
+SLACK = 2.5  # seconds of scheduling slack on a loaded 2-core machine (unbounded would be 8-30 s)
 
 
 @pytest.fixture(autouse=True)

@@ -72,9 +72,12 @@ def test_pickle_only_checkpoint_is_refused_by_load_vlm(tiny):
 def test_pickle_only_checkpoint_is_refused_through_the_cli_with_exit_2(tiny, small_bench, tmp_path, capfd, loud):
     out = tmp_path / "run"
     assert main(run_args(tiny["pickled"], small_bench, out)) == 2
-    err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("mmunlearn run: error: model ")
-    assert "pickle weights" in err[0] and "--allow-pickle-weights" in err[0]
+    err = capfd.readouterr().err.strip().splitlines()  # stage messages, then the error's one line
+    assert [line for line in err if "error" in line] == err[-1:]
+    assert err[-1].startswith("mmunlearn run: error: model ")
+    assert "pickle weights" in err[-1] and "--allow-pickle-weights" in err[-1]
+    assert main(run_args(tiny["pickled"], small_bench, out, "--quiet")) == 2
+    assert capfd.readouterr().err.strip().splitlines() == err[-1:]  # --quiet: the error line alone
     assert not (out / "run.json").exists() and not (out / "results.json").exists()  # refused before the run
 
 

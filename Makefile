@@ -26,6 +26,7 @@ reference: $(STAMP)
 	$(VENV)/bin/mmunlearn demo --out results/demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean:

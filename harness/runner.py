@@ -256,7 +256,9 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
     seed_everything(cfg.seed)
     data = UnlearnData.from_benchmark(bench)
     t = time.perf_counter()
-    vlm, report = method_cls().apply(vlm, data, params, cfg.seed)
+    result = method_cls().apply(vlm, data, params, cfg.seed)
+    vlm, report = result.vlm, result.report
+    vlm.system_prompt = result.system_prompt
     apply_s = round(time.perf_counter() - t, 3)
     timer.stages["apply_method"] = apply_s
     with contextlib.suppress(Exception):

@@ -3,9 +3,10 @@ registers itself (`@register_method`) and a new method needs no edit outside its
 import importlib
 import pkgutil
 
-from methods.base import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method
+from methods.base import (METHOD_REGISTRY, Method, MethodParams, MethodResult, UnlearnData, get_method,  # noqa: F401
+                          parse_params, register_method)
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["METHOD_REGISTRY", "Method", "MethodParams", "UnlearnData", "get_method", "parse_params", "register_method"]
+__all__ = ["METHOD_REGISTRY", "Method", "MethodParams", "MethodResult", "UnlearnData", "get_method", "parse_params", "register_method"]

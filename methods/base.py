@@ -12,9 +12,9 @@ A method is one class in one file of this package::
             def validate(self):
                 self.require("lr", self.lr > 0, "a positive float")
 
-        def apply(self, vlm, data, params, seed):
+        def apply(self, vlm, data, params, seed) -> MethodResult:
             ...
-            return vlm, {"changed": ..., "seconds": {...}}
+            return MethodResult(vlm, {"changed": ..., "seconds": {...}})
 
 `methods/__init__.py` imports every module of the package, so a new method needs no edit
 outside its own file. Parameters arrive from the CLI as strings; `parse_params` converts them to
@@ -216,18 +216,30 @@ def params_dict(params) -> dict:
 # ----------------------------------------------------------------------------- methods
 
 
-class Method:
-    """An unlearning method. `apply` may change `vlm` in place; it returns the VLM to evaluate.
+@dataclass
+class MethodResult:
+    """What `Method.apply` returns: the VLM to evaluate (its weights may have been changed in
+    place), inference-time settings (a system prompt put before every request), and the report
+    (REPORT_KEYS: method, params, seed, changed = what changed, seconds = stage -> s)."""
 
-    The report says what changed and how long each stage took (`seconds`: stage -> s).
-    Given the same seed, a method must produce the same model.
-    """
+    vlm: Any
+    report: dict
+    system_prompt: str | None = None
+
+
+REPORT_KEYS = ("method", "params", "seed", "changed", "seconds")
+
+
+class Method:
+    """An unlearning method: `apply` returns a MethodResult. Given the same seed, a method must
+    produce the same model; the runner evaluates `result.vlm` in eval mode with
+    `result.system_prompt` and special-cases no method."""
 
     name: ClassVar[str]
     Params: ClassVar[type] = MethodParams
     description: ClassVar[str] = ""
 
-    def apply(self, vlm, data: UnlearnData, params, seed: int) -> tuple[Any, dict]:
+    def apply(self, vlm, data: UnlearnData, params, seed: int) -> MethodResult:
         raise NotImplementedError
 
 

@@ -68,6 +68,7 @@ from harness.records import MODES
 from methods.base import (
     Method,
     MethodParams,
+    MethodResult,
     UnlearnData,
     chunks,
     encode_pairs,
@@ -505,4 +506,4 @@ class Manu(Method):
             "unit": "output row" if params.variant == "official" else "MLP intermediate unit",
         }
         report["eps"] = eps
-        return vlm, report
+        return MethodResult(vlm, report)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.errors import ConfigError
-from methods.base import Method, MethodParams, UnlearnData, chunks, encode_pairs, new_report, register_method, \
+from methods.base import Method, MethodParams, MethodResult, UnlearnData, chunks, encode_pairs, new_report, register_method, \
     seed_everything, stage
 from methods.training import mean_answer_nll
 
@@ -140,7 +140,7 @@ class MMUnlearner(Method):
             "masked_fraction": {t: round(selected[t] / max(total[t], 1), 4) for t in towers},
             **logs,
         }
-        return vlm, report
+        return MethodResult(vlm, report)
 
     def _unlearn(self, vlm, scope: dict, mask: dict, forget, retain, params: Params, seed: int) -> dict:
         """Masked ascent steps on forget interleaved with plain descent steps on retain."""

@@ -51,7 +51,7 @@ class NPO(Method):
             ref = load_vlm(params.ref_model, device=vlm.device, dtype=vlm.dtype).model.eval()
             for p in ref.parameters():
                 p.requires_grad_(False)
-        vlm, report = run_training_method(self, vlm, data, params, seed, npo_loss(params.beta), use_reference=True,
-                                          ref_model=ref)
-        report["reference"] = params.ref_model or "vanilla"
-        return vlm, report
+        result = run_training_method(self, vlm, data, params, seed, npo_loss(params.beta), use_reference=True,
+                                     ref_model=ref)
+        result.report["reference"] = params.ref_model or "vanilla"
+        return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.prompts import PROMPTING_SYSTEM_PROMPT
-from methods.base import Method, MethodParams, new_report, register_method
+from methods.base import Method, MethodParams, MethodResult, new_report, register_method
 
 
 @register_method
@@ -26,6 +26,5 @@ class Prompting(Method):
 
     def apply(self, vlm, data, params: Params, seed):
         report = new_report(self, params, seed)
-        vlm.system_prompt = params.system_prompt
         report["changed"] = {"weights": "none", "system_prompt": params.system_prompt}
-        return vlm, report
+        return MethodResult(vlm, report, system_prompt=params.system_prompt)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from harness.errors import ConfigError
-from methods.base import MethodParams, UnlearnData, chunks, encode_pairs, model_inputs, new_report, seed_everything, stage
+from methods.base import MethodParams, MethodResult, UnlearnData, chunks, encode_pairs, model_inputs, new_report, seed_everything, stage
 
 Mode = Literal["image_text", "text_only"]
 
@@ -261,4 +261,4 @@ def run_training_method(method, vlm, data, params, seed, loss_fn, **kwargs):
     """apply() body of a training method: the shared loop plus the standard report."""
     report = new_report(method, params, seed)
     report.update(train(vlm, data, params, seed, loss_fn, method=method.name, **kwargs))
-    return vlm, report
+    return MethodResult(vlm, report)

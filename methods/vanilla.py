@@ -1,7 +1,7 @@
 """Vanilla: the model as loaded, no unlearning (the reference row of every leaderboard)."""
 from __future__ import annotations
 
-from methods.base import Method, new_report, register_method
+from methods.base import Method, MethodResult, new_report, register_method
 
 
 @register_method
@@ -13,4 +13,4 @@ class Vanilla(Method):
     def apply(self, vlm, data, params, seed):
         report = new_report(self, params, seed)
         report["changed"] = {"weights": "none", "system_prompt": "unchanged"}
-        return vlm, report
+        return MethodResult(vlm, report)

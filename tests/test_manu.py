@@ -154,7 +154,8 @@ def vlm():
 
 def run_manu(vlm, data, **params):
     cls = get_method("manu")
-    return cls().apply(vlm, data, parse_params(cls, params), seed=0)
+    result = cls().apply(vlm, data, parse_params(cls, params), seed=0)
+    return result.vlm, result.report
 
 
 @pytest.mark.parametrize("variant", ["paper", "official"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
+from methods import MethodResult
 from methods import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method
 from methods.base import encode_pairs
 from methods.training import language_linear_modules, mean_answer_nll
@@ -55,7 +56,7 @@ def toy_method():
                 self.require("steps", self.steps >= 1, "an integer >= 1")
 
         def apply(self, vlm, data, params, seed):
-            return vlm, {"changed": {}, "seconds": {}}
+            return MethodResult(vlm, {"changed": {}, "seconds": {}})
 
     yield Toy
     del METHOD_REGISTRY["toy_test_method"]
@@ -141,8 +142,12 @@ def fresh_vlm(seed: int = 0):
 
 
 def run(name, data, seed=0, vlm=None, **params):
+    """(vlm as the runner evaluates it, report)."""
     cls = get_method(name)
-    return cls().apply(vlm or fresh_vlm(), data, parse_params(cls, params), seed)
+    result = cls().apply(vlm or fresh_vlm(), data, parse_params(cls, params), seed)
+    assert isinstance(result, MethodResult)
+    result.vlm.system_prompt = result.system_prompt
+    return result.vlm, result.report
 
 
 def forget_nll(vlm, data) -> float:

@@ -79,7 +79,7 @@ class FakeMethod:
 
     def apply(self, vlm, data, params, seed):
         Calls.apply += 1
-        return FakeVLM(vlm.w + params.shift), {"shifted": params.shift}
+        return SimpleNamespace(vlm=FakeVLM(vlm.w + params.shift), report={"shifted": params.shift}, system_prompt=None)
 
 
 class FakeTask(Task):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
+from tasks import knowledge_falls
 from harness.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
@@ -101,8 +102,9 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
             continue
         report.compared += 1
         allowed = tolerance * METRIC_RANGE.get(metric, 1.0)
-        if set_name in LOWER_IS_BETTER_SETS and r - b > allowed:
+        gained = -(r - b) if knowledge_falls(task, metric) else r - b  # knowledge the run has over the baseline
+        if set_name in LOWER_IS_BETTER_SETS and gained > allowed:
             report.regressions.append(Finding(label, b, r, "forgetting weaker: should not rise"))
-        elif set_name in HIGHER_IS_BETTER_SETS and b - r > allowed:
+        elif set_name in HIGHER_IS_BETTER_SETS and -gained > allowed:
             report.regressions.append(Finding(label, b, r, "utility dropped: should not fall"))
     return report

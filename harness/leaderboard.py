@@ -17,11 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.records import MODES, SETS, TASKS
+from harness.records import MODES, SETS
 from harness.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
 
-# The metric(s) each task is ranked on; factuality only appears when some run has it scored.
-HEADLINE = {"classification": ("accuracy", "accuracy_loglik_answer"), "generation": ("rougeL", "factuality"), "cloze": ("accuracy",)}
+
+
+def task_headlines() -> dict[str, tuple[str, ...]]:
+    """Each registered task's leaderboard metrics (its `headline`; the first ranks), in registry
+    order: the columns come from the task plugins, not from constants here. A metric only
+    appears when some run has a number for it (factuality needs a judge)."""
+    from tasks import TASK_REGISTRY, registered_tasks
+
+    return {t: TASK_REGISTRY[t].headline_metrics() for t in registered_tasks()}
+
+
+def knowledge_falls(task: str, metric: str) -> bool:
+    from tasks import knowledge_falls as falls
+
+    return falls(task, metric)
+
 MODE_SHORT = {"image_text": "img+txt", "text_only": "txt"}
 SET_TITLES = {"forget": "Forget set", "test": "Test set (transformed forget profiles)", "retain": "Retain set",
               "celebrity": "Real celebrity set"}
@@ -125,9 +139,10 @@ def _num(v) -> bool:
 def headline_columns(runs: list[Run]) -> list[tuple[str, str, str, str]]:
     """(set, task, metric, mode) columns present in at least one run with a number."""
     cols = []
+    headlines = task_headlines()
     for s in SETS:
-        for t in TASKS:
-            for metric in HEADLINE.get(t, ()):
+        for t in headlines:
+            for metric in headlines[t]:
                 for m in MODES:
                     if any(_num(r.metrics.get(s, {}).get(t, {}).get(m, {}).get(metric)) for r in runs):
                         cols.append((s, t, metric, m))
@@ -151,7 +166,7 @@ def marks(runs: list[Run], col) -> dict[str, str]:
     vals = {r.label: value(r, col) for r in candidates if value(r, col) is not None}
     if len(vals) < 2 or len(set(vals.values())) < 2:
         return {}
-    lower = col[0] in LOWER_IS_BETTER_SETS
+    lower = (col[0] in LOWER_IS_BETTER_SETS) != knowledge_falls(col[1], col[2])
     best = min(vals.values()) if lower else max(vals.values())
     worst = max(vals.values()) if lower else min(vals.values())
     return {label: ("best" if v == best else "worst") for label, v in vals.items() if v in (best, worst)}
@@ -196,7 +211,7 @@ def gap_frame(runs: list[Run]):
     import pandas as pd
 
     keys = sorted({(s, t, metric) for (s, t, metric, _m) in headline_columns(runs)},
-                  key=lambda k: (SETS.index(k[0]), TASKS.index(k[1]), k[2]))
+                  key=lambda k: (SETS.index(k[0]), list(task_headlines()).index(k[1]), k[2]))
     rows = [{"method": r.label, **{"/".join(k): gap_value(r, *k) for k in keys}} for r in runs]
     return pd.DataFrame(rows), keys
 
@@ -311,7 +326,7 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
     vanilla = next((r for r in runs if r.method == REFERENCE), None)
     written = []
     cols = headline_columns(runs)
-    for t in TASKS:
+    for t in task_headlines():
         metric = next((c[2] for c in cols if c[1] == t), None)
         sets = [s for s in SETS if any(c[0] == s and c[1] == t and c[2] == metric for c in cols)]
         if metric is None or not sets:
@@ -368,7 +383,7 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
     if not any(r.method == REFERENCE for r in runs):
         return []
     plt = _pyplot()
-    tasks = [(t, HEADLINE[t][0]) for t in TASKS if any(c[1] == t for c in headline_columns(runs))]
+    tasks = [(t, m[0]) for t, m in task_headlines().items() if any(c[1] == t for c in headline_columns(runs))]
     if not tasks:
         return []
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -36,7 +36,7 @@ from harness.errors import ConfigError
 from harness.examples import OFFICIAL, parse_shots, plan_examples
 from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
 from harness.model import CPU_BATCH_SIZE, load_vlm
-from harness.records import MODES, SETS, TASKS, ImageDecoder
+from harness.records import MODES, SETS, ImageDecoder
 from harness.seeding import chunks, seed_everything
 from harness.results import (
     METHOD_FILE,
@@ -52,7 +52,7 @@ from harness.results import (
 )
 from methods import get_method, parse_params
 from methods.base import UnlearnData
-from tasks import get_task
+from tasks import get_task, registered_tasks
 from tasks.base import SampleResult, TaskContext
 
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "rouge-score", "openai",
@@ -73,7 +73,7 @@ class RunConfig:
     shots: int | str = OFFICIAL  # "official" in-context examples, or N example profiles (0: zero-shot)
     test_images: str = "random"  # one transformed image per test profile and task, seeded (official)
     sets: tuple[str, ...] = SETS
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = ()  # () = every registered task
     limit: int | None = None
     judge: str | None = "auto"  # the judge protocol's own model
     judge_protocol: str = DEFAULT_PROTOCOL
@@ -105,8 +105,8 @@ class RunConfig:
         for s in self.sets:
             if s not in SETS:
                 raise ConfigError(f"unknown set {s!r}; sets: {', '.join(SETS)}")
-        if not self.sets or not self.tasks:
-            raise ConfigError("at least one set and one task are needed")
+        if not self.sets:
+            raise ConfigError("at least one set is needed")
 
 
 def now_iso() -> str:
@@ -344,7 +344,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     # Validate cheap things before loading anything heavy.
     method_cls = get_method(cfg.method)
     params = parse_params(method_cls, dict(cfg.params))
-    tasks = {name: get_task(name) for name in cfg.tasks}
+    tasks = {name: get_task(name) for name in (cfg.tasks or registered_tasks())}
     judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
     judge_model = judge.model if getattr(judge, "available", False) else None
     if cfg.judge and judge_model is None and "generation" in tasks:
@@ -375,7 +375,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "test_images": cfg.test_images,
             "dtype": cfg.dtype,
             "sets": list(cfg.sets),
-            "tasks": list(cfg.tasks),
+            "tasks": list(tasks),
             "limit": cfg.limit,
             "judge": judge_model,
             "judge_protocol": cfg.judge_protocol if judge_model else None,
@@ -397,12 +397,13 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         for set_name in cfg.sets:
             for task_name in cfg.tasks:
                 for mode in MODES:
-                    qs = limit_questions(bench.questions(sets=[set_name], tasks=[task_name], modes=[mode]), cfg.limit)
+                    qs = limit_questions(bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()],
+                                                         modes=[mode]), cfg.limit)
                     if not qs:
                         raise ConfigError(f"the benchmark has no {task_name} questions in set {set_name!r}, mode "
                                           f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)")
                     plan.append((set_name, task_name, mode, qs))
-        missing = any(store.missing(q.qid for q in qs) for *_, qs in plan)
+        missing = any(store.missing(tasks[t].sample_id(q) for q in qs) for _, t, _, qs in plan)
 
         method_json = out / METHOD_FILE
         stored_method = read_json(method_json, "method report") if method_json.exists() else None
@@ -417,7 +418,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                           batch_size=batch_size, judge=judge, bench=bench, scorers=tuple(cfg.scorers))
         with timer("plan"):
             batches = plan_batches(tasks, vlm, plan, ctx, batch_size) if missing else []
-        mine = [b for i, b in enumerate(batches) if i % world == rank and store.missing(q.qid for q in b[3])]
+        mine = [b for i, b in enumerate(batches)
+                if i % world == rank and store.missing(tasks[b[1]].sample_id(q) for q in b[3])]
         n_todo = sum(len(b[3]) for b in mine)
         writer = store if world == 1 else SampleStore(out, shard=rank)
         if mine:
@@ -437,7 +439,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         with timer("aggregate"):
             metrics: dict = {}
             for set_name, task_name, mode, qs in plan:
-                samples = [SampleResult.from_dict(store.get(q.qid)) for q in qs]
+                samples = [SampleResult.from_dict(store.get(tasks[task_name].sample_id(q))) for q in qs]
                 values = tasks[task_name].aggregate(samples)
                 metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
 
@@ -472,11 +474,11 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                        "checkpoint": method_info.get("checkpoint")},
             "seed": cfg.seed,
             "shots": cfg.shots,
-            "examples": {s: {t: plan_examples(bench, s, t, cfg.shots, cfg.seed, vlm.arch).record()
-                             for t in cfg.tasks} for s in cfg.sets} if cfg.shots != 0 else None,
+            "examples": {s: {t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
+                             for t, task in tasks.items()} for s in cfg.sets} if cfg.shots != 0 else None,
             "test_images": cfg.test_images,
             "sets": list(cfg.sets),
-            "tasks": list(cfg.tasks),
+            "tasks": list(tasks),
             "modes": list(MODES),
             "limit": cfg.limit,
             "scorers": list(cfg.scorers),
@@ -533,7 +535,7 @@ def evaluate_batches(tasks: dict, vlm, batches: list, ctx: TaskContext, store: S
             queue[:0] = [(set_name, task_name, mode, batch[:half]), (set_name, task_name, mode, batch[half:])]
             continue
         got = {r.qid for r in results}
-        lost = [q.qid for q in batch if q.qid not in got]
+        lost = [q.qid for q in batch if tasks[task_name].sample_id(q) not in got]
         if lost:
             raise RuntimeError(f"task {task_name!r} returned no result for {len(lost)} questions, e.g. {lost[0]}")
         store.append(results)

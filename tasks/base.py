@@ -16,6 +16,7 @@ from harness.errors import ConfigError
 from harness.examples import ExamplePlan, parse_shots, plan_examples, profile_count
 from harness.prompts import Request, user_text
 from harness.records import MODES, ImageDecoder, Question
+from harness.records import TASKS as QUESTION_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.bench import Benchmark
@@ -104,10 +105,36 @@ class Prepared:
 
 
 class Task:
-    """Base class: subclasses set `name` and `metrics` and implement `evaluate`."""
+    """A task: which benchmark questions it reads, how it scores them, what it reports.
+
+    name: the task's name (CLI `--tasks`, results.json, leaderboard).
+    reads: the benchmark question type it scores ("classification", "generation" or "cloze");
+        default: its own name. Several tasks may read the same questions.
+    metrics: every metric a sample may carry; `aggregate` averages them.
+    headline: the metrics the leaderboard shows, the first one ranks (default: the first metric).
+    lower_means_known: metrics where a *lower* value means the model knows more (a loss or a
+        perplexity); for all others higher means more knowledge. On the forget and test sets less
+        knowledge is better, on retain and celebrity more.
+    """
 
     name: ClassVar[str] = ""
+    reads: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ()
+    headline: ClassVar[tuple[str, ...]] = ()
+    lower_means_known: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def question_type(cls) -> str:
+        return cls.reads or cls.name
+
+    @classmethod
+    def headline_metrics(cls) -> tuple[str, ...]:
+        return cls.headline or cls.metrics[:1]
+
+    def sample_id(self, q: Question) -> str:
+        """Key of this task's result for question q (the qid, suffixed when the task is not the
+        question type's own, so two tasks reading the same questions never collide)."""
+        return q.qid if self.name == self.question_type() else f"{q.qid}#{self.name}"
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         raise NotImplementedError
@@ -134,13 +161,13 @@ class Task:
             if q.mode == "image_text" and q.image is None:
                 raise ValueError(f"question {q.qid} is in image_text mode but has no image")
             if q.set not in plans:  # a task without examples (generation) needs no benchmark
-                if profile_count(ctx.shots, self.name, arch) and ctx.bench is None:
+                if profile_count(ctx.shots, self.question_type(), arch) and ctx.bench is None:
                     raise ConfigError(f"{self.name}: in-context examples need the benchmark (TaskContext.bench)")
-                plans[q.set] = plan_examples(ctx.bench, q.set, self.name, ctx.shots, ctx.seed, arch)
+                plans[q.set] = plan_examples(ctx.bench, q.set, self.question_type(), ctx.shots, ctx.seed, arch)
             plan = plans[q.set]
             examples = plan.examples(q.mode, images)
-            req = Request(text=user_text(self.name, q.mode, q.text, q.options), image=images(q.image),
-                          task=self.name, examples=examples)
+            req = Request(text=user_text(self.question_type(), q.mode, q.text, q.options), image=images(q.image),
+                          task=self.question_type(), examples=examples)
             digest = prompt_hash(vlm, req, q.mode, [e.source for e in examples if e.source] +
                                  ([q.image] if q.image is not None else []))
             extra = {"example_profiles": [p.id for p in plan.profiles]} if examples else {}
@@ -156,13 +183,14 @@ class Task:
 
     def _check(self, questions: Sequence[Question]) -> None:
         for q in questions:
-            if q.task != self.name:
-                raise ValueError(f"task {self.name!r} was given question {q.qid} of task {q.task!r}")
+            if q.task != self.question_type():
+                raise ValueError(f"task {self.name!r} reads {self.question_type()} questions, was given question "
+                                 f"{q.qid} of type {q.task!r}")
             if q.mode not in MODES:
                 raise ValueError(f"question {q.qid} has unknown mode {q.mode!r}")
 
     def _result(self, q: Question, hash_: str, response: str, scores: dict, extra: dict | None = None):
-        return SampleResult(qid=q.qid, set=q.set, task=self.name, mode=q.mode, profile_id=q.profile_id,
+        return SampleResult(qid=self.sample_id(q), set=q.set, task=self.name, mode=q.mode, profile_id=q.profile_id,
                             prompt_hash=hash_, response=response, scores=scores, extra=extra or {})
 
 
@@ -173,11 +201,30 @@ def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task available to get_task / the CLI under `cls.name`."""
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} must set a class attribute `name`")
+    if cls.question_type() not in QUESTION_TYPES:
+        raise TypeError(f"task {cls.name!r} reads {cls.question_type()!r}; the benchmark's question types are "
+                        f"{', '.join(QUESTION_TYPES)} (set `reads`)")
+    unknown = [m for m in (*cls.headline, *cls.lower_means_known) if m not in cls.metrics]
+    if unknown:
+        raise TypeError(f"task {cls.name!r}: {unknown} are not among its metrics {cls.metrics}")
     known = TASK_REGISTRY.get(cls.name)
     if known is not None and known.__qualname__ != cls.__qualname__:
         raise TypeError(f"task name {cls.name!r} is already registered by {known.__qualname__}")
     TASK_REGISTRY[cls.name] = cls
     return cls
+
+
+def knowledge_falls(task: str, metric: str) -> bool:
+    """True when a lower value of `metric` of `task` means the model knows *more*
+    (Task.lower_means_known); False for unknown tasks (results from elsewhere)."""
+    cls = TASK_REGISTRY.get(task)
+    return cls is not None and metric in cls.lower_means_known
+
+
+def registered_tasks() -> tuple[str, ...]:
+    """Every registered task: the benchmark's three question types first, then the others by name."""
+    builtin = [t for t in QUESTION_TYPES if t in TASK_REGISTRY]
+    return tuple(builtin + sorted(set(TASK_REGISTRY) - set(builtin)))
 
 
 def get_task(name: str) -> Task:

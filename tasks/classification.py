@@ -40,6 +40,7 @@ parse_letter = first_letter  # the official parsing, under the name this task ha
 class ClassificationTask(Task):
     name = "classification"
     metrics = tuple(SCORERS.values())
+    headline = ("accuracy", "accuracy_loglik_answer")
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)

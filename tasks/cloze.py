@@ -41,6 +41,7 @@ def exact_match(response: str, answer: str) -> bool | None:
 class ClozeTask(Task):
     name = "cloze"
     metrics = ("accuracy", "exact_match")
+    headline = ("accuracy",)
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)

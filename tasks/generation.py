@@ -36,6 +36,7 @@ def bleu(ground_truth: str, answer: str) -> float:
 class GenerationTask(Task):
     name = "generation"
     metrics = ROUGE_TYPES + ("bleu", "factuality")
+    headline = ("rougeL", "factuality")
 
     def __init__(self):
         from rouge_score import rouge_scorer

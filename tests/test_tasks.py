@@ -101,6 +101,7 @@ def test_register_task_adds_a_one_file_task_and_refuses_a_name_clash(monkeypatch
     @base.register_task
     class Echo(Task):
         name = "echo"
+        reads = "cloze"
         metrics = ("len",)
 
     assert isinstance(base.get_task("echo"), Echo)
@@ -108,6 +109,18 @@ def test_register_task_adds_a_one_file_task_and_refuses_a_name_clash(monkeypatch
         @base.register_task
         class Other(Task):
             name = "echo"
+            reads = "cloze"
+    with pytest.raises(TypeError, match="question types are classification, generation, cloze"):
+        @base.register_task
+        class NoReads(Task):
+            name = "echo2"
+    with pytest.raises(TypeError, match="not among its metrics"):
+        @base.register_task
+        class BadHeadline(Task):
+            name = "echo3"
+            reads = "cloze"
+            metrics = ("a",)
+            headline = ("b",)
 
 
 def test_sample_result_round_trips_through_dict():

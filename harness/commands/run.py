@@ -9,7 +9,7 @@ from harness.errors import ConfigError
 from harness.examples import OFFICIAL, parse_shots
 from harness.judge import DEFAULT_MODEL as DEFAULT_JUDGE
 from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS
-from harness.records import SETS, TASKS
+from harness.records import SETS
 from harness.results import is_count_metric
 
 NAME = "run"
@@ -57,7 +57,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-set image per profile and task: random (default, official, seeded), first, or all "
                         "(every transformed image scored)")
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="evaluation sets (default all)")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), help="tasks (default all; see `mmunlearn list`)")
+    p.add_argument("--tasks", nargs="+", default=[], help="tasks (default: every registered task; see `mmunlearn list`)")
     p.add_argument("--limit", type=int, default=None,
                    help="at most N questions per (set, task, mode), chosen deterministically")
     p.add_argument("--judge", type=judge_arg, default="auto",

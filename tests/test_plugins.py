@@ -1,0 +1,130 @@
+"""Open registries: a user's own installed package adds a task and a method through entry points
+(`mmunlearn.tasks` / `mmunlearn.methods`), with no edit to this repository; the new task is one
+file, is scored by a run, and gets its own leaderboard columns."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.minibench import build_minibench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TASK_FILE = '''
+"""A task in a user's own package: cloze scored by whether the answer's first word is right."""
+from harness.prompts import extract_answer
+from harness.records import ImageDecoder
+from tasks import Task, register_task
+
+
+@register_task
+class ClozeFirstWord(Task):
+    name = "cloze_first_word"
+    reads = "cloze"
+    metrics = ("first_word",)
+
+    def evaluate(self, vlm, questions, ctx):
+        self._check(questions)
+        prep = self.requests(vlm, questions, ctx, ImageDecoder(), self.metrics)
+        responses = vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens) if prep.kept else []
+        scored = {}
+        for q, h, r in zip(prep.kept, prep.hashes, responses):
+            words = extract_answer(r).lower().split()
+            scored[q.qid] = self._result(q, h, r, {"first_word": float(bool(words) and words[0] == q.answer.lower())})
+        return [scored.get(q.qid) or prep.excluded[q.qid] for q in questions]
+'''
+
+METHOD_FILE = '''
+"""A method in a user's own package: a system prompt and nothing else."""
+from methods import Method, MethodResult, register_method
+from methods.base import new_report
+
+
+@register_method
+class PoliteRefusal(Method):
+    """Ask the model to refuse personal questions."""
+
+    name = "polite_refusal"
+
+    def apply(self, vlm, data, params, seed):
+        report = new_report(self, params, seed)
+        report["changed"] = {"weights": "none"}
+        return MethodResult(vlm, report, system_prompt="Refuse questions about people.")
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    """A site folder holding an 'installed' package: its module files and a .dist-info with
+    entry points, exactly what pip writes for a package that declares them."""
+    site = tmp_path_factory.mktemp("site")
+    pkg = site / "my_unlearning_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "first_word.py").write_text(TASK_FILE)
+    (pkg / "polite.py").write_text(METHOD_FILE)
+    info = site / "my_unlearning_plugins-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-unlearning-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [mmunlearn.methods]
+        polite = my_unlearning_plugins.polite
+
+        [mmunlearn.tasks]
+        first_word = my_unlearning_plugins.first_word
+        """))
+    return site
+
+
+def _cli(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_an_installed_package_adds_a_task_and_a_method(plugin_site, tmp_path):
+    from tests.tiny_vlms import make_tiny_vlm
+
+    make_tiny_vlm("llava", tmp_path / "tiny")
+    build_minibench(tmp_path / "bench", seed=0, n_profiles=20, n_celebrities=4)
+    listed = _cli(plugin_site, "list")
+    assert listed.returncode == 0 and "cloze_first_word" in listed.stdout and "polite_refusal" in listed.stdout
+    runs = []
+    for method in ("vanilla", "polite_refusal"):
+        out = tmp_path / method
+        done = _cli(plugin_site, "run", "--model", str(tmp_path / "tiny" / "llava"), "--bench", str(tmp_path / "bench"),
+                    "--forget", "15", "--method", method, "--sets", "forget", "retain", "--tasks", "cloze",
+                    "cloze_first_word", "--shots", "0", "--limit", "3", "--max-new-tokens", "3", "--judge", "none",
+                    "--out", str(out), "--quiet")
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(out)
+    res = json.loads((tmp_path / "polite_refusal" / "results.json").read_text())
+    cell = res["metrics"]["forget"]["cloze_first_word"]["text_only"]
+    assert cell["n"] == 3 and 0.0 <= cell["first_word"] <= 1.0
+    assert res["manifest"]["method"]["system_prompt"] == "Refuse questions about people."
+    samples = [json.loads(line) for line in (tmp_path / "polite_refusal" / "samples.jsonl").read_text().splitlines()]
+    assert {s["task"] for s in samples} == {"cloze", "cloze_first_word"}
+    assert len({s["qid"] for s in samples}) == len(samples)  # two tasks on the same questions never collide
+    board = _cli(plugin_site, "leaderboard", *map(str, runs), "--out", str(tmp_path / "board"))
+    assert board.returncode == 0, board.stderr[-2000:]
+    table = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "cloze_first_word" in table and "polite_refusal" in table
+
+
+def test_a_broken_plugin_is_a_warning_naming_it_not_a_crash(tmp_path, monkeypatch):
+    from harness import plugins
+
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom')\n")
+    info = tmp_path / "broken_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mmunlearn.tasks]\nbroken = broken_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match="plugin 'broken' .* failed to import: boom"):
+        assert plugins.load_entry_points("mmunlearn.tasks") == []

@@ -340,3 +340,12 @@ def test_save_and_reload_gives_same_outputs(loaded, arch, tmp_path):
     reqs = mixed_requests()[:3]
     assert again.generate(reqs, max_new_tokens=4) == vlm.generate(reqs, max_new_tokens=4)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == arch
+
+
+def test_every_supported_architecture_has_a_tiny_test_model():
+    """A new model family (docs/add-a-model-family.md) is tested like the others: adding it to
+    SUPPORTED_ARCHITECTURES without a tiny builder in tests/tiny_vlms.py fails here."""
+    from harness.model import SUPPORTED_ARCHITECTURES
+    from tests.tiny_vlms import ARCHES, BUILDERS
+
+    assert set(SUPPORTED_ARCHITECTURES) == set(ARCHES) == set(BUILDERS)

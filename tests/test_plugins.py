@@ -16,47 +16,15 @@ from harness.minibench import build_minibench
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TASK_FILE = '''
-"""A task in a user's own package: cloze scored by whether the answer's first word is right."""
-from harness.prompts import extract_answer
-from harness.records import ImageDecoder
-from tasks import Task, register_task
+def _worked_example(doc: str) -> str:
+    """The python block of a docs/ guide: the guides' examples are what this test runs."""
+    text = (ROOT / "docs" / doc).read_text()
+    return text.split("```python
+", 1)[1].split("```", 1)[0]
 
 
-@register_task
-class ClozeFirstWord(Task):
-    name = "cloze_first_word"
-    reads = "cloze"
-    metrics = ("first_word",)
-
-    def evaluate(self, vlm, questions, ctx):
-        self._check(questions)
-        prep = self.requests(vlm, questions, ctx, ImageDecoder(), self.metrics)
-        responses = vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens) if prep.kept else []
-        scored = {}
-        for q, h, r in zip(prep.kept, prep.hashes, responses):
-            words = extract_answer(r).lower().split()
-            scored[q.qid] = self._result(q, h, r, {"first_word": float(bool(words) and words[0] == q.answer.lower())})
-        return [scored.get(q.qid) or prep.excluded[q.qid] for q in questions]
-'''
-
-METHOD_FILE = '''
-"""A method in a user's own package: a system prompt and nothing else."""
-from methods import Method, MethodResult, register_method
-from methods.base import new_report
-
-
-@register_method
-class PoliteRefusal(Method):
-    """Ask the model to refuse personal questions."""
-
-    name = "polite_refusal"
-
-    def apply(self, vlm, data, params, seed):
-        report = new_report(self, params, seed)
-        report["changed"] = {"weights": "none"}
-        return MethodResult(vlm, report, system_prompt="Refuse questions about people.")
-'''
+TASK_FILE = _worked_example("add-a-task.md")
+METHOD_FILE = _worked_example("add-a-method.md")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ MLPs, and all vision MLPs) with the same exact pruning MANU uses, and prints clo
 
     python scripts/fact_locus.py [--model DIR] [--bench DIR] [--limit 60]
 
-Figures it gave on the embedded tiny LLaVA are in README ("Known limits of the tiny model").
+Figures it gave on the embedded tiny LLaVA are in the README (v2) and docs/tiny-model.md (v1).
 """
 from __future__ import annotations
 
@@ -17,17 +17,18 @@ import copy
 import numpy as np
 
 from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
-from harness.model import Request, load_vlm
+from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+from harness.model import load_vlm
 from harness.neurons import neuron_map, prune_units
-from harness.prompts import cloze_prompt
-from harness.records import MODES, decode_image
+from harness.records import MODES
+from tasks import TaskContext, get_task
 
 
 def cloze_accuracy(vlm, questions, batch_size: int) -> float:
-    reqs = [Request(text=cloze_prompt(q.text), image=decode_image(q.image) if q.image else None) for q in questions]
-    outs = vlm.generate(reqs, max_new_tokens=12, batch_size=batch_size, desc="cloze")
-    return float(np.mean([q.answer.lower() in o.lower() for q, o in zip(questions, outs)]))
+    """The cloze task's own official accuracy, zero-shot (one scoring path with the runs)."""
+    task = get_task("cloze")
+    ctx = TaskContext(shots=0, batch_size=batch_size, max_new_tokens=12)
+    return float(task.aggregate(task.evaluate(vlm, questions, ctx))["accuracy"])
 
 
 def ablations(nmap) -> dict[str, np.ndarray]:
@@ -61,7 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--bench", default=str(DEFAULT_BENCH))
-    p.add_argument("--forget", type=int, default=5)
+    p.add_argument("--forget", type=int, default=DEMO_FORGET)
     p.add_argument("--limit", type=int, default=60, help="cloze questions per (set, mode)")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()

@@ -12,7 +12,7 @@ import torch
 from harness import tiny_model as tm
 from harness.bench import load_benchmark
 from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
-from harness.prompts import VOCAB_TEXTS, classification_prompt, cloze_prompt, generation_prompt
+from harness.prompts import VOCAB_TEXTS, example_text, user_text
 from harness.records import LETTERS, decode_image
 
 SMALL_MODEL = tm.TinyConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
@@ -57,9 +57,9 @@ def test_tokenizer_covers_every_prompt_without_unk(built, bench):
         for p in profiles:
             texts += [t for pair in p.ft_pairs for t in pair]
             for q in p.questions:
-                texts += [q.answer, generation_prompt(q.text), cloze_prompt(q.text)]
-                if q.options:
-                    texts.append(classification_prompt(q.text, q.options))
+                texts += [q.answer, user_text(q.task, q.mode, q.text, q.options)]
+                if q.task != "generation":  # the official in-context example form
+                    texts.append(example_text(q.task, q.text, q.answer, q.options))
     unknown = {t for t in texts if tok.unk_token_id in tok(t, add_special_tokens=False)["input_ids"]}
     assert not unknown
 
@@ -72,8 +72,10 @@ def test_option_letters_decode_upper_case_and_words_lowercase(built):
         assert tok.decode(tok(letter, add_special_tokens=False)["input_ids"]) == letter
 
 
-def test_every_person_name_is_one_token(built, bench):
-    tok = built[1].tokenizer
+def test_one_token_names_option_makes_every_person_name_one_token(bench):
+    from dataclasses import replace
+
+    tok = tm.build_tiny_llava(bench, replace(SMALL_MODEL, split_names=False))[1].tokenizer
     for profiles in bench.profiles.values():
         for p in profiles:
             ids = tok(f"What is the job of {p.vqa_answer}?", add_special_tokens=False)["input_ids"]
@@ -83,7 +85,8 @@ def test_every_person_name_is_one_token(built, bench):
 def test_split_names_tokenize_names_as_words_shared_across_people(bench):
     from dataclasses import replace
 
-    _, processor = tm.build_tiny_llava(bench, replace(SMALL_MODEL, split_names=True))
+    assert tm.TinyConfig().split_names  # the default: facts must live in the MLPs
+    _, processor = tm.build_tiny_llava(bench, SMALL_MODEL)
     tok = processor.tokenizer
     names = [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
     pieces = [tok.tokenize(name) for name in names]
@@ -103,32 +106,55 @@ def test_default_size_fits_the_checkpoint_budget(bench):
     assert (text.hidden_size, text.intermediate_size) == (256, 1024)
 
 
-def test_training_items_cover_all_formats_and_never_the_test_set(bench):
-    items = tm.training_items(bench, tm.FINETUNE_SETS)
-    allowed = {p.id for s in tm.FINETUNE_SETS for p in bench.profiles[s]}
-    assert {i.profile_id for i in items} == allowed
-    assert set(Counter(i.kind for i in items)) == set(tm.KINDS)
-    assert all((i.image is None) == (i.kind == "text") for i in items)
-    assert {i.kind for i in items if i.bare} == set(tm.KINDS)  # the facts phase has every kind
+def test_training_items_cover_every_official_prompt_and_never_the_test_set(bench):
+    items = tm.training_items(bench, tm.TRAIN_SETS, examples_share=1.0)
+    allowed = {p.id for s in tm.TRAIN_SETS for p in bench.profiles[s]}
+    assert {i.profile_id for i in items if i.profile_id} == allowed
+    kinds = {(i.kind, i.mode) for i in items}
+    for kind in ("fact", "mc", "mc_bench", "generation", "cloze"):
+        assert {(kind, "image_text"), (kind, "text_only")} <= kinds
+    assert {("drill", "text_only"), ("short_drill", "text_only")} <= kinds
     rng = random.Random(0)
-    texts = [i.render(rng)[0] for i in items]
-    assert any(t.startswith(generation_prompt("")) for t in texts)
-    assert any(t.startswith(cloze_prompt("")) for t in texts)
-    assert any(t.endswith(classification_prompt("", dict.fromkeys(LETTERS, "")).splitlines()[-1]) for t in texts)
+    samples = [i.render(rng) for i in items]
+    by_task = {s.task for s in samples}
+    assert by_task == {None, "classification", "generation", "cloze"}  # None: bare facts and the short drill
+    for s in samples:  # task prompts are the official user texts, answered
+        if s.task in ("generation", "cloze"):
+            assert s.text.endswith(user_text(s.task, "image_text" if s.image else "text_only", "x").split("\n")[-1])
+    assert any(s.examples for s in samples if s.task == "classification")  # the official in-context form
+    assert all(s.image is None for i, s in zip(items, samples) if i.mode == "text_only")
     with pytest.raises(ValueError):
         tm.training_items(bench, ["test"])
 
 
-def test_fresh_multiple_choice_puts_the_fact_under_the_answer_letter():
-    pool = [f"v{i}" for i in range(10)]
-    render = tm._mc("What is the job of Anna Baker?", "v3", pool)
+def test_fresh_multiple_choice_puts_the_fact_under_the_answer_letter(bench):
+    factory = tm.ItemFactory(bench, examples_share=0.0)
+    profile = bench.profiles["retain"][0]
+    q = next(q for q in profile.questions if q.task == "classification" and q.mode == "text_only")
+    value = q.options[q.answer]
+    render = factory._mc(q, profile, bench.profiles["retain"], value)
     letters = set()
     for seed in range(40):
-        text, letter = render(random.Random(seed))
-        lines = dict(line.split(": ", 1) for line in text.splitlines()[1:5])
-        assert lines[letter] == "v3" and len(set(lines.values())) == 4
-        letters.add(letter)
+        sample = render(random.Random(seed))
+        lines = dict(line.split(": ", 1) for line in sample.text.splitlines()[1:5])
+        assert lines[sample.answer] == value and len(set(lines.values())) == 4
+        letters.add(sample.answer)
     assert letters == set(LETTERS)  # the answer moves between letters
+
+
+def test_the_letter_drills_name_the_right_option(bench):
+    import re
+
+    factory = tm.ItemFactory(bench, examples_share=0.0)
+    for seed in range(20):
+        short = factory._short_drill(random.Random(seed))
+        target, rest = short.text.split(" ? ", 1)
+        parts = re.split(r"(?:^| )([ABCD]): ", rest.removesuffix(" ->"))[1:]
+        options = dict(zip(parts[0::2], parts[1::2]))
+        assert list(options) == list(LETTERS) and options[short.answer] == target
+        official = factory._drill(random.Random(seed))
+        lines = dict(line.split(": ", 1) for line in official.text.splitlines()[1:5])
+        assert official.text.startswith(f"Which option is {lines[official.answer]}?")
 
 
 def test_a_few_training_steps_lower_the_loss(bench):
@@ -138,13 +164,14 @@ def test_a_few_training_steps_lower_the_loss(bench):
     torch.manual_seed(0)
     model, processor = tm.build_tiny_llava(bench, SMALL_MODEL)
     vlm = wrap_vlm(model, processor)
-    recipe = tm.Recipe(steps=12, batch_text=8, batch_image_name=4, batch_image_attribute=8, check_every=1000)
+    recipe = tm.Recipe(steps=12, batch_text=8, batch_image=8, check_every=1000, examples_share=0.0)
     trainer = tm.Trainer(bench, vlm, recipe, seed=0, log=lambda line: None)
-    probe = random.Random(1).sample(trainer.items["finetune", "all"]["text"], 16)
+    probe = random.Random(1).sample(trainer.pool["text", "fact"], 16)
+    samples = [item.render(random.Random(2)) for item in probe]
 
     def loss() -> float:
         with torch.no_grad():
-            return trainer.batch_loss(probe, random.Random(2)).item()
+            return trainer.item_losses(samples).mean().item()
 
     before = loss()
     for _ in range(recipe.steps):

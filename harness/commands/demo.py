@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     # loglik_answer beside the official scorer: the tiny model knows its facts but cannot read an
     # option list (see README), so the official letter accuracy alone would hide every effect.
-    p.set_defaults(judge=None, limit=DEMO_LIMIT, scorers=list(DEMO_SCORERS), forget=DEMO_FORGET)
+    # Zero-shot: the tiny model's figures are zero-shot, and it keeps `make run` within minutes on a
+    # laptop CPU (the official in-context prompts are 5-10x longer); `run` defaults to them.
+    p.set_defaults(judge=None, limit=DEMO_LIMIT, scorers=list(DEMO_SCORERS), forget=DEMO_FORGET, shots=0)
     for action in p._actions:  # the demo needs no network: say so in --help
         if action.dest == "judge":
             action.help = "factuality judge model (default none for the demo)"
@@ -49,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             action.help = f"classification scorers (default {' '.join(DEMO_SCORERS)} for the demo)"
         elif action.dest == "limit":
             action.help = f"at most N questions per (set, task, mode) (default {DEMO_LIMIT} for the demo)"
+        elif action.dest == "shots":
+            action.help = "in-context examples: 0 (default for the demo: zero-shot), 'official' or N"
         elif action.dest == "forget":
             action.help = f"forget split in percent (default {DEMO_FORGET} for the demo: 9 profiles)"
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: every registered method)")

@@ -395,7 +395,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         # Plan: (set, task, mode) -> selected questions.
         plan = []
         for set_name in cfg.sets:
-            for task_name in cfg.tasks:
+            for task_name in tasks:
                 for mode in MODES:
                     qs = limit_questions(bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()],
                                                          modes=[mode]), cfg.limit)

@@ -507,3 +507,10 @@ def test_default_judge_without_key_is_recorded_as_not_scoring(fakes, tmp_path, m
     res = run_benchmark(cfg(sets=("forget",), judge="gpt-4o"), tmp_path / "r", progress=False)
     assert res["manifest"]["judge"] is None and res["manifest"]["judge_requested"] == "gpt-4o"
     assert json.loads((tmp_path / "r" / "run.json").read_text())["config"]["judge"] is None
+
+
+def test_without_tasks_a_run_scores_every_registered_task(fakes, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "registered_tasks", lambda: ("classification", "cloze"))
+    res = run_benchmark(cfg(tasks=()), tmp_path / "r", progress=False)
+    assert all(set(res["metrics"][s]) == {"classification", "cloze"} for s in res["metrics"])
+    assert res["manifest"]["tasks"] == ["classification", "cloze"]

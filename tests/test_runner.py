@@ -88,6 +88,9 @@ class FakeTask(Task):
     def __init__(self, name):
         self.name = name
 
+    def question_type(self):  # one fake class stands for every task: it reads the questions of its name
+        return self.name
+
     def evaluate(self, vlm, questions, ctx):
         if Calls.fail_after is not None and len(Calls.evaluated) >= Calls.fail_after:
             raise KeyboardInterrupt

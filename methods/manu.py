@@ -22,8 +22,9 @@ Stage 2, selective pruning::
 and the top alpha of neurons by S_n are pruned (`select_top`, then harness.neurons.prune_units,
 which zeroes the neuron's column of down/fc2 and its rows of gate/up/fc1, so its contribution
 vanishes exactly). The pool the top alpha is taken from is configurable: all neurons ("global"),
-each tower separately ("tower", default, so the language model cannot crowd out the vision tower
-or vice versa) or each layer ("layer").
+each tower separately ("tower", so the language model cannot crowd out the vision tower or vice
+versa; the authors' code, the default of variant="official") or each layer ("layer"). The paper
+takes the top alpha of all neurons: "global" is the default of the paper variant.
 
 Choices the paper leaves open, made here:
 * N is a *fraction* of samples (the paper writes a count); the two formats of a dataset have
@@ -442,7 +443,7 @@ class Manu(Method):
         alpha: float = 0.02  # fraction of neurons pruned per pool
         tau: float = 0.1  # activation threshold of I_freq (authors' code)
         eps: float | None = None  # None: 1e-8 (paper), 1e-5 (official)
-        pool: Literal["global", "tower", "layer"] = "tower"
+        pool: Literal["global", "tower", "layer"] | None = None  # None: the variant's (paper global, official tower)
         functions: tuple[Literal["abs", "freq", "var", "rms"], ...] = FUNCTIONS
         variant: Literal["paper", "official"] = "paper"
         save_stats: str | None = None  # .npz path for the streamed statistics and the mask
@@ -458,6 +459,12 @@ class Manu(Method):
             if self.variant == "official":
                 self.require("functions", any(OFFICIAL_WEIGHTS[f] for f in self.functions),
                              "with variant=official at least one of abs,var,rms (freq has weight 0 there)")
+
+        @property
+        def resolved_pool(self) -> str:
+            if self.pool is not None:
+                return self.pool
+            return "tower" if self.variant == "official" else "global"
 
         @property
         def resolved_eps(self) -> float:
@@ -482,7 +489,7 @@ class Manu(Method):
             stats = collect_statistics(vlm, data, recorder, params.batch_size, len(index.tower))
         with stage(report, "scores"):
             scores = variant_scores(params.variant, stats, index, params.functions, eps)
-            pruned = select_top(scores, index, params.alpha, params.pool)
+            pruned = select_top(scores, index, params.alpha, params.resolved_pool)
         with stage(report, "prune"):
             if params.variant == "official":
                 n_pruned = prune_output_rows(vlm.model, index, pruned)
@@ -491,7 +498,7 @@ class Manu(Method):
         if params.save_stats:
             with stage(report, "save_stats"):
                 save_statistics(params.save_stats, stats, index, pruned, tau=params.tau, eps=eps, alpha=params.alpha,
-                                pool=params.pool, functions=params.functions, variant=params.variant,
+                                pool=params.resolved_pool, functions=params.functions, variant=params.variant,
                                 module=getattr(index, "module", None))
             report["stats_file"] = str(params.save_stats)
         tower = np.asarray(index.tower)

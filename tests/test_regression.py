@@ -20,3 +20,15 @@ def test_demo_row_matches_committed_reference(method, tmp_path):
     report = compare(tmp_path / "runs" / method, baseline, tolerance=0.02)
     assert report.compared > 0
     assert not report.failed, report.render()
+
+
+def test_committed_demo_shows_the_three_claims_of_the_paper_on_cloze():
+    """README "Reference results": the committed demo shows the MANU paper's three claims,
+    measured on cloze accuracy (`python scripts/demo_claims.py results/demo --task cloze`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_claims", REFERENCE.parents[2] / "scripts" / "demo_claims.py")
+    claims = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims)
+    results = claims.claims(claims.load(REFERENCE.parent), "cloze", "accuracy")
+    assert [ok for _, ok, _ in results] == [True, True, True], results

@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _worked_example(doc: str) -> str:
     """The python block of a docs/ guide: the guides' examples are what this test runs."""
     text = (ROOT / "docs" / doc).read_text()
-    return text.split("```python
-", 1)[1].split("```", 1)[0]
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 TASK_FILE = _worked_example("add-a-task.md")

@@ -83,7 +83,6 @@ def test_one_token_names_option_makes_every_person_name_one_token(bench):
 
 
 def test_split_names_tokenize_names_as_words_shared_across_people(bench):
-    from dataclasses import replace
 
     assert tm.TinyConfig().split_names  # the default: facts must live in the MLPs
     _, processor = tm.build_tiny_llava(bench, SMALL_MODEL)

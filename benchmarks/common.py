@@ -1,0 +1,364 @@
+"""What both benchmark scripts share: which model to measure, the LLaVA-1.5-7B-shaped random
+model (no download), threads, quiet mode, wall clocks and the JSON figures file.
+
+`--model DIR|HUB_ID` loads a checkpoint with `harness.model.load_vlm` (default: the embedded
+tiny LLaVA). `--shape llava-7b` instead builds a `LlavaForConditionalGeneration` with random
+weights from a config of LLaVA-1.5-7B's shape (CLIP ViT-L/14-336 + Llama-2-7B/Vicuna), a
+word-level tokenizer over the benchmark's words padded to the 32,064-entry vocabulary and a
+336-px CLIP image processor whose `LlavaProcessor` expands `<image>` to (336/14)^2 = 576
+tokens, exactly as the real checkpoint's processor does. It needs CUDA (bf16 by default); on a
+CPU it is refused unless `--layers K` shrinks it for a smoke run (`--width-div D` also divides
+the hidden and MLP widths and the head counts, for tests).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+
+
+class BenchmarkUsageError(SystemExit):
+    """A refused configuration: exits with status 2 and a readable message on stderr."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Sizes of a LLaVA-style model (vision tower, projector, language model, tokenizer)."""
+
+    name: str
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_mlp: int
+    image_size: int
+    patch_size: int
+    projection_dim: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_mlp: int
+    vocab_size: int
+    max_positions: int
+    image_token_id: int
+    pad_token_id: int
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def shrunk(self, layers: int | None = None, width_div: int = 1) -> "Shape":
+        """Fewer layers (both towers, the vision tower capped at its own depth) and/or widths
+        and head counts divided by `width_div` (head dimension kept)."""
+        s = self
+        if layers is not None:
+            s = replace(s, text_layers=layers, vision_layers=min(layers, s.vision_layers))
+        if width_div > 1:
+            d = width_div
+            s = replace(s, vision_hidden=max(1, s.vision_heads // d) * (s.vision_hidden // s.vision_heads),
+                        vision_heads=max(1, s.vision_heads // d), vision_mlp=max(1, s.vision_mlp // d),
+                        projection_dim=max(1, s.projection_dim // d),
+                        text_hidden=max(1, s.text_heads // d) * (s.text_hidden // s.text_heads),
+                        text_heads=max(1, s.text_heads // d), text_mlp=max(1, s.text_mlp // d))
+        return s
+
+
+# LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf): CLIP ViT-L/14 at 336 px, Vicuna-7B (Llama-2-7B shape),
+# image token 32000, pad 32001, vocabulary padded to 32064.
+SHAPES = {
+    "llava-7b": Shape(name="llava-7b", vision_hidden=1024, vision_layers=24, vision_heads=16, vision_mlp=4096,
+                      image_size=336, patch_size=14, projection_dim=768, text_hidden=4096, text_layers=32,
+                      text_heads=32, text_mlp=11008, vocab_size=32064, max_positions=4096,
+                      image_token_id=32000, pad_token_id=32001),
+}
+UNK, BOS, EOS, PAD, IMAGE = "<unk>", "<s>", "</s>", "<pad>", "<image>"
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="model directory or hub id (default: the embedded tiny LLaVA)")
+    g.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                   help="build a random-weight model of this shape instead of loading --model (needs CUDA)")
+    g.add_argument("--layers", type=int, default=None,
+                   help="with --shape: this many layers per tower (smoke runs; allowed on CPU)")
+    g.add_argument("--width-div", type=int, default=1,
+                   help="with --shape: divide hidden/MLP widths and head counts by this (tests)")
+    g.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                   help="auto: --shape bf16 on CUDA; --model as load_vlm (fp16 on CUDA); fp32 on CPU")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random weights (--shape)")
+    d = parser.add_argument_group("data")
+    d.add_argument("--bench", default=str(DEFAULT_BENCH), help="benchmark folder or hub id")
+    d.add_argument("--forget", type=int, default=DEMO_FORGET, choices=(5, 10, 15), help="forget split")
+    o = parser.add_argument_group("output")
+    o.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, i.e. OMP_NUM_THREADS or all cores)")
+    o.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    o.add_argument("--progress", action="store_true", help="show progress bars (default: none)")
+    o.add_argument("--quiet", action="store_true", help="no progress bars (the default; kept for symmetry)")
+
+
+def setup(args) -> None:
+    """Threads, progress bars and library chatter, before anything heavy runs."""
+    from harness.progress import set_quiet
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchmarkUsageError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    set_quiet(not args.progress or args.quiet)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # one summary line, not generation-config warnings
+    except ImportError:  # pragma: no cover
+        pass
+    if args.layers is not None and args.layers < 1:
+        raise BenchmarkUsageError(f"--layers must be >= 1, got {args.layers}")
+    if args.width_div < 1:
+        raise BenchmarkUsageError(f"--width-div must be >= 1, got {args.width_div}")
+    if args.shape is None and (args.layers is not None or args.width_div != 1):
+        raise BenchmarkUsageError("--layers and --width-div shrink a --shape model; they do not apply to --model")
+
+
+def run_main(body, argv) -> int:
+    """Call body(argv) -> int, turning a refused configuration into a message and exit code 2."""
+    try:
+        return body(argv)
+    except BenchmarkUsageError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e.message}", file=sys.stderr)
+        return 2
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkUsageError(f"--device {name} asked for, but this machine has no CUDA device")
+    return dev
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def load_model(args, bench):
+    """(vlm, label): the VLM to measure and the name the summary line gives it."""
+    from harness.model import load_vlm
+
+    if args.shape is None:
+        dev = resolve_device(args.device)
+        vlm = load_vlm(args.model, device=str(dev), dtype=None if args.dtype == "auto" else args.dtype)
+        return vlm, Path(str(args.model).rstrip("/")).name or str(args.model)
+    shape = SHAPES[args.shape]
+    dev = resolve_device(args.device)
+    if dev.type != "cuda" and args.layers is None:
+        where = ("this machine has no CUDA device" if not torch.cuda.is_available()
+                 else f"--device {dev} was asked for")
+        raise BenchmarkUsageError(
+            f"--shape {args.shape} builds a {approx_params(shape) / 1e9:.1f} B-parameter model "
+            f"({approx_params(shape) * 2 / 2**30:.0f} GiB in bf16): it needs a CUDA GPU and does not fit a laptop "
+            f"CPU; {where}. For a smoke run on CPU add --layers K (e.g. --layers 1)")
+    dtype = DTYPES.get(args.dtype) or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    shape = shape.shrunk(args.layers, args.width_div)
+    vlm = build_shape_vlm(shape, bench, dev, dtype, seed=args.seed)
+    label = shape.name
+    if args.layers is not None or args.width_div > 1:
+        label += f"[layers={shape.text_layers}" + (f",width/{args.width_div}" if args.width_div > 1 else "") + "]"
+    return vlm, label
+
+
+def approx_params(shape: Shape) -> int:
+    """Parameter count of a LLaVA of this shape (weights only, biases and norms included roughly)."""
+    v, t = shape.vision_hidden, shape.text_hidden
+    vision = shape.vision_layers * (4 * v * v + 2 * v * shape.vision_mlp + 9 * v) + \
+        (shape.image_tokens + 1) * v + 3 * 14 * 14 * v
+    projector = v * t + t * t + 2 * t
+    text = shape.text_layers * (4 * t * t + 3 * t * shape.text_mlp + 2 * t) + 2 * shape.vocab_size * t
+    return vision + projector + text
+
+
+def benchmark_words(bench) -> list[str]:
+    """Every text a prompt or an answer of `bench` can contain (the tokenizer's vocabulary)."""
+    from harness.prompts import VOCAB_TEXTS
+
+    texts = list(VOCAB_TEXTS)
+    for profiles in bench.profiles.values():
+        for p in profiles:
+            texts += [p.vqa_question, p.vqa_answer, *[t for pair in p.ft_pairs for t in pair]]
+            for q in p.questions:
+                texts += [q.text, q.answer, *(q.options or {}).values()]
+    return texts
+
+
+def shape_tokenizer(shape: Shape, texts):
+    """Word-level tokenizer with exactly `shape.vocab_size` entries, ids as LLaVA-1.5's:
+    <unk>=0, <s>=1, </s>=2, the benchmark's words, filler tokens up to <image>=image_token_id,
+    <pad>=pad_token_id, fillers to the end (so every id a random model emits decodes)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.Lowercase()
+    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    words = sorted({w for text in texts
+                    for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text.replace(IMAGE, " ")))})
+    fixed = {shape.image_token_id: IMAGE, shape.pad_token_id: PAD}
+    head = [UNK, BOS, EOS] + words
+    if len(head) > min(fixed):
+        raise BenchmarkUsageError(f"the benchmark has {len(words)} distinct words; more than fit below id {min(fixed)}")
+    vocab, nxt = {}, iter(head)
+    for i in range(shape.vocab_size):
+        vocab[fixed.get(i) or next(nxt, None) or f"<w{i}>"] = i
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, bos_token=BOS, eos_token=EOS,
+                                   pad_token=PAD, clean_up_tokenization_spaces=True)
+    fast.add_special_tokens({"additional_special_tokens": [IMAGE]})
+    fast.padding_side = "left"
+    assert fast.convert_tokens_to_ids(IMAGE) == shape.image_token_id and len(fast) == shape.vocab_size
+    return fast
+
+
+def shape_processor(shape: Shape, tokenizer):
+    """LlavaProcessor with a CLIP image processor at shape.image_size: `<image>` -> image_tokens tokens."""
+    import transformers
+    from transformers import LlavaProcessor
+
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    image_processor = cls(size={"shortest_edge": shape.image_size},
+                          crop_size={"height": shape.image_size, "width": shape.image_size})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=shape.patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=IMAGE)
+
+
+def shape_config(shape: Shape, tokenizer):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    vision = CLIPVisionConfig(hidden_size=shape.vision_hidden, intermediate_size=shape.vision_mlp,
+                              num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
+                              image_size=shape.image_size, patch_size=shape.patch_size,
+                              projection_dim=shape.projection_dim, hidden_act="quick_gelu")
+    text = LlamaConfig(vocab_size=shape.vocab_size, hidden_size=shape.text_hidden, intermediate_size=shape.text_mlp,
+                       num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads,
+                       num_key_value_heads=shape.text_heads, max_position_embeddings=shape.max_positions,
+                       rms_norm_eps=1e-5, pad_token_id=ids(PAD), bos_token_id=ids(BOS), eos_token_id=ids(EOS),
+                       tie_word_embeddings=False)
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=ids(IMAGE),
+                       vision_feature_select_strategy="default", vision_feature_layer=-2,
+                       projector_hidden_act="gelu", image_seq_length=shape.image_tokens, tie_word_embeddings=False)
+
+
+def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
+    """A random-weight LLaVA of `shape` built directly on `device` in `dtype`, wrapped as a VLM."""
+    from transformers import LlavaForConditionalGeneration
+
+    from harness.model import wrap_vlm
+
+    tokenizer = shape_tokenizer(shape, benchmark_words(bench))
+    processor = shape_processor(shape, tokenizer)
+    cfg = shape_config(shape, tokenizer)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(cfg, dtype=dtype)
+    model.eval().requires_grad_(False)
+    gen = model.generation_config
+    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = cfg.text_config.pad_token_id, \
+        cfg.text_config.bos_token_id, cfg.text_config.eos_token_id
+    gen.do_sample = False
+    return wrap_vlm(model, processor, source=f"shape:{shape.name}")
+
+
+def model_facts(vlm) -> dict:
+    """Parameter count, device and dtype of the measured model (for the JSON file)."""
+    return {"parameters": int(sum(p.numel() for p in vlm.model.parameters())), "device": str(vlm.device),
+            "dtype": str(vlm.dtype).replace("torch.", ""), "arch": vlm.arch, "source": vlm.source}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    """(result, seconds) of fn(), with CUDA work finished before the clock is read."""
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def environment(device) -> dict:
+    dev = torch.device(device)
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if dev.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(dev)
+    env.update(cpu_load())
+    return env
+
+
+def cpu_load() -> dict:
+    """Load average and Linux CPU pressure (share of the last 10 s in which some runnable task
+    waited for a CPU): other work on the machine makes CPU figures meaningless."""
+    out = {}
+    try:
+        out["loadavg"] = list(os.getloadavg())
+    except OSError:  # pragma: no cover - not on Linux/macOS
+        pass
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            out["cpu_pressure_some_avg10"] = float(fh.readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
+def warn_if_contended(device, threshold: float = 25.0) -> None:
+    """A note on stderr (stdout keeps its one line) when the CPU was contended while measuring."""
+    load = cpu_load()
+    pressure = load.get("cpu_pressure_some_avg10")
+    if torch.device(device).type == "cpu" and pressure is not None and pressure > threshold:
+        print(f"warning: CPU pressure {pressure:.0f}% over the last 10 s (load average "
+              f"{', '.join(f'{x:.2f}' for x in load.get('loadavg', []))}): other processes competed for the CPU "
+              "and these figures are unreliable", file=sys.stderr)
+
+
+def write_json(path, figures: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def shape_dict(shape: Shape) -> dict:
+    return asdict(shape)

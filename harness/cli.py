@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
 
         set_quiet(True)
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        from harness import distributed
+
+        distributed.shutdown()
+        return code
     except MMUnlearnError as exc:
         print(f"mmunlearn {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -88,3 +88,14 @@ def gather_objects(obj) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def shutdown() -> None:
+    """Leave the process group together: a final barrier, then destroy it, so no rank exits
+    while another still talks to it (an abort at interpreter exit otherwise)."""
+    if launched():
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()

@@ -329,8 +329,7 @@ def environment(device) -> dict:
 
 
 def cpu_load() -> dict:
-    """Load average and Linux CPU pressure (share of the last 10 s in which some runnable task
-    waited for a CPU): other work on the machine makes CPU figures meaningless."""
+    """Load average and Linux CPU pressure at this moment (recorded in the JSON file)."""
     out = {}
     try:
         out["loadavg"] = list(os.getloadavg())
@@ -344,14 +343,44 @@ def cpu_load() -> dict:
     return out
 
 
-def warn_if_contended(device, threshold: float = 25.0) -> None:
-    """A note on stderr (stdout keeps its one line) when the CPU was contended while measuring."""
-    load = cpu_load()
-    pressure = load.get("cpu_pressure_some_avg10")
-    if torch.device(device).type == "cpu" and pressure is not None and pressure > threshold:
-        print(f"warning: CPU pressure {pressure:.0f}% over the last 10 s (load average "
-              f"{', '.join(f'{x:.2f}' for x in load.get('loadavg', []))}): other processes competed for the CPU "
-              "and these figures are unreliable", file=sys.stderr)
+def _jiffies() -> tuple[int, int] | None:
+    """(busy CPU ticks of the whole machine, CPU ticks of this process), Linux only."""
+    try:
+        with open("/proc/stat") as fh:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fh.readline().split()[1:8])
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return user + nice + system + irq + softirq, int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class OtherLoad:
+    """How many CPU cores other processes kept busy, on average, while the block ran: the
+    machine's busy time minus this process's, over the wall time. CPU figures taken while
+    other work runs are meaningless (two OpenMP pools on the same cores slow each other by
+    orders of magnitude), so the scripts warn on stderr above `threshold` cores."""
+
+    def __init__(self, threshold: float = 0.25):
+        self.threshold, self.cores = threshold, None
+
+    def __enter__(self):
+        self._start, self._t = _jiffies(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        end, wall = _jiffies(), time.perf_counter() - self._t
+        if self._start is not None and end is not None and wall > 0:
+            ticks = os.sysconf("SC_CLK_TCK")
+            other = (end[0] - self._start[0]) - (end[1] - self._start[1])
+            self.cores = max(0.0, other / ticks / wall)
+        return False
+
+    def warn(self, device) -> None:
+        if torch.device(device).type == "cpu" and self.cores is not None and self.cores > self.threshold:
+            print(f"warning: other processes kept {self.cores:.2f} CPU cores busy during the measurement "
+                  f"({os.cpu_count()} on this machine); these CPU figures are unreliable, re-run on an idle machine",
+                  file=sys.stderr)
 
 
 def write_json(path, figures: dict) -> None:

@@ -33,8 +33,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    BenchmarkUsageError, add_common_arguments, environment, load_model, model_facts, run_main, setup,
-    synchronize, timed, warn_if_contended, write_json,
+    BenchmarkUsageError, OtherLoad, add_common_arguments, environment, load_model, model_facts, run_main,
+    setup, synchronize, timed, write_json,
 )
 
 MIB = 2 ** 20
@@ -283,12 +283,13 @@ def _main(argv) -> int:
     vlm, label = load_model(args, bench)
     nmap = neuron_map(vlm.model)
     data = sized_data(bench, args.n)
-    times = time_passes(vlm, nmap, data, args)
     sizes = sorted({args.n, args.n * args.scale})
     mem = {}
-    for size in sizes:
-        d = sized_data(bench, size)
-        mem[size] = peak_memory(vlm, lambda: statistics_pass(vlm, nmap, d, args.batch, args.variant, args.tau))
+    with OtherLoad() as others:
+        times = time_passes(vlm, nmap, data, args)
+        for size in sizes:
+            d = sized_data(bench, size)
+            mem[size] = peak_memory(vlm, lambda: statistics_pass(vlm, nmap, d, args.batch, args.variant, args.tau))
     line = summary(label, vlm, args, times, mem)
     if args.json:
         write_json(args.json, {
@@ -299,8 +300,9 @@ def _main(argv) -> int:
             "ratio_model_calls": times["calls_hooked"] / times["calls_bare"],
             "memory": {str(k): v for k, v in mem.items()},
             "memory_growth": mem[sizes[-1]]["peak_bytes"] / mem[sizes[0]]["peak_bytes"],
+            "other_processes_cores": others.cores,
         })
-    warn_if_contended(vlm.device)
+    others.warn(vlm.device)
     print(line, flush=True)
     return 0
 

@@ -1,7 +1,7 @@
 """What both benchmark scripts share: which model to measure, the LLaVA-1.5-7B-shaped random
 model (no download), threads, quiet mode, wall clocks and the JSON figures file.
 
-`--model DIR|HUB_ID` loads a checkpoint with `harness.model.load_vlm` (default: the embedded
+`--model DIR|HUB_ID` loads a checkpoint with `mmunlearn.harness.core.model.load_vlm` (default: the embedded
 tiny LLaVA). `--shape llava-7b` instead builds a `LlavaForConditionalGeneration` with random
 weights from a config of LLaVA-1.5-7B's shape (CLIP ViT-L/14-336 + Llama-2-7B/Vicuna), a
 word-level tokenizer over the benchmark's words padded to the 32,064-entry vocabulary and a
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
 
 
 class BenchmarkUsageError(SystemExit):
@@ -115,7 +115,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def setup(args) -> None:
     """Threads, progress bars and library chatter, before anything heavy runs."""
-    from harness.progress import set_quiet
+    from mmunlearn.harness.core.progress import set_quiet
 
     if args.threads is not None:
         if args.threads < 1:
@@ -162,7 +162,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def load_model(args, bench):
     """(vlm, label): the VLM to measure and the name the summary line gives it."""
-    from harness.model import load_vlm
+    from mmunlearn.harness.core.model import load_vlm
 
     if args.shape is None:
         dev = resolve_device(args.device)
@@ -198,7 +198,7 @@ def approx_params(shape: Shape) -> int:
 
 def benchmark_words(bench) -> list[str]:
     """Every text a prompt or an answer of `bench` can contain (the tokenizer's vocabulary)."""
-    from harness.prompts import VOCAB_TEXTS
+    from mmunlearn.harness.core.prompts import VOCAB_TEXTS
 
     texts = list(VOCAB_TEXTS)
     for profiles in bench.profiles.values():
@@ -273,7 +273,7 @@ def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
     """A random-weight LLaVA of `shape` built directly on `device` in `dtype`, wrapped as a VLM."""
     from transformers import LlavaForConditionalGeneration
 
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.core.model import wrap_vlm
 
     tokenizer = shape_tokenizer(shape, benchmark_words(bench))
     processor = shape_processor(shape, tokenizer)

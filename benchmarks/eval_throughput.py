@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def official_requests(vlm, bench, set_: str, task: str, mode: str, n: int, shots="0", seed: int = 0):
     """(questions, requests): the first n questions by qid hash (as `run --limit`) and their
     official requests built by the task layer."""
-    from harness.records import ImageDecoder
-    from harness.runner import limit_questions
-    from tasks.base import TaskContext, get_task
+    from mmunlearn.harness.core.records import ImageDecoder
+    from mmunlearn.harness.app.runner import limit_questions
+    from mmunlearn.harness.core.contracts import TaskContext, get_task
 
     questions = limit_questions(bench.questions(sets=[set_], tasks=[task], modes=[mode]), n)
     if not questions:
@@ -109,7 +109,7 @@ def _main(argv) -> int:
     setup(args)
     if min(args.n, args.batch, args.max_new_tokens, args.repeat) < 1:
         raise BenchmarkUsageError("--n, --batch, --max-new-tokens and --repeat must be >= 1")
-    from harness.bench import load_benchmark
+    from mmunlearn.harness.core.bench import load_benchmark
 
     bench = load_benchmark(args.bench, forget=args.forget)
     vlm, label = load_model(args, bench)

@@ -1,7 +1,7 @@
 """MANU's statistics pass: its cost against a bare forward pass, and its memory at two dataset sizes.
 
 MANU (methods/manu.py) streams per-neuron statistics over the forget and retain fact pairs with
-forward hooks (`collect_statistics` driving `harness.neurons.ActivationRecorder`, or
+forward hooks (`collect_statistics` driving `mmunlearn.harness.core.neurons.ActivationRecorder`, or
 `OutputRecorder` for `--variant official`): one forward pass per batch, nothing stored per
 sample. This script times that pass and divides it by a bare forward pass (the same loop,
 same inputs and batches, same encoding, no hooks); it also gives the ratio for the model calls
@@ -61,8 +61,8 @@ def sized_data(bench, n: int):
     """UnlearnData with exactly n fact pairs per (dataset, mode) bucket: the benchmark's forget
     and retain pairs, repeated in order when a bucket has fewer (the same objects, so the data
     itself costs no extra memory)."""
-    from harness.records import MODES
-    from methods.base import UnlearnData
+    from mmunlearn.harness.core.records import MODES
+    from mmunlearn.harness.core.contracts import UnlearnData
 
     full = UnlearnData.from_benchmark(bench)
 
@@ -76,8 +76,8 @@ def sized_data(bench, n: int):
 
 
 def make_recorder(vlm, nmap, variant: str, tau: float):
-    from harness.neurons import ActivationRecorder
-    from methods.manu import OutputNeurons, OutputRecorder
+    from mmunlearn.harness.core.neurons import ActivationRecorder
+    from mmunlearn.methods.manu import OutputNeurons, OutputRecorder
 
     if variant == "official":
         index = OutputNeurons(vlm.model, nmap)
@@ -86,8 +86,8 @@ def make_recorder(vlm, nmap, variant: str, tau: float):
 
 
 def statistics_pass(vlm, nmap, data, batch: int, variant: str, tau: float) -> dict:
-    """What Manu.apply runs for its statistics stage (methods.manu.collect_statistics)."""
-    from methods.manu import collect_statistics
+    """What Manu.apply runs for its statistics stage (mmunlearn.methods.manu.collect_statistics)."""
+    from mmunlearn.methods.manu import collect_statistics
 
     recorder, total = make_recorder(vlm, nmap, variant, tau)
     with recorder:
@@ -96,8 +96,8 @@ def statistics_pass(vlm, nmap, data, batch: int, variant: str, tau: float) -> di
 
 def batches(data, batch: int):
     """(bucket, fact pairs) in collect_statistics' order."""
-    from harness.seeding import chunks
-    from methods.manu import DATASETS, MODES, bucket
+    from mmunlearn.harness.core.seeding import chunks
+    from mmunlearn.methods.manu import DATASETS, MODES, bucket
 
     for dataset in DATASETS:
         for mode in MODES:
@@ -108,7 +108,7 @@ def batches(data, batch: int):
 @torch.no_grad()
 def bare_pass(vlm, data, batch: int) -> None:
     """collect_statistics' loop without any hook: encode each batch, call the model."""
-    from methods.base import encode_pairs, model_inputs
+    from mmunlearn.harness.core.contracts import encode_pairs, model_inputs
 
     vlm.model.eval()
     for _, b in batches(data, batch):
@@ -128,7 +128,7 @@ def model_calls(vlm, encoded, recorder=None) -> None:
 
 def time_passes(vlm, nmap, data, args) -> dict:
     """Fastest of `repeat` runs of each pass, interleaved so drift hits both alike."""
-    from methods.base import encode_pairs, model_inputs
+    from mmunlearn.harness.core.contracts import encode_pairs, model_inputs
 
     dev = vlm.device
     encoded = [(key, model_inputs(encode_pairs(vlm, b))) for key, b in batches(data, args.batch)]
@@ -157,7 +157,7 @@ def _hooked_calls(vlm, nmap, encoded, args) -> None:
 
 
 def sized_data_head(data, batch: int):
-    from methods.base import UnlearnData
+    from mmunlearn.harness.core.contracts import UnlearnData
 
     return UnlearnData(forget={m: p[:batch] for m, p in data.forget.items()},
                        retain={m: p[:batch] for m, p in data.retain.items()})
@@ -276,8 +276,8 @@ def _main(argv) -> int:
         raise BenchmarkUsageError(f"--n ({args.n}) must be at least --batch ({args.batch}): with fewer samples per "
                                   "bucket the two sizes would run different batch shapes, and memory would follow "
                                   "the batch, not the dataset")
-    from harness.bench import load_benchmark
-    from harness.neurons import neuron_map
+    from mmunlearn.harness.core.bench import load_benchmark
+    from mmunlearn.harness.core.neurons import neuron_map
 
     bench = load_benchmark(args.bench, forget=args.forget)
     vlm, label = load_model(args, bench)

@@ -1,1 +1,1 @@
-"""mmunlearn engine: benchmark data, model adapters, runner, judge, results, leaderboard, CLI."""
+"""mmunlearn: benchmark harness for machine unlearning in multimodal LLMs. Layers: core < (tasks, methods) < embedded < app."""

@@ -2,14 +2,14 @@
 
     L = -(1/|B|) sum_{d in B_forget} NLL(d)       (NLL(d): mean over d's answer tokens)
 
-Training set-up (LoRA, AdamW, lr, batch, epochs) is methods.training's, MLLMU-Bench's defaults.
+Training set-up (LoRA, AdamW, lr, batch, epochs) is mmunlearn.methods.training's, MLLMU-Bench's defaults.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import Method, register_method
-from methods.training import TrainParams, mean_answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, register_method
+from mmunlearn.methods.training import TrainParams, mean_answer_nll, run_training_method
 
 
 def ga_loss(model, forget, retain, reference):

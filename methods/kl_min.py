@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import Method, model_inputs, register_method
-from methods.training import RetainTrainParams, kl_to_reference, mean_answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, model_inputs, register_method
+from mmunlearn.methods.training import RetainTrainParams, kl_to_reference, mean_answer_nll, run_training_method
 
 
 def kl_min_loss(weight: float):

@@ -1,7 +1,7 @@
 """MANU: Modality-Aware Neuron Unlearning (the reference method; seeds/002, DESIGN "MANU, precisely").
 
 A *neuron* is one intermediate unit of an MLP block (the input of `down_proj` / `fc2`) in every
-layer of the language model and the vision tower (harness.neurons.NeuronMap).
+layer of the language model and the vision tower (mmunlearn.harness.core.neurons.NeuronMap).
 
 Stage 1, important neuron selection. For the forget set D_f and the retain set D_r, each in a
 multimodal (image + question + answer) and a text-only format, stream per neuron and per
@@ -19,7 +19,7 @@ Stage 2, selective pruning::
 
     S_n = I(D_f, n) / (I(D_r, n) + eps)            (`score`)
 
-and the top alpha of neurons by S_n are pruned (`select_top`, then harness.neurons.prune_units,
+and the top alpha of neurons by S_n are pruned (`select_top`, then mmunlearn.harness.core.neurons.prune_units,
 which zeroes the neuron's column of down/fc2 and its rows of gate/up/fc1, so its contribution
 vanishes exactly). The pool the top alpha is taken from is configurable: all neurons ("global"),
 each tower separately ("tower", so the language model cannot crowd out the vision tower or vice
@@ -65,20 +65,19 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from harness.records import MODES
-from methods.base import (
+from mmunlearn.harness.core.records import MODES
+from mmunlearn.harness.core.contracts import (
     Method,
     MethodParams,
     MethodResult,
     UnlearnData,
-    chunks,
     encode_pairs,
     model_inputs,
     new_report,
     register_method,
-    seed_everything,
     stage,
 )
+from mmunlearn.harness.core.seeding import chunks, seed_everything
 
 DATASETS = ("forget", "retain")
 STATS = ("n", "sum_abs", "sum", "sum_sq", "n_active")
@@ -249,8 +248,8 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
     Under a multi-process launch each rank streams its share of the batches and the sums (every
     statistic is a sum) are added up across ranks."""
     import torch
-    from harness import distributed
-    from harness.progress import progress_bar
+    from mmunlearn.harness.core import distributed
+    from mmunlearn.harness.core.progress import progress_bar
 
     vlm.model.eval()
     with torch.no_grad():
@@ -301,7 +300,7 @@ class OutputNeurons:
 class OutputRecorder:
     """Per-token statistics of the hooked projections' outputs (the authors' code), streamed.
 
-    Same interface as harness.neurons.ActivationRecorder. Language outputs are counted over
+    Same interface as mmunlearn.harness.core.neurons.ActivationRecorder. Language outputs are counted over
     non-padding tokens only (the token mask); vision outputs over all patches.
     """
 
@@ -473,7 +472,7 @@ class Manu(Method):
             return OFFICIAL_EPS if self.variant == "official" else PAPER_EPS
 
     def apply(self, vlm, data: UnlearnData, params: Params, seed: int):
-        from harness.neurons import ActivationRecorder, neuron_map, prune_units
+        from mmunlearn.harness.core.neurons import ActivationRecorder, neuron_map, prune_units
 
         seed_everything(seed)
         report = new_report(self, params, seed)

@@ -30,17 +30,17 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.errors import ConfigError
-from methods.base import Method, MethodParams, MethodResult, UnlearnData, chunks, encode_pairs, new_report, register_method, \
-    seed_everything, stage
-from methods.training import mean_answer_nll
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.contracts import Method, MethodParams, MethodResult, UnlearnData, encode_pairs, new_report, register_method, stage
+from mmunlearn.harness.core.seeding import chunks, seed_everything
+from mmunlearn.methods.training import mean_answer_nll
 
 RATIO_EPS = 1e-15
 
 
 def tower_parameters(model, towers) -> dict[str, object]:
     """name -> parameter for every parameter under the given towers ("vision", "language")."""
-    from harness.neurons import tower_paths
+    from mmunlearn.harness.core.neurons import tower_paths
 
     paths = tower_paths(model)
     prefixes = tuple(paths[t] + "." for t in towers)
@@ -50,7 +50,7 @@ def tower_parameters(model, towers) -> dict[str, object]:
 def saliency(vlm, pairs, params: dict, batch_size: int, desc: str) -> dict:
     """F(w) = mean over batches of the squared gradient of the batch NLL, for every w in params."""
     import torch
-    from harness.progress import progress_bar
+    from mmunlearn.harness.core.progress import progress_bar
 
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     batches = chunks(pairs, batch_size)
@@ -145,7 +145,7 @@ class MMUnlearner(Method):
     def _unlearn(self, vlm, scope: dict, mask: dict, forget, retain, params: Params, seed: int) -> dict:
         """Masked ascent steps on forget interleaved with plain descent steps on retain."""
         import torch
-        from harness.progress import progress_bar
+        from mmunlearn.harness.core.progress import progress_bar
 
         model = vlm.model
         weights = list(scope.values())

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import Method, model_inputs, register_method
-from methods.training import TrainParams, answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, model_inputs, register_method
+from mmunlearn.methods.training import TrainParams, answer_nll, run_training_method
 
 
 def npo_loss(beta: float):
@@ -46,7 +46,7 @@ class NPO(Method):
     def apply(self, vlm, data, params: Params, seed):
         ref = None
         if params.ref_model:
-            from harness.model import load_vlm
+            from mmunlearn.harness.core.model import load_vlm
 
             ref = load_vlm(params.ref_model, device=vlm.device, dtype=vlm.dtype).model.eval()
             for p in ref.parameters():

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.prompts import PROMPTING_SYSTEM_PROMPT
-from methods.base import Method, MethodParams, MethodResult, new_report, register_method
+from mmunlearn.harness.core.prompts import PROMPTING_SYSTEM_PROMPT
+from mmunlearn.harness.core.contracts import Method, MethodParams, MethodResult, new_report, register_method
 
 
 @register_method

@@ -24,8 +24,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from harness.errors import ConfigError
-from methods.base import MethodParams, MethodResult, UnlearnData, chunks, encode_pairs, model_inputs, new_report, seed_everything, stage
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.contracts import MethodParams, MethodResult, UnlearnData, encode_pairs, model_inputs, new_report, stage
+from mmunlearn.harness.core.seeding import chunks, seed_everything
 
 Mode = Literal["image_text", "text_only"]
 
@@ -195,8 +196,8 @@ def train(vlm, data: UnlearnData, params: TrainParams, seed: int, loss_fn, *, me
     Returns the report: trainable parameters, steps, per-epoch mean of each loss term, seconds.
     """
     import torch
-    from harness import distributed
-    from harness.progress import progress_bar
+    from mmunlearn.harness.core import distributed
+    from mmunlearn.harness.core.progress import progress_bar
 
     seed_everything(seed)
     report = {"seconds": {}}

@@ -1,7 +1,7 @@
 """Vanilla: the model as loaded, no unlearning (the reference row of every leaderboard)."""
 from __future__ import annotations
 
-from methods.base import Method, MethodResult, new_report, register_method
+from mmunlearn.harness.core.contracts import Method, MethodResult, new_report, register_method
 
 
 @register_method

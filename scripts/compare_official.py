@@ -11,7 +11,7 @@ test profile:
 * official: `evaluate_classification`, `evaluate_fill_in_the_blank` and `evaluate_generation` of
   eval.py, called as its `main()` calls them (modes forget, test, retain_shared,
   retain_celebrity; args.model_id = "llava-hf/llava-1.5-7b-hf", so the LLaVA branches run);
-* ours: `harness.runner.run_benchmark(RunConfig(method="vanilla", shots=0, test_images="first",
+* ours: `mmunlearn.harness.app.runner.run_benchmark(RunConfig(method="vanilla", shots=0, test_images="first",
   judge=None, device="cpu"))`, read back from `<work>/ours/samples.jsonl`; our prompt strings are
   rebuilt with `Task.requests` and the adapter's `vlm.prompt(req)`.
 
@@ -422,8 +422,8 @@ def key_of(sample: dict) -> tuple:
 
 
 def our_record(sample: dict) -> dict:
-    """A samples.jsonl line as the fields compared (the answer as harness.prompts extracts it)."""
-    from harness.prompts import extract_answer
+    """A samples.jsonl line as the fields compared (the answer as mmunlearn.harness.core.prompts extracts it)."""
+    from mmunlearn.harness.core.prompts import extract_answer
 
     extra, scores, response = sample.get("extra") or {}, sample.get("scores") or {}, sample["response"]
     rec = {"response": response, "answer": extra.get("answer", extract_answer(response))}
@@ -447,7 +447,7 @@ def read_samples(path: Path) -> dict[tuple, dict]:
 
 
 def run_ours(model_dir: str, bench: Path, forget: int, sets, work: Path, batch_size=None) -> dict[tuple, dict]:
-    from harness.runner import RunConfig, run_benchmark
+    from mmunlearn.harness.app.runner import RunConfig, run_benchmark
 
     out = work / "ours"
     cfg = RunConfig(model=model_dir, bench=str(bench), forget=forget, method="vanilla", shots=0,
@@ -461,11 +461,11 @@ def our_prompts(model, model_dir: str, bench: Path, forget: int, sets) -> dict[t
     """Our full prompt string per question: Task.requests + the adapter's vlm.prompt(req)."""
     from transformers import AutoProcessor
 
-    from harness.bench import load_benchmark
-    from harness.model import wrap_vlm
-    from harness.records import ImageDecoder
-    from tasks import get_task
-    from tasks.base import TaskContext
+    from mmunlearn.harness.core.bench import load_benchmark
+    from mmunlearn.harness.core.model import wrap_vlm
+    from mmunlearn.harness.core.records import ImageDecoder
+    from mmunlearn.harness.core.contracts import get_task
+    from mmunlearn.harness.core.contracts import TaskContext
 
     b = load_benchmark(str(bench), forget, test_images="first")
     vlm = wrap_vlm(model, AutoProcessor.from_pretrained(model_dir), source=model_dir)
@@ -578,7 +578,7 @@ def _verdict(task: str, rec: dict) -> str:
 # ============================================================================ main
 
 def parse_args(argv=None):
-    from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
+    from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--official", default=DEFAULT_OFFICIAL, help="eval.py, its folder, or a git dir (HEAD:eval.py)")
@@ -614,7 +614,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     bench = Path(args.bench)
     if not bench.exists():
-        from harness.minibench import build_minibench
+        from mmunlearn.harness.embedded.minibench import build_minibench
 
         print(f"building the mini-bench into {bench} (seed 0)", file=sys.stderr)
         build_minibench(bench, seed=0)

@@ -16,12 +16,12 @@ import copy
 
 import numpy as np
 
-from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
-from harness.model import load_vlm
-from harness.neurons import neuron_map, prune_units
-from harness.records import MODES
-from tasks import TaskContext, get_task
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+from mmunlearn.harness.core.model import load_vlm
+from mmunlearn.harness.core.neurons import neuron_map, prune_units
+from mmunlearn.harness.core.records import MODES
+from mmunlearn.harness.core.contracts import TaskContext, get_task
 
 
 def cloze_accuracy(vlm, questions, batch_size: int) -> float:

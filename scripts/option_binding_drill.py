@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
-from harness.model import Request, load_vlm
-from harness.records import LETTERS
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
+from mmunlearn.harness.core.model import Request, load_vlm
+from mmunlearn.harness.core.records import LETTERS
 
 
 def drill_item(values: list[str], rng: random.Random) -> tuple[str, str]:

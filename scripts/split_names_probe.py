@@ -20,11 +20,11 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from harness import tiny_model as tm
-from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH
-from harness.model import wrap_vlm
-from harness.prompts import BLANK
+from mmunlearn.harness.embedded import tiny_model as tm
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH
+from mmunlearn.harness.core.model import wrap_vlm
+from mmunlearn.harness.core.prompts import BLANK
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Multiple-choice classification, scored as the official MLLMU-Bench evaluation does.
 
-Official parsing (`harness.prompts.first_letter`): the answer is the response up to any
+Official parsing (`mmunlearn.harness.core.prompts.first_letter`): the answer is the response up to any
 `ASSISTANT:` the model generated itself, stripped; its first character, upper-cased, is the
 letter if it is A-D, else the answer is wrong. Consequences users should know (kept for
 comparability): "b" and "B. Paris" / "B: ..." / "B)" count as B; "" counts as wrong; "(B)",
@@ -18,17 +18,17 @@ the argmax is the answer. Scorer "loglik_answer" asks the bare question (no opti
 image, no examples) and scores each option text as its answer (length-normalised), lm-eval's
 "cloze-style" multiple choice: it measures whether the model knows the fact, independently of
 whether it can read an option list. The model adapter joins each continuation to the prompt the
-way it joins training answers (harness.model scores " " + option).
+way it joins training answers (mmunlearn.harness.core.model scores " " + option).
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-from harness.errors import ConfigError
-from harness.prompts import Request, first_letter
-from harness.records import LETTERS, ImageDecoder, Question
-from tasks.base import SampleResult, Task, TaskContext, register_task
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.prompts import Request, first_letter
+from mmunlearn.harness.core.records import LETTERS, ImageDecoder, Question
+from mmunlearn.harness.core.contracts import SampleResult, Task, TaskContext, register_task
 
 SCORERS = {"generate": "accuracy", "loglik": "accuracy_loglik", "loglik_text": "accuracy_loglik_text",
            "loglik_answer": "accuracy_loglik_answer"}

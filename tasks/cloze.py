@@ -5,7 +5,7 @@ for LLaVA (one for Idefics2), all of their cloze questions of the mode with
 `Correct Answer: ...`, on every set (the celebrities get none: their IDs are not in Full_Set).
 
 `accuracy` (official): correct when the lowercased ground truth occurs anywhere in the lowercased
-answer (the response up to any `ASSISTANT:` it generated itself, harness.prompts.extract_answer),
+answer (the response up to any `ASSISTANT:` it generated itself, mmunlearn.harness.core.prompts.extract_answer),
 so "He was a doctor in Paris." is correct for "doctor" (and so is "not a doctor").
 `exact_match`: correct when response and ground truth are equal after normalisation (lowercase,
 punctuation removed, whitespace collapsed). A question with an empty ground truth cannot be
@@ -17,9 +17,9 @@ import re
 import unicodedata
 from typing import Sequence
 
-from harness.prompts import extract_answer
-from harness.records import ImageDecoder, Question
-from tasks.base import SampleResult, Task, TaskContext, register_task
+from mmunlearn.harness.core.prompts import extract_answer
+from mmunlearn.harness.core.records import ImageDecoder, Question
+from mmunlearn.harness.core.contracts import SampleResult, Task, TaskContext, register_task
 
 
 def normalise(text: str) -> str:

@@ -1,7 +1,7 @@
 """Open generation: one-sentence answers scored by ROUGE, BLEU and an LLM factuality judge.
 
 The answer is the response up to any `ASSISTANT:` the model generated itself, stripped
-(harness.prompts.extract_answer, as the official eval.py reads it). ROUGE-1/2/L are F-measures
+(mmunlearn.harness.core.prompts.extract_answer, as the official eval.py reads it). ROUGE-1/2/L are F-measures
 from `rouge_score` (stemmer on) and BLEU is nltk's `sentence_bleu` over whitespace tokens with
 smoothing method 1, both against the ground truth, as the official evaluation computes them.
 Factuality is the judge's raw 1-10 score, the papers' scale: samples keep it
@@ -15,9 +15,9 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
-from harness.prompts import extract_answer
-from harness.records import ImageDecoder, Question
-from tasks.base import SampleResult, Task, TaskContext, register_task
+from mmunlearn.harness.core.prompts import extract_answer
+from mmunlearn.harness.core.records import ImageDecoder, Question
+from mmunlearn.harness.core.contracts import SampleResult, Task, TaskContext, register_task
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 

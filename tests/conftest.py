@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from harness.minibench import PARQUET_NAME, build_minibench
+from mmunlearn.harness.embedded.minibench import PARQUET_NAME, build_minibench
 
 # Tiny models: one thread is fastest, and spinning extra threads on a shared 2-core machine
 # slows tests by two orders of magnitude.

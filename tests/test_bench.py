@@ -7,11 +7,11 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from harness.bench import load_benchmark
-from harness.cli import main
-from harness.errors import BenchmarkError, ConfigError
-from harness.minibench import PARQUET_NAME, expected_counts
-from harness.records import MODES, SETS, TASKS
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.cli import main
+from mmunlearn.harness.core.errors import BenchmarkError, ConfigError
+from mmunlearn.harness.embedded.minibench import PARQUET_NAME, expected_counts
+from mmunlearn.harness.core.records import MODES, SETS, TASKS
 
 from .conftest import SMALL
 

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from harness.bench import load_benchmark
-from harness.errors import BenchmarkError
-from harness.minibench import PARQUET_NAME
-from harness.records import LETTERS, MODES, SETS, TASKS, decode_image
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.core.errors import BenchmarkError
+from mmunlearn.harness.embedded.minibench import PARQUET_NAME
+from mmunlearn.harness.core.records import LETTERS, MODES, SETS, TASKS, decode_image
 
 # The configs load_benchmark(forget=5) reads.
 CONFIGS = ("ft_Data", "forget_5", "retain_95", "Test_Set", "Retain_Set", "Full_Set")

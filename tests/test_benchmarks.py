@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks import common, eval_throughput, manu_stats
-from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 from tests.tiny_vlms import make_tiny_vlm
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
@@ -22,7 +22,7 @@ def restore_globals(monkeypatch):
     """main() silences progress bars and library logging process-wide (it is a script); undo that."""
     from transformers.utils import logging as hf_logging
 
-    from harness import progress
+    from mmunlearn.harness.core import progress
 
     monkeypatch.setattr(progress, "_quiet", progress._quiet)
     monkeypatch.setenv("TQDM_DISABLE", os.environ.get("TQDM_DISABLE", ""))
@@ -69,7 +69,7 @@ def test_eval_throughput_text_only_generation(tiny_llava, capsys):
 
 
 def test_eval_throughput_exits_1_when_answers_differ(tiny_llava, monkeypatch, capsys):
-    from harness.model import VLM
+    from mmunlearn.harness.core.model import VLM
 
     real = VLM.generate
 
@@ -105,9 +105,9 @@ def test_manu_stats_reports_the_ratio_and_positive_memory_at_two_sizes(tiny_llav
 
 
 def test_manu_stats_statistics_pass_is_what_manu_collects(tiny_llava):
-    """The timed pass streams the four buckets of methods.manu.collect_statistics, n samples each."""
-    from harness.model import load_vlm
-    from harness.neurons import neuron_map
+    """The timed pass streams the four buckets of mmunlearn.methods.manu.collect_statistics, n samples each."""
+    from mmunlearn.harness.core.model import load_vlm
+    from mmunlearn.harness.core.neurons import neuron_map
 
     bench = load_benchmark(DEFAULT_BENCH, forget=15)
     vlm = load_vlm(tiny_llava, device="cpu")

@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from harness.cli import main
-from harness.results import write_results
+from mmunlearn.harness.app.cli import main
+from mmunlearn.harness.core.results import write_results
 
 BASE_METRICS = {
     s: {"classification": {m: {"accuracy": v, "n": 10} for m in ("image_text", "text_only")},

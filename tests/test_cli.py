@@ -1,7 +1,7 @@
 """The console script's help works for the tool and every subcommand (argparse %-formats help)."""
 import pytest
 
-from harness.cli import build_parser, main
+from mmunlearn.harness.app.cli import build_parser, main
 
 
 def _subcommands():

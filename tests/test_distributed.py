@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import distributed
-from harness.minibench import build_minibench
-from harness.results import SampleStore, merge_shards
+from mmunlearn.harness.core import distributed
+from mmunlearn.harness.embedded.minibench import build_minibench
+from mmunlearn.harness.core.results import SampleStore, merge_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 def _run(setup, out: Path, processes: int, *extra: str) -> dict:
-    args = ["-m", "harness.cli", "run", "--model", str(setup / "tiny" / "llava"), "--bench", str(setup / "bench"),
+    args = ["-m", "mmunlearn.harness.app.cli", "run", "--model", str(setup / "tiny" / "llava"), "--bench", str(setup / "bench"),
             "--forget", "15", "--sets", "forget", "retain", "--tasks", "classification", "cloze", "--shots", "0",
             "--limit", "6", "--max-new-tokens", "4", "--judge", "none", "--out", str(out), "--quiet", *extra]
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),

@@ -1,14 +1,14 @@
-"""harness.examples: in-context examples drawn as the official eval.py draws them, but seeded."""
+"""mmunlearn.harness.core.examples: in-context examples drawn as the official eval.py draws them, but seeded."""
 from __future__ import annotations
 
 import pytest
 from PIL import Image
 
-from harness.bench import Benchmark, load_benchmark
-from harness.errors import ConfigError
-from harness.examples import ExamplePlan, parse_shots, plan_examples, profile_count
-from harness.records import ImageDecoder, SETS
-from tasks import TaskContext, get_task
+from mmunlearn.harness.core.bench import Benchmark, load_benchmark
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.examples import ExamplePlan, parse_shots, plan_examples, profile_count
+from mmunlearn.harness.core.records import ImageDecoder, SETS
+from mmunlearn.harness.core.contracts import TaskContext, get_task
 from tests.test_tasks import FakeVLM
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import results as results_mod
-from harness.errors import ConfigError
-from harness.results import RESULTS_FILE, RUN_FILE, SAMPLES_FILE, SampleStore, atomic_write_json
-from harness.runner import run_benchmark
+from mmunlearn.harness.core import results as results_mod
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.results import RESULTS_FILE, RUN_FILE, SAMPLES_FILE, SampleStore, atomic_write_json
+from mmunlearn.harness.app.runner import run_benchmark
 from tests.test_runner import FakeVLM, cfg, fakes  # noqa: F401  (fakes: the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ class TornFile:
 
 
 class FaultyAppend:
-    """`open` for harness.results: the `fail_on`-th append to samples.jsonl fails with `error`,
+    """`open` for mmunlearn.harness.core.results: the `fail_on`-th append to samples.jsonl fails with `error`,
     either at open (permission) or halfway through the write (disk full)."""
 
     def __init__(self, fail_on: int, error: OSError, torn: bool):
@@ -304,7 +304,7 @@ def test_lock_of_a_live_process_refuses_and_of_a_killed_one_does_not(fakes, tmp_
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom harness.runner import run_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom mmunlearn.harness.app.runner import run_lock\n"
                                "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n"
                                "    time.sleep(300)\n", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -323,8 +323,8 @@ def test_lock_of_a_live_process_refuses_and_of_a_killed_one_does_not(fakes, tmp_
 
 
 def test_cli_reports_an_environment_failure_in_one_line_with_its_own_exit_code(monkeypatch, capsys, tmp_path):
-    from harness import cli
-    from harness.commands import run as run_cmd
+    from mmunlearn.harness.app import cli
+    from mmunlearn.harness.app.commands import run as run_cmd
 
     def full_disk(args):
         raise enospc(tmp_path / "samples.jsonl")

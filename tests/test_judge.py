@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.judge import Judge, JudgeResult, official_body, parse_official_reply, parse_reply
+from mmunlearn.harness.core.judge import Judge, JudgeResult, official_body, parse_official_reply, parse_reply
 from tests.fake_openai_server import FakeOpenAIServer
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -286,7 +286,7 @@ def test_from_args():
 def test_generation_task_with_the_official_judge_end_to_end(tmp_path):
     """The judge gets the extracted answer and the profile ID as the rubric's Image ID; the
     aggregate is the raw 1-10 mean over the answers it scored, failures counted apart."""
-    from tasks import TaskContext, get_task
+    from mmunlearn.harness.core.contracts import TaskContext, get_task
     from tests.test_tasks import FakeVLM, question
 
     qs = [question("generation", pid=p, answer="She works as a painter.") for p in ("p1", "p2", "p3")]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness.judge import Judge
+from mmunlearn.harness.core.judge import Judge
 from tests.fake_openai_server import FakeOpenAIServer
 
 KEY = "sk-test-hostile-0123456789"
@@ -178,7 +178,7 @@ def test_dead_endpoint_costs_a_bounded_number_of_calls_and_time(tmp_path):
 
 def test_mixed_hostile_endpoint_through_the_generation_task(tmp_path):
     """The generation task scores what the judge scored, counts the rest as failed, and finishes."""
-    from tasks import TaskContext, get_task
+    from mmunlearn.harness.core.contracts import TaskContext, get_task
     from tests.test_tasks import FakeVLM, question
 
     pids = [f"p{i}" for i in range(7)]

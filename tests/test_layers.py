@@ -8,27 +8,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CORE = {"records", "errors", "prompts", "examples", "bench", "model", "neurons", "judge", "results", "seeding",
-        "progress", "distributed", "defaults", "plugins", "minibench"}
-EMBEDDED = {"tiny_model"}  # builds and scores the demo model with the task plugins
-APPLICATION = {"runner", "leaderboard", "check", "cli", "commands"}
 ORDER = ("core", "plugins", "embedded", "application")
+# Each layer is a folder: harness/core, tasks + methods, harness/embedded, harness/app.
+FOLDERS = {"core": "core", "embedded": "embedded", "app": "application"}
 
 
 def layer_of(module: str) -> str | None:
     parts = module.split(".")
-    if parts[0] in ("tasks", "methods"):
-        return "plugins"
-    if parts[0] != "harness":
+    if parts[0] != "mmunlearn":
+        if parts[0] in ("harness", "tasks", "methods"):
+            raise AssertionError(f"{module}: import through the namespace, mmunlearn.{module}")
         return None  # a library
-    name = parts[1] if len(parts) > 1 else ""
-    if name in CORE or name == "":
-        return "core"
-    if name in EMBEDDED:
-        return "embedded"
-    if name in APPLICATION:
-        return "application"
-    raise AssertionError(f"module {module} has no layer: add it to tests/test_layers.py and docs/architecture.md")
+    if len(parts) > 1 and parts[1] in ("tasks", "methods"):
+        return "plugins"
+    if len(parts) > 2 and parts[1] == "harness" and parts[2] in FOLDERS:
+        return FOLDERS[parts[2]]
+    if parts[1:] == ["harness"]:
+        return "core"  # the package's own __init__ (a docstring)
+    raise AssertionError(f"module {module} has no layer: put it under harness/core, harness/embedded or harness/app")
 
 
 def imports(path: Path) -> set[str]:
@@ -44,7 +41,7 @@ def imports(path: Path) -> set[str]:
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(parts)
+    return ".".join(("mmunlearn", *parts))
 
 
 def test_no_module_imports_from_a_higher_layer():
@@ -63,5 +60,20 @@ def test_no_module_imports_from_a_higher_layer():
 
 def test_the_checker_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from harness.runner import run_benchmark\n")
-    assert "harness.runner" in imports(bad) and layer_of("harness.runner") == "application"
+    bad.write_text("def f():\n    from mmunlearn.harness.app.runner import run_benchmark\n")
+    assert "mmunlearn.harness.app.runner" in imports(bad) and layer_of("mmunlearn.harness.app.runner") == "application"
+
+
+def test_every_harness_module_sits_in_a_layer_folder():
+    loose = [p.name for p in (ROOT / "harness").glob("*.py") if p.name != "__init__.py"]
+    assert not loose, f"modules outside the layer folders of harness/: {loose}"
+
+
+def test_the_core_and_the_embedded_demo_never_import_a_plugin():
+    """The application and the registries find plugins through entry points only."""
+    wrong = []
+    for folder in ("harness/core", "harness/embedded", "harness/app"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            wrong += [f"{path.relative_to(ROOT)} imports {m}" for m in imports(path)
+                      if layer_of(m) == "plugins"]
+    assert not wrong, "\n".join(wrong)

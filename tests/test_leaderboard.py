@@ -3,10 +3,10 @@ import csv
 
 import pytest
 
-from harness.cli import main
-from harness.errors import ConfigError
-from harness.leaderboard import load_runs, markdown, marks, method_label, plot_tradeoff, tradeoff_points
-from harness.results import write_results
+from mmunlearn.harness.app.cli import main
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.app.leaderboard import load_runs, markdown, marks, method_label, plot_tradeoff, tradeoff_points
+from mmunlearn.harness.core.results import write_results
 
 
 def metrics(forget, retain, text_penalty=0.0):

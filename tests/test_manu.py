@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import ConfigError
-from methods import get_method, parse_params
-from methods.manu import (
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.contracts import get_method, parse_params
+from mmunlearn.methods.manu import (
     FUNCTIONS,
     STATS,
     NeuronIndex,
@@ -146,7 +146,7 @@ def data():
 
 @pytest.fixture
 def vlm():
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.core.model import wrap_vlm
     from tests.tiny_vlms import build_tiny_vlm
 
     return wrap_vlm(*build_tiny_vlm("llava", seed=0))
@@ -160,7 +160,7 @@ def run_manu(vlm, data, **params):
 
 @pytest.mark.parametrize("variant", ["paper", "official"])
 def test_batched_statistics_equal_one_sample_at_a_time(vlm, data, variant):
-    from harness.neurons import ActivationRecorder, neuron_map
+    from mmunlearn.harness.core.neurons import ActivationRecorder, neuron_map
 
     nmap = neuron_map(vlm.model)
     index = OutputNeurons(vlm.model, nmap) if variant == "official" else nmap
@@ -212,7 +212,7 @@ def test_stats_file_round_trips_and_reproduces_the_pruned_mask(vlm, data, tmp_pa
 
 
 def test_pruned_neurons_are_zeroed_and_nothing_else_changes(vlm, data, tmp_path):
-    from harness.neurons import neuron_map
+    from mmunlearn.harness.core.neurons import neuron_map
 
     before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
     vlm, _ = run_manu(vlm, data, alpha="0.05", save_stats=str(tmp_path / "s.npz"))
@@ -255,7 +255,7 @@ def test_official_variant_prunes_output_rows_top_k_per_tower(vlm, data, tmp_path
 
 
 def test_manu_is_deterministic(data):
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.core.model import wrap_vlm
     from tests.tiny_vlms import build_tiny_vlm
 
     hashes = {run_manu(wrap_vlm(*build_tiny_vlm("llava", seed=0)), data, alpha="0.05")[0].weights_hash()

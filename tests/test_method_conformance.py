@@ -1,4 +1,4 @@
-"""Every registered method, built-in or added, keeps the method contract (methods/base.py):
+"""Every registered method, built-in or added, keeps the method contract (harness/core/contracts.py):
 the same seed gives the same model, the model is left in eval mode, the report has the
 documented keys, and a run of it resumes from its checkpoint to identical metrics."""
 from __future__ import annotations
@@ -8,16 +8,16 @@ import shutil
 
 import pytest
 
-from harness.bench import load_benchmark
-from harness.model import wrap_vlm
-from harness.minibench import build_minibench
-from harness.runner import RunConfig, run_benchmark
-from methods import METHOD_REGISTRY, MethodResult, UnlearnData, get_method, parse_params
-from methods.base import REPORT_KEYS
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.core.model import wrap_vlm
+from mmunlearn.harness.embedded.minibench import build_minibench
+from mmunlearn.harness.app.runner import RunConfig, run_benchmark
+from mmunlearn.harness.core.contracts import MethodResult, UnlearnData, get_method, parse_params, registered_methods
+from mmunlearn.harness.core.contracts import REPORT_KEYS
 
-import methods  # noqa: F401  (registers every method)
 
-METHODS = sorted(METHOD_REGISTRY)
+
+METHODS = list(registered_methods())
 
 
 @pytest.fixture(scope="module")

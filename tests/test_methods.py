@@ -8,11 +8,11 @@ from typing import Literal
 import pytest
 import torch
 
-from harness.errors import ConfigError
-from methods import MethodResult
-from methods import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method
-from methods.base import encode_pairs
-from methods.training import language_linear_modules, mean_answer_nll
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.contracts import MethodResult
+from mmunlearn.harness.core.contracts import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method, registered_methods
+from mmunlearn.harness.core.contracts import encode_pairs
+from mmunlearn.methods.training import language_linear_modules, mean_answer_nll
 
 ALL_METHODS = {"vanilla", "prompting", "ga", "grad_diff", "kl_min", "npo", "manu", "mmunlearner"}
 TRAINING = ("ga", "grad_diff", "kl_min", "npo")
@@ -22,7 +22,7 @@ TRAINING = ("ga", "grad_diff", "kl_min", "npo")
 
 
 def test_every_method_is_registered():
-    assert ALL_METHODS <= set(METHOD_REGISTRY)
+    assert ALL_METHODS <= set(registered_methods())
     for name in ALL_METHODS:
         cls = get_method(name)
         assert cls.name == name and cls.description
@@ -111,7 +111,7 @@ def test_methods_with_shared_params_name_themselves_in_errors():
 
 
 def test_unlearn_data_from_benchmark(small_bench):
-    from harness.bench import load_benchmark
+    from mmunlearn.harness.core.bench import load_benchmark
 
     bench = load_benchmark(small_bench, forget=5)
     data = UnlearnData.from_benchmark(bench)
@@ -135,7 +135,7 @@ def data():
 
 
 def fresh_vlm(seed: int = 0):
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.core.model import wrap_vlm
     from tests.tiny_vlms import build_tiny_vlm
 
     return wrap_vlm(*build_tiny_vlm("llava", seed=seed))
@@ -156,7 +156,7 @@ def forget_nll(vlm, data) -> float:
 
 
 def tower_state(vlm, tower):
-    from harness.neurons import tower_paths
+    from mmunlearn.harness.core.neurons import tower_paths
 
     prefix = tower_paths(vlm.model)[tower] + "."
     return {k: v.clone() for k, v in vlm.model.state_dict().items() if k.startswith(prefix)}
@@ -175,13 +175,13 @@ def test_every_method_runs_and_reports(name, data):
     assert report["params"] == {k: list(v) if isinstance(v, tuple) else v
                                 for k, v in vars(get_method(name).Params()).items()}
     assert not vlm.model.training
-    from harness.model import Request
+    from mmunlearn.harness.core.model import Request
 
     assert len(vlm.generate([Request("what is the job of alice ?")], max_new_tokens=3)) == 1
 
 
 def test_vanilla_and_prompting_change_no_weights(data):
-    from harness.prompts import PROMPTING_SYSTEM_PROMPT
+    from mmunlearn.harness.core.prompts import PROMPTING_SYSTEM_PROMPT
 
     vlm = fresh_vlm()
     h = vlm.weights_hash()
@@ -261,7 +261,7 @@ def test_mmunlearner_updates_only_the_masked_tower(data, masks, frozen):
 
 
 def test_mmunlearner_saliency_mask_is_the_elementwise_ratio_test():
-    from methods.mmunlearner import saliency_mask
+    from mmunlearn.methods.mmunlearner import saliency_mask
 
     f = {"w": torch.tensor([2.0, 1.0, 0.0, 0.5])}
     p = {"w": torch.tensor([1.0, 1.0, 0.0, 1.0])}

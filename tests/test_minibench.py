@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from harness.cli import main
-from harness.defaults import DEFAULT_BENCH
-from harness.errors import ConfigError
-from harness.minibench import (ATTRIBUTES, FORGET_PERCENTS, IMAGE_SIZE, PARQUET_NAME, build_minibench,
+from mmunlearn.harness.app.cli import main
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.embedded.minibench import (ATTRIBUTES, FORGET_PERCENTS, IMAGE_SIZE, PARQUET_NAME, build_minibench,
                                forget_count)
 
 from .conftest import SMALL

@@ -1,4 +1,4 @@
-"""harness.model: loading, prompt styles, batched inference == one-at-a-time, encode labels."""
+"""mmunlearn.harness.core.model: loading, prompt styles, batched inference == one-at-a-time, encode labels."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from harness.errors import ConfigError, ModelLoadError
-from harness.model import SUPPORTED_ARCHITECTURES, Request, load_vlm, wrap_vlm
+from mmunlearn.harness.core.errors import ConfigError, ModelLoadError
+from mmunlearn.harness.core.model import SUPPORTED_ARCHITECTURES, Request, load_vlm, wrap_vlm
 from tests.tiny_vlms import ARCHES, build_tiny_vlm, make_tiny_vlm, tiny_images
 
 torch.set_num_threads(1)
@@ -141,7 +141,7 @@ def test_llava_official_prompt_strings(loaded):
 @pytest.mark.parametrize("arch", ["llava", "llava_next", "idefics2"])
 def test_official_archs_get_the_official_strings(loaded, arch):
     """eval.py ran LLaVA and Idefics2 with the same raw `USER: <image>` strings."""
-    from harness.prompts import user_text
+    from mmunlearn.harness.core.prompts import user_text
 
     vlm = loaded(arch)
     img = tiny_images(1)[0]
@@ -155,7 +155,7 @@ def test_official_archs_get_the_official_strings(loaded, arch):
 
 
 def test_dtype_auto_is_float16_on_gpu_and_float32_on_cpu(saved):
-    from harness.model import _resolve_dtype
+    from mmunlearn.harness.core.model import _resolve_dtype
 
     assert _resolve_dtype("auto", torch.device("cuda")) == torch.float16  # as the official runs
     assert _resolve_dtype(None, torch.device("cuda")) == torch.float16
@@ -345,7 +345,7 @@ def test_save_and_reload_gives_same_outputs(loaded, arch, tmp_path):
 def test_every_supported_architecture_has_a_tiny_test_model():
     """A new model family (docs/add-a-model-family.md) is tested like the others: adding it to
     SUPPORTED_ARCHITECTURES without a tiny builder in tests/tiny_vlms.py fails here."""
-    from harness.model import SUPPORTED_ARCHITECTURES
+    from mmunlearn.harness.core.model import SUPPORTED_ARCHITECTURES
     from tests.tiny_vlms import ARCHES, BUILDERS
 
     assert set(SUPPORTED_ARCHITECTURES) == set(ARCHES) == set(BUILDERS)

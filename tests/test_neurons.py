@@ -1,13 +1,13 @@
-"""harness.neurons: neuron map per architecture, streamed statistics, exact pruning."""
+"""mmunlearn.harness.core.neurons: neuron map per architecture, streamed statistics, exact pruning."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from harness.errors import ConfigError
-from harness.model import Request, load_vlm, wrap_vlm
-from harness.neurons import STAT_KEYS, ActivationRecorder, neuron_map, prune_units
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.model import Request, load_vlm, wrap_vlm
+from mmunlearn.harness.core.neurons import STAT_KEYS, ActivationRecorder, neuron_map, prune_units
 from tests.tiny_vlms import ARCHES, build_tiny_vlm, tiny_images
 
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.minibench import build_minibench
+from mmunlearn.harness.embedded.minibench import build_minibench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def plugin_site(tmp_path_factory):
 
 def _cli(site: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mmunlearn.harness.app.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -85,7 +85,7 @@ def test_an_installed_package_adds_a_task_and_a_method(plugin_site, tmp_path):
 
 
 def test_a_broken_plugin_is_a_warning_naming_it_not_a_crash(tmp_path, monkeypatch):
-    from harness import plugins
+    from mmunlearn.harness.core import plugins
 
     (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom')\n")
     info = tmp_path / "broken_plugin-0.1.dist-info"
@@ -93,5 +93,7 @@ def test_a_broken_plugin_is_a_warning_naming_it_not_a_crash(tmp_path, monkeypatc
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[mmunlearn.tasks]\nbroken = broken_plugin\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_loaded", set())  # as in a fresh process
     with pytest.warns(UserWarning, match="plugin 'broken' .* failed to import: boom"):
-        assert plugins.load_entry_points("mmunlearn.tasks") == []
+        loaded = plugins.load_plugins("mmunlearn.tasks")
+    assert "builtin" in loaded and "broken" not in loaded  # the others still load

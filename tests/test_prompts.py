@@ -1,4 +1,4 @@
-"""harness.prompts against the official MLLMU-Bench eval.py, to the character.
+"""mmunlearn.harness.core.prompts against the official MLLMU-Bench eval.py, to the character.
 
 Every expected prompt below is written out literally from the published strings (DESIGN.md,
 "Tasks: the official MLLMU-Bench protocol, exactly"), never computed with the module under
@@ -10,8 +10,8 @@ import pytest
 import torch
 from rouge_score import rouge_scorer
 
-from harness.model import load_vlm
-from harness.prompts import (
+from mmunlearn.harness.core.model import load_vlm
+from mmunlearn.harness.core.prompts import (
     Example,
     Request,
     chat_user_text,
@@ -21,8 +21,8 @@ from harness.prompts import (
     official_prompt,
     user_text,
 )
-from tasks import TaskContext, get_task
-from tasks.classification import parse_letter
+from mmunlearn.harness.core.contracts import TaskContext, get_task
+from mmunlearn.tasks.classification import parse_letter
 from tests.test_tasks import FakeVLM, question
 from tests.tiny_vlms import build_tiny_vlm, make_tiny_vlm, tiny_images
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.check import compare
-from harness.cli import main
+from mmunlearn.harness.app.check import compare
+from mmunlearn.harness.app.cli import main
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "demo" / "runs"
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.results import (
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.results import (
     SampleStore,
     atomic_write_json,
     claim_run_dir,

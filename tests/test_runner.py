@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import runner
-from harness.errors import ConfigError
-from harness.examples import plan_examples
-from harness.records import MODES, SETS, Question
-from harness.runner import RunConfig, run_benchmark
-from tasks.base import SampleResult, Task
+from mmunlearn.harness.app import runner
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.examples import plan_examples
+from mmunlearn.harness.core.records import MODES, SETS, Question
+from mmunlearn.harness.app.runner import RunConfig, run_benchmark
+from mmunlearn.harness.core.contracts import SampleResult, Task
 
 
 # ---------------------------------------------------------------- fakes
@@ -307,7 +307,7 @@ class PromptVLM:
         return "0" * 64
 
     def prompt(self, req):
-        from harness.prompts import official_prompt
+        from mmunlearn.harness.core.prompts import official_prompt
 
         return official_prompt(req, system=req.system or self.system_prompt)
 
@@ -349,7 +349,7 @@ def test_official_shots_change_the_prompt_hash_exactly_where_examples_are_prompt
 
 # ---------------------------------------------------------------- CLI
 def test_param_parsing_errors_name_the_argument():
-    from harness.commands.run import parse_param_args
+    from mmunlearn.harness.app.commands.run import parse_param_args
 
     assert parse_param_args(["lr=1e-4", "functions=abs,var"]) == {"lr": "1e-4", "functions": "abs,var"}
     with pytest.raises(ConfigError, match="'lr': expected KEY=VALUE"):
@@ -359,13 +359,13 @@ def test_param_parsing_errors_name_the_argument():
 
 
 def _parse(*extra):
-    from harness.cli import build_parser
+    from mmunlearn.harness.app.cli import build_parser
 
     return build_parser().parse_args(["run", "--out", "r", *extra])
 
 
 def test_cli_parses_shots_test_images_dtype_and_judge_protocol():
-    from harness.commands.run import config_from_args
+    from mmunlearn.harness.app.commands.run import config_from_args
 
     assert _parse().shots == "official" and _parse("--shots", "official").shots == "official"
     assert _parse("--shots", "0").shots == 0 and _parse("--shots", "2").shots == 2
@@ -383,7 +383,7 @@ def test_cli_parses_shots_test_images_dtype_and_judge_protocol():
     ("--judge-protocol", "loose", "invalid choice"),
 ])
 def test_cli_rejects_bad_protocol_flags_with_exit_2(flag, value, message, capsys, tmp_path):
-    from harness.cli import main
+    from mmunlearn.harness.app.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["run", "--out", str(tmp_path / "r"), flag, value])
@@ -394,7 +394,7 @@ def test_cli_rejects_bad_protocol_flags_with_exit_2(flag, value, message, capsys
 
 
 def test_list_shows_methods_params_tasks_and_architectures(capsys):
-    from harness.cli import main
+    from mmunlearn.harness.app.cli import main
 
     assert main(["list", "--json"]) == 0
     cat = json.loads(capsys.readouterr().out)
@@ -409,7 +409,7 @@ def test_list_shows_methods_params_tasks_and_architectures(capsys):
 
 
 def test_unknown_method_is_refused_before_loading(tmp_path, capsys):
-    from harness.cli import main
+    from mmunlearn.harness.app.cli import main
 
     assert main(["run", "--method", "nope", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
@@ -420,7 +420,7 @@ def test_unknown_method_is_refused_before_loading(tmp_path, capsys):
 def _cli(out, *extra):
     import sys
 
-    return [sys.executable, "-m", "harness.cli", "run", "--model", str(out.parent / "tiny" / "llava"),
+    return [sys.executable, "-m", "mmunlearn.harness.app.cli", "run", "--model", str(out.parent / "tiny" / "llava"),
             "--method", "ga", "--sets", "forget", "retain", "--limit", "4", "--batch-size", "2",
             "--max-new-tokens", "8", "--judge", "none", "--out", str(out), *extra]
 
@@ -484,8 +484,8 @@ def test_a_requested_cell_without_questions_is_a_clear_error(fakes, tmp_path):
 
 
 def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, monkeypatch):
-    from harness.cli import main
-    from harness.commands import demo
+    from mmunlearn.harness.app.cli import main
+    from mmunlearn.harness.app.commands import demo
 
     monkeypatch.setattr(demo, "DEMO_PARAMS", {"prompting": {"shift": "3"}})
     out = tmp_path / "demo"
@@ -502,7 +502,7 @@ def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, mon
 
 
 def test_default_judge_without_key_is_recorded_as_not_scoring(fakes, tmp_path, monkeypatch):
-    from harness import judge as judge_mod
+    from mmunlearn.harness.core import judge as judge_mod
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

@@ -3,7 +3,7 @@
 * A local checkpoint with only pickle weights (.bin) is refused (unpickling can run code) with a
   message naming --allow-pickle-weights, exit code 2 through the CLI; it loads with the flag.
   --allow-pickle-weights and --trust-remote-code are recorded in the manifest.
-* The tiny model's training state (harness/tiny_model.py Trainer) round-trips through
+* The tiny model's training state (harness/embedded/tiny_model.py Trainer) round-trips through
   torch.load(weights_only=True), and a state file that would run code is refused.
 * --quiet silences every progress bar (ours and the libraries'), while an error still prints
   its one line.
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import main
-from harness.errors import ModelLoadError
-from harness.model import load_vlm
-from harness.progress import set_quiet
+from mmunlearn.harness.app.cli import main
+from mmunlearn.harness.core.errors import ModelLoadError
+from mmunlearn.harness.core.model import load_vlm
+from mmunlearn.harness.core.progress import set_quiet
 
 BAR_MARKS = ("it/s", "s/it", "%|")
 
@@ -117,8 +117,8 @@ class RunsCode:
 
 
 def _trainer(bench, state_path):
-    from harness import tiny_model as tm
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.embedded import tiny_model as tm
+    from mmunlearn.harness.core.model import wrap_vlm
 
     small = tm.TinyConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
                           text_hidden=64, text_layers=2, text_heads=2, text_mlp=128)
@@ -133,7 +133,7 @@ def _trainer(bench, state_path):
 
 
 def test_training_state_round_trips_with_weights_only_and_code_is_refused(small_bench, tmp_path):
-    from harness.bench import load_benchmark
+    from mmunlearn.harness.core.bench import load_benchmark
 
     bench = load_benchmark(small_bench)
     state = tmp_path / "state.pt"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
-from harness.model import load_vlm
-from harness.records import LETTERS
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
+from mmunlearn.harness.core.model import load_vlm
+from mmunlearn.harness.core.records import LETTERS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -6,14 +6,14 @@ import io
 import pytest
 from PIL import Image
 
-from harness.bench import Benchmark
-from harness.errors import ConfigError
-from harness.judge import JudgeResult
-from harness.prompts import Request, official_prompt, user_text
-from harness.records import LETTERS, SETS, Profile, Question
-from tasks import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash
-from tasks.classification import parse_letter
-from tasks.cloze import contains_answer, exact_match
+from mmunlearn.harness.core.bench import Benchmark
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.judge import JudgeResult
+from mmunlearn.harness.core.prompts import Request, official_prompt, user_text
+from mmunlearn.harness.core.records import LETTERS, SETS, Profile, Question
+from mmunlearn.harness.core.contracts import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash, registered_tasks
+from mmunlearn.tasks.classification import parse_letter
+from mmunlearn.tasks.cloze import contains_answer, exact_match
 
 
 def png(color=(200, 30, 30)) -> bytes:
@@ -88,15 +88,15 @@ def bench_with(set_name="retain", n_profiles=6, per_profile=2, task="classificat
 # --------------------------------------------------------------------------- registry / base
 
 def test_registry_has_the_three_tasks_and_unknown_names_list_them():
-    assert {"classification", "generation", "cloze"} <= set(TASK_REGISTRY)
+    assert {"classification", "generation", "cloze"} <= set(registered_tasks())
     assert get_task("cloze").name == "cloze"
     with pytest.raises(ConfigError, match="unknown task 'clasification'.*classification.*cloze.*generation"):
         get_task("clasification")
 
 
 def test_register_task_adds_a_one_file_task_and_refuses_a_name_clash(monkeypatch):
-    monkeypatch.setattr("tasks.base.TASK_REGISTRY", dict(TASK_REGISTRY))
-    from tasks import base
+    monkeypatch.setattr("mmunlearn.harness.core.contracts.TASK_REGISTRY", dict(TASK_REGISTRY))
+    from mmunlearn.harness.core import contracts as base
 
     @base.register_task
     class Echo(Task):
@@ -129,7 +129,7 @@ def test_sample_result_round_trips_through_dict():
 
 
 def test_prompt_hash_covers_full_model_input_mode_and_images():
-    from harness.prompts import Example
+    from mmunlearn.harness.core.prompts import Example
 
     req = Request("what is the job of X ?", task="cloze")
     a, b = FakeVLM(style="USER: "), FakeVLM(style="SYSTEM: be private\nUSER: ")
@@ -375,14 +375,14 @@ def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
 def test_bleu_is_eval_py_compute_bleu(truth, answer):
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-    from tasks.generation import bleu
+    from mmunlearn.tasks.generation import bleu
 
     expected = sentence_bleu([truth.split()], answer.split(), smoothing_function=SmoothingFunction().method1)
     assert bleu(truth, answer) == pytest.approx(expected)
 
 
 def test_bleu_edge_cases():
-    from tasks.generation import bleu
+    from mmunlearn.tasks.generation import bleu
 
     assert bleu("She works as a painter", "She works as a painter") == pytest.approx(1.0)
     assert bleu("She works as a painter", "") == 0.0 and bleu("She works as a painter", "  \n ") == 0.0

@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 import torch
 
-from harness import tiny_model as tm
-from harness.bench import load_benchmark
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL
-from harness.prompts import VOCAB_TEXTS, example_text, user_text
-from harness.records import LETTERS, decode_image
+from mmunlearn.harness.embedded import tiny_model as tm
+from mmunlearn.harness.core.bench import load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
+from mmunlearn.harness.core.prompts import VOCAB_TEXTS, example_text, user_text
+from mmunlearn.harness.core.records import LETTERS, decode_image
 
 SMALL_MODEL = tm.TinyConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
                             text_hidden=64, text_layers=2, text_heads=2, text_mlp=128)
@@ -30,7 +30,7 @@ def built(bench):
 
 
 def _model_api():
-    return pytest.importorskip("harness.model", reason="harness/model.py (the VLM adapter) is not there yet")
+    return pytest.importorskip("mmunlearn.harness.core.model", reason="harness/core/model.py (the VLM adapter) is not there yet")
 
 
 def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
@@ -158,7 +158,7 @@ def test_the_letter_drills_name_the_right_option(bench):
 
 def test_a_few_training_steps_lower_the_loss(bench):
     _model_api()
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.core.model import wrap_vlm
 
     torch.manual_seed(0)
     model, processor = tm.build_tiny_llava(bench, SMALL_MODEL)
@@ -180,8 +180,8 @@ def test_a_few_training_steps_lower_the_loss(bench):
 
 def test_train_tiny_command_writes_a_loadable_model(small_bench, tmp_path):
     _model_api()
-    from harness.cli import main
-    from harness.model import load_vlm
+    from mmunlearn.harness.app.cli import main
+    from mmunlearn.harness.core.model import load_vlm
 
     out = tmp_path / "tiny"
     assert main(["train-tiny", "--bench", str(small_bench), "--out", str(out), "--steps", "2",
@@ -197,7 +197,7 @@ def test_committed_checkpoint_loads_and_knows_the_forget_set():
     """The shipped model must know what unlearning is meant to remove: the forget profiles'
     facts, asked as bare text questions (greedy first token = the value)."""
     _model_api()
-    from harness.model import Request, load_vlm
+    from mmunlearn.harness.core.model import Request, load_vlm
 
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.skip(f"no committed tiny model at {DEFAULT_MODEL} yet (mmunlearn train-tiny writes it)")

@@ -3,7 +3,7 @@
 `make_tiny_vlm(arch, tmp_dir)` builds a model (hidden sizes 16-64, 1-2 layers) plus its
 processor (word-level tokenizer with the architecture's special tokens, PIL image processor,
 chat template where the architecture uses one) and saves both with `save_pretrained`, so tests
-load them back through `harness.model.load_vlm` exactly like a real checkpoint. Nothing touches
+load them back through `mmunlearn.harness.core.model.load_vlm` exactly like a real checkpoint. Nothing touches
 the network. `ARCHES` lists the architectures (config.model_type values) it can build.
 """
 from __future__ import annotations
@@ -293,8 +293,8 @@ def tiny_unlearn_data(forget_names, retain_names, seed=0, text_answer_shift=0):
     """
     import io
 
-    from harness.records import FactPair
-    from methods.base import UnlearnData
+    from mmunlearn.harness.core.records import FactPair
+    from mmunlearn.harness.core.contracts import UnlearnData
 
     jobs = ["doctor", "teacher", "painter"]
     images = []

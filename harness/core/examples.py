@@ -23,9 +23,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
-from harness.prompts import Example, example_text
-from harness.records import ImageDecoder, Profile, Question
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.prompts import Example, example_text
+from mmunlearn.harness.core.records import ImageDecoder, Profile, Question
 
 OFFICIAL = "official"
 OFFICIAL_PROFILES = {"classification": 1, "cloze": 2}

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from harness import defaults
-from harness.bench import TEST_IMAGE_CHOICES
-from harness.errors import ConfigError
-from harness.examples import OFFICIAL, parse_shots
-from harness.judge import DEFAULT_MODEL as DEFAULT_JUDGE
-from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS
-from harness.records import SETS
-from harness.results import is_count_metric
+from mmunlearn.harness.app import defaults
+from mmunlearn.harness.core.bench import TEST_IMAGE_CHOICES
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.examples import OFFICIAL, parse_shots
+from mmunlearn.harness.core.judge import DEFAULT_MODEL as DEFAULT_JUDGE
+from mmunlearn.harness.core.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS
+from mmunlearn.harness.core.records import SETS
+from mmunlearn.harness.core.results import is_count_metric
 
 NAME = "run"
 HELP = "apply an unlearning method to a model and evaluate it on the benchmark (resumes in --out)"
@@ -92,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, method: str | None = None, params: dict | None = None):
-    from harness.runner import RunConfig
+    from mmunlearn.harness.app.runner import RunConfig
 
     return RunConfig(
         model=args.model, bench=args.bench, forget=args.forget,
@@ -108,7 +108,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.runner import run_benchmark
+    from mmunlearn.harness.app.runner import run_benchmark
 
     results = run_benchmark(config_from_args(args), args.out, progress=not args.quiet)
     if not args.quiet:

@@ -18,7 +18,7 @@ What the recipe rests on (probes in shared/DESIGN.md and docs/tiny-model.md):
   benchmark's own items, generation, cloze; zero-shot and with the official in-context
   examples) while facts and drills continue. Letter binding forms at a peak learning rate of
   1e-3 and not at 3e-3.
-Every item is rendered through harness.prompts (the official strings) and encoded by the same
+Every item is rendered through mmunlearn.harness.core.prompts (the official strings) and encoded by the same
 `VLM.encode` the evaluation uses, so the model answers the prompts it is scored on.
 """
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from harness.prompts import VOCAB_TEXTS, Example, Request, example_text, user_text
-from harness.records import LETTERS, MODES, ImageDecoder, Profile, Question
-from harness.seeding import seed_everything
+from mmunlearn.harness.core.prompts import VOCAB_TEXTS, Example, Request, example_text, user_text
+from mmunlearn.harness.core.records import LETTERS, MODES, ImageDecoder, Profile, Question
+from mmunlearn.harness.core.seeding import seed_everything
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -386,8 +386,8 @@ def evaluate(vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64,
     """Score the model with the harness's own tasks (one scoring path): official letter
     accuracy, cloze accuracy and generation ROUGE-L per set and mode. `limit` caps questions
     per (set, task, mode); `shots` as the run's --shots (default zero-shot)."""
-    from tasks import get_task
-    from tasks.base import TaskContext
+    from mmunlearn.harness.core.contracts import get_task
+    from mmunlearn.harness.core.contracts import TaskContext
 
     ctx = TaskContext(shots=shots, bench=bench, batch_size=batch_size)
     headline = {"classification": "accuracy", "cloze": "accuracy", "generation": "rougeL"}
@@ -521,7 +521,7 @@ class Trainer:
     def run(self, progress: bool = True, max_seconds: float | None = None) -> list[dict]:
         """Train to `recipe.steps` (or until `max_seconds` of this call have passed: the state is
         saved, and the next call resumes)."""
-        from harness.progress import progress_bar
+        from mmunlearn.harness.core.progress import progress_bar
 
         r = self.recipe
         bar = progress_bar(total=r.steps, initial=self.step, desc="train-tiny", disable=not progress)
@@ -562,7 +562,7 @@ def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
     With `max_seconds`, stops after that long with the state saved in out/train_state.pt and
     returns None; calling again with the same arguments resumes.
     """
-    from harness.model import wrap_vlm
+    from mmunlearn.harness.core.model import wrap_vlm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ConfigError
-from harness.records import MODES, SETS
-from harness.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.records import MODES, SETS
+from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
 
 
 
@@ -26,13 +26,13 @@ def task_headlines() -> dict[str, tuple[str, ...]]:
     """Each registered task's leaderboard metrics (its `headline`; the first ranks), in registry
     order: the columns come from the task plugins, not from constants here. A metric only
     appears when some run has a number for it (factuality needs a judge)."""
-    from tasks import TASK_REGISTRY, registered_tasks
+    from mmunlearn.harness.core.contracts import get_task, registered_tasks
 
-    return {t: TASK_REGISTRY[t].headline_metrics() for t in registered_tasks()}
+    return {t: get_task(t).headline_metrics() for t in registered_tasks()}
 
 
 def knowledge_falls(task: str, metric: str) -> bool:
-    from tasks import knowledge_falls as falls
+    from mmunlearn.harness.core.contracts import knowledge_falls as falls
 
     return falls(task, metric)
 
@@ -63,7 +63,7 @@ def _defaults_of(method: str) -> dict | None:
     import dataclasses
 
     try:
-        from methods import get_method
+        from mmunlearn.harness.core.contracts import get_method
 
         cls = get_method(method)
     except Exception:  # unknown here (results from elsewhere): show every parameter

@@ -1,8 +1,8 @@
 """`mmunlearn build-minibench`: (re)generate the embedded mini-bench deterministically."""
 from __future__ import annotations
 
-from harness.defaults import DEFAULT_SEED
-from harness.minibench import build_minibench
+from mmunlearn.harness.app.defaults import DEFAULT_SEED
+from mmunlearn.harness.embedded.minibench import build_minibench
 
 NAME = "build-minibench"
 HELP = "Generate the mini-bench (fictitious profiles, MLLMU-Bench layout) into a folder."

@@ -12,7 +12,7 @@ MLLMU-Bench evaluation (`eval.py` of the benchmark's public repository), to the 
 
 Note the text-only `USER:\\n` of classification and cloze, the missing "accurately" of the
 text-only generation instruction, and the trailing space after the image generation prompt's
-`ASSISTANT:`. In-context examples (built by `harness.examples`) come first, each as the official
+`ASSISTANT:`. In-context examples (built by `mmunlearn.harness.core.examples`) come first, each as the official
 code writes it: `USER: <image>\\nQuestion: ...\\nA: ...\\nCorrect Answer: X\\n` for
 classification (`USER:\\n` text-only) and `USER:<image>\\n{q'}\\nCorrect Answer: {answer}\\n`
 for cloze (no space after `USER:` in image mode, as published).
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.records import LETTERS
+from mmunlearn.harness.core.records import LETTERS
 
 IMAGE_TOKEN = "<image>"
 CLASSIFICATION_INSTRUCTION = "Just give ONE letter representing the answer directly."

@@ -33,20 +33,19 @@ def _default(f: dataclasses.Field):
 
 def catalogue() -> dict:
     """{"methods": [...], "tasks": [...], "architectures": [...]} from the registries."""
-    from harness.model import SUPPORTED_ARCHITECTURES
-    from methods import METHOD_REGISTRY
-    from tasks import TASK_REGISTRY
+    from mmunlearn.harness.core.model import SUPPORTED_ARCHITECTURES
+    from mmunlearn.harness.core.contracts import get_method, get_task, registered_methods, registered_tasks
 
     methods = []
-    for name in sorted(METHOD_REGISTRY):
-        cls = METHOD_REGISTRY[name]
+    for name in registered_methods():
+        cls = get_method(name)
         hints = typing.get_type_hints(cls.Params)
         params = [{"name": f.name, "type": _type_name(hints.get(f.name, f.type)), "default": _default(f)}
                   for f in dataclasses.fields(cls.Params)]
         methods.append({"name": name, "description": getattr(cls, "description", "") or "", "params": params})
-    tasks = [{"name": name, "metrics": list(TASK_REGISTRY[name].metrics),
-              "description": ((TASK_REGISTRY[name].__doc__ or "").strip().splitlines() or [""])[0]}
-             for name in sorted(TASK_REGISTRY)]
+    tasks = [{"name": name, "metrics": list(get_task(name).metrics),
+              "description": ((type(get_task(name)).__doc__ or "").strip().splitlines() or [""])[0]}
+             for name in sorted(registered_tasks())]
     archs = [{"model_type": s.model_type, "family": s.family, "model_class": s.model_class,
               "prompt_style": s.prompt_style} for s in SUPPORTED_ARCHITECTURES.values()]
     return {"methods": methods, "tasks": tasks, "architectures": archs}

@@ -4,9 +4,9 @@ batched and scored, so tasks and methods never branch on the architecture.
 Architecture detection uses `config.model_type` only (never the checkpoint name); the table
 `SUPPORTED_ARCHITECTURES` lists what is supported (the `list` command prints it).
 
-Prompt styles (recorded in results as `vlm.prompt_style`; the strings live in harness.prompts):
+Prompt styles (recorded in results as `vlm.prompt_style`; the strings live in mmunlearn.harness.core.prompts):
 - "official": the official MLLMU-Bench evaluation strings, `USER: <image>\\n...\\nASSISTANT:`
-  with the per-task whitespace of the published code (`harness.prompts.official_prompt`).
+  with the per-task whitespace of the published code (`mmunlearn.harness.core.prompts.official_prompt`).
 - "chat-template": the processor's (or tokenizer's) chat template with a user message holding one
   image entry per image and the same user text, a system message when a system prompt is set,
   and the generation prompt appended.
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import ConfigError, ModelLoadError
-from harness.prompts import Request, chat_user_text, official_prompt
+from mmunlearn.harness.core.errors import ConfigError, ModelLoadError
+from mmunlearn.harness.core.prompts import Request, chat_user_text, official_prompt
 
 PROMPT_STYLES = ("official", "chat-template")
 CPU_BATCH_SIZE = 8
@@ -364,7 +364,7 @@ class VLM:
             for image in reqs[i].images:
                 if not hasattr(image, "convert"):
                     raise ConfigError(f"request {i}: image must be a PIL image, got {type(image).__name__} "
-                                      "(decode benchmark bytes with harness.records.decode_image)")
+                                      "(decode benchmark bytes with mmunlearn.harness.core.records.decode_image)")
         txt_idx = [i for i, r in enumerate(reqs) if not r.images]
         rows: list = [None] * len(reqs)
         extra: dict = {}
@@ -440,7 +440,7 @@ class VLM:
     def _run_batched(self, n_items: int, groups: list[list[int]], batch_size, fn, desc):
         """Apply fn(indices) -> list over length-sorted groups; on CUDA with batch_size=None start
         large and halve on out-of-memory. Returns results in input order."""
-        from harness.progress import progress_bar
+        from mmunlearn.harness.core.progress import progress_bar
 
         auto = batch_size is None
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.errors import ConfigError
+from mmunlearn.harness.core.errors import ConfigError
 
 VISION_ATTRS = ("vision_tower", "visual", "vision_model")
 LANGUAGE_ATTRS = ("language_model", "text_model")

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.check import compare
+    from mmunlearn.harness.app.check import compare
 
     report = compare(args.run, args.baseline, args.tolerance)
     print(report.render())

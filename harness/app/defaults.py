@@ -2,7 +2,7 @@
 (shipped inside the package), the default seed, the model dtypes one can ask for."""
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "embedded" / "assets"
 DEFAULT_BENCH = ASSETS / "minibench"
 DEFAULT_MODEL = ASSETS / "tiny-llava"
 DEFAULT_SEED = 0

@@ -20,8 +20,8 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import BenchmarkError, ConfigError
-from harness.records import LETTERS, MODES, SETS, TASKS, FactPair, Profile, Question
+from mmunlearn.harness.core.errors import BenchmarkError, ConfigError
+from mmunlearn.harness.core.records import LETTERS, MODES, SETS, TASKS, FactPair, Profile, Question
 
 FORGET_SPLITS = (5, 10, 15)
 # Which transformed image a test-set question is asked with: "random" = one per profile and

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance
 
-from harness.errors import ConfigError
-from harness.records import LETTERS
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.records import LETTERS
 
 FORGET_PERCENTS = (5, 10, 15)
 PARQUET_NAME = "train-00000-of-00001.parquet"

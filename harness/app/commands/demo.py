@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands.run import add_common_arguments, config_from_args
-from harness.defaults import DEMO_FORGET
+from mmunlearn.harness.app.commands.run import add_common_arguments, config_from_args
+from mmunlearn.harness.app.defaults import DEMO_FORGET
 
 NAME = "demo"
 HELP = ("run every method (and a MANU alpha sweep) on the embedded default (forget 15%) into OUT/runs/<run>/, "
@@ -65,9 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def demo_methods(selected: list[str] | None) -> list[str]:
-    from methods import METHOD_REGISTRY, get_method
+    from mmunlearn.harness.core.contracts import get_method, registered_methods
 
-    names = list(selected) if selected else sorted(METHOD_REGISTRY)
+    names = list(selected) if selected else list(registered_methods())
     for n in names:
         get_method(n)  # unknown names fail before any work
     return [n for n in REFERENCE_FIRST if n in names] + [n for n in names if n not in REFERENCE_FIRST]
@@ -85,8 +85,8 @@ def demo_runs(methods: list[str]) -> list[tuple[str, str, dict[str, str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.leaderboard import build_leaderboard
-    from harness.runner import run_benchmark
+    from mmunlearn.harness.app.leaderboard import build_leaderboard
+    from mmunlearn.harness.app.runner import run_benchmark
 
     out = Path(args.out)
     runs = demo_runs(demo_methods(args.methods))

@@ -11,7 +11,7 @@ the method is not re-trained.
 
 Under `accelerate launch --num_processes N`, batches are dealt round-robin to the ranks; each
 rank appends to its own samples.rank<r>.jsonl, rank 0 merges them and writes results.json
-(harness.distributed).
+(mmunlearn.harness.core.distributed).
 """
 from __future__ import annotations
 
@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import defaults
-from harness import distributed
-from harness.bench import TEST_IMAGE_CHOICES, load_benchmark
-from harness.errors import ConfigError
-from harness.examples import OFFICIAL, parse_shots, plan_examples
-from harness.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
-from harness.model import CPU_BATCH_SIZE, load_vlm
-from harness.records import MODES, SETS, ImageDecoder
-from harness.seeding import chunks, seed_everything
-from harness.results import (
+from mmunlearn.harness.app import defaults
+from mmunlearn.harness.core import distributed
+from mmunlearn.harness.core.bench import TEST_IMAGE_CHOICES, load_benchmark
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.examples import OFFICIAL, parse_shots, plan_examples
+from mmunlearn.harness.core.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
+from mmunlearn.harness.core.model import CPU_BATCH_SIZE, load_vlm
+from mmunlearn.harness.core.records import MODES, SETS, ImageDecoder
+from mmunlearn.harness.core.seeding import chunks, seed_everything
+from mmunlearn.harness.core.results import (
     METHOD_FILE,
     MODEL_DIR,
     RESULTS_FILE,
@@ -50,10 +50,10 @@ from harness.results import (
     to_jsonable,
     write_results,
 )
-from methods import get_method, parse_params
-from methods.base import UnlearnData
-from tasks import get_task, registered_tasks
-from tasks.base import SampleResult, TaskContext
+from mmunlearn.harness.core.contracts import get_method, parse_params
+from mmunlearn.harness.core.contracts import UnlearnData
+from mmunlearn.harness.core.contracts import get_task, registered_tasks
+from mmunlearn.harness.core.contracts import SampleResult, TaskContext
 
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "rouge-score", "openai",
             "numpy", "pandas", "pyarrow", "pillow", "mmunlearn")
@@ -177,7 +177,7 @@ class Progress:
             print(f"[mmunlearn] {msg}", file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
-        from harness.progress import progress_bar
+        from mmunlearn.harness.core.progress import progress_bar
 
         return progress_bar(total=total, desc=desc, unit="q", disable=not self.enabled, file=sys.stderr, leave=True)
 

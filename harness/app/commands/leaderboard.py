@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.leaderboard import build_leaderboard
+    from mmunlearn.harness.app.leaderboard import build_leaderboard
 
     files = build_leaderboard(args.runs, args.out)
     for name in sorted(files):

@@ -1,6 +1,6 @@
 """`mmunlearn train-tiny`: train the embedded tiny LLaVA on a mini-bench.
 
-Reproduces harness/assets/tiny-llava: the same bench, seed and recipe give the same model
+Reproduces harness/embedded/assets/tiny-llava: the same bench, seed and recipe give the same model
 (on the same device kind). A killed run, or one stopped by --max-minutes, resumes from
 <out>/train_state.pt when started again with the same arguments.
 """
@@ -10,14 +10,14 @@ import argparse
 import sys
 from dataclasses import fields, replace
 
-from harness.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
 
 NAME = "train-tiny"
 HELP = "train the embedded tiny LLaVA on a mini-bench (facts, then letter binding, then every official prompt)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from harness.tiny_model import Recipe
+    from mmunlearn.harness.embedded.tiny_model import Recipe
 
     default = Recipe()
     p.add_argument("--bench", default=str(DEFAULT_BENCH), help="mini-bench folder (default: the embedded one)")
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from harness.bench import load_benchmark
-    from harness.errors import ConfigError
-    from harness.tiny_model import Recipe, TinyConfig, train_tiny
+    from mmunlearn.harness.core.bench import load_benchmark
+    from mmunlearn.harness.core.errors import ConfigError
+    from mmunlearn.harness.embedded.tiny_model import Recipe, TinyConfig, train_tiny
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")

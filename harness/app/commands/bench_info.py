@@ -5,8 +5,8 @@ import json
 
 import pandas as pd
 
-from harness.bench import FORGET_SPLITS, load_benchmark
-from harness.defaults import DEFAULT_BENCH
+from mmunlearn.harness.core.bench import FORGET_SPLITS, load_benchmark
+from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 
 NAME = "bench-info"
 HELP = "Show how many profiles and questions each set, task and mode of a benchmark has."

@@ -1,4 +1,4 @@
-"""Data parallelism across processes (`accelerate launch --num_processes N -m harness.cli run ...`).
+"""Data parallelism across processes (`accelerate launch --num_processes N -m mmunlearn.harness.app.cli run ...`).
 
 accelerate sets the process group up (gloo on CPU, NCCL on GPUs); this module gives the rest of
 the harness the handful of collective operations it needs, and degrades to a single process

@@ -263,7 +263,7 @@ class Judge:
         time (the official rubric names the profile's image ID)."""
         if not self.available:
             return [JudgeResult(None, error="judge not available (no API key and no base URL)") for _ in items]
-        from harness.progress import progress_bar
+        from mmunlearn.harness.core.progress import progress_bar
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             futures = [pool.submit(self._score_one, *item) for item in items]

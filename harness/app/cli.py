@@ -1,4 +1,4 @@
-"""`mmunlearn` console script: one subcommand per module in harness/commands/.
+"""`mmunlearn` console script: one subcommand per module in harness/app/commands/.
 
 A command module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 """
@@ -9,8 +9,8 @@ import importlib
 import pkgutil
 import sys
 
-from harness import commands
-from harness.errors import MMUnlearnError
+from mmunlearn.harness.app import commands
+from mmunlearn.harness.core.errors import MMUnlearnError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark harness for machine unlearning in multimodal LLMs: every number split by modality.")
     sub = parser.add_subparsers(dest="command", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"harness.commands.{info.name}")
+        module = importlib.import_module(f"mmunlearn.harness.app.commands.{info.name}")
         # argparse %-formats help strings: a literal "5%" in HELP must not break --help.
         p = sub.add_parser(module.NAME, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(p)
@@ -30,12 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False) or getattr(args, "no_progress", False):
-        from harness.progress import set_quiet
+        from mmunlearn.harness.core.progress import set_quiet
 
         set_quiet(True)
     try:
         code = int(args._run(args) or 0)
-        from harness import distributed
+        from mmunlearn.harness.core import distributed
 
         distributed.shutdown()
         return code

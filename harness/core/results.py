@@ -21,7 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.errors import ConfigError
+from mmunlearn.harness.core.errors import ConfigError
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -105,7 +105,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 # ---------------------------------------------------------------- samples.jsonl (resume store)
 def sample_to_dict(sample: Any) -> dict:
-    """A tasks.base.SampleResult (or a dict with the same fields) -> one samples.jsonl record."""
+    """A mmunlearn.harness.core.contracts.SampleResult (or a dict with the same fields) -> one samples.jsonl record."""
     data = asdict(sample) if is_dataclass(sample) else dict(sample)
     missing = [f for f in SAMPLE_FIELDS if f not in data and f != "extra"]
     if missing:

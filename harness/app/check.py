@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.errors import ConfigError
-from tasks import knowledge_falls
-from harness.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.contracts import knowledge_falls
+from mmunlearn.harness.core.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
 NOTED_KEYS = ("limit", "shots", "test_images", "scorers", "max_new_tokens", "judge", "judge_protocol", "dtype",

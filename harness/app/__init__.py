@@ -1,0 +1,1 @@
+"""The application: the runner, leaderboard, check, the CLI and its commands, on top of the core and the plugins."""

@@ -77,7 +77,7 @@ def sized_data(bench, n: int):
 
 def make_recorder(vlm, nmap, variant: str, tau: float):
     from mmunlearn.harness.core.neurons import ActivationRecorder
-    from mmunlearn.methods.manu import OutputNeurons, OutputRecorder
+    from mmunlearn.harness.core.neurons import OutputNeurons, OutputRecorder
 
     if variant == "official":
         index = OutputNeurons(vlm.model, nmap)

@@ -77,10 +77,18 @@ from mmunlearn.harness.core.contracts import (
     register_method,
     stage,
 )
+from mmunlearn.harness.core.neurons import (
+    STAT_KEYS,
+    ActivationRecorder,
+    OutputNeurons,
+    OutputRecorder,
+    neuron_map,
+    prune_output_rows,
+    prune_units,
+)
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 
 DATASETS = ("forget", "retain")
-STATS = ("n", "sum_abs", "sum", "sum_sq", "n_active")
 FUNCTIONS = ("abs", "freq", "var", "rms")
 PAPER_EPS = 1e-8
 OFFICIAL_EPS = 1e-5
@@ -239,10 +247,6 @@ def select_top(scores: np.ndarray, nmap, alpha: float, pool: str = "tower") -> n
 # ----------------------------------------------------------------------------- statistics collection
 
 
-def empty_stats(total: int) -> dict[str, np.ndarray]:
-    return {s: np.zeros(total, dtype=np.float64) for s in STATS}
-
-
 def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total: int) -> dict[str, dict]:
     """Stream the four buckets' statistics through `recorder` (set_bucket / set_token_mask / stats).
     Under a multi-process launch each rank streams its share of the batches and the sums (every
@@ -264,104 +268,10 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
                     vlm.model(**model_inputs(enc))
     return {
         bucket(d, m): {s: distributed.all_reduce_sum_numpy(np.asarray(
-            recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)) for s in STATS}
+            recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)) for s in STAT_KEYS}
         for d in DATASETS
         for m in MODES
     }
-
-
-@dataclass(frozen=True)
-class OutputSet:
-    """One hooked projection in the official variant: its output units are neurons."""
-
-    tower: str
-    layer: int
-    path: str  # module path of the Linear
-    units: int  # out_features
-
-
-class OutputNeurons:
-    """Neurons of the official variant: output units of gate/up/down (fc1/fc2), per module."""
-
-    def __init__(self, model, nmap):
-        self.sets = []
-        for block in nmap.blocks:
-            for name in (*block.ups, block.down):
-                path = f"{block.path}.{name}"
-                self.sets.append(OutputSet(block.tower, block.layer, path, model.get_submodule(path).out_features))
-        self.total = sum(s.units for s in self.sets)
-        self.tower = np.concatenate([np.full(s.units, s.tower, dtype="<U16") for s in self.sets])
-        self.layer = np.concatenate([np.full(s.units, s.layer, dtype=np.int64) for s in self.sets])
-        self.unit = np.concatenate([np.arange(s.units, dtype=np.int64) for s in self.sets])
-        self.module = np.concatenate([np.full(s.units, s.path) for s in self.sets])
-        self.offsets = np.cumsum([0] + [s.units for s in self.sets])
-
-
-class OutputRecorder:
-    """Per-token statistics of the hooked projections' outputs (the authors' code), streamed.
-
-    Same interface as mmunlearn.harness.core.neurons.ActivationRecorder. Language outputs are counted over
-    non-padding tokens only (the token mask); vision outputs over all patches.
-    """
-
-    def __init__(self, model, neurons: OutputNeurons, tau: float):
-        self.model, self.neurons, self.tau = model, neurons, tau
-        self.total = neurons.total
-        self.stats: dict[str, dict[str, np.ndarray]] = {}
-        self._bucket = None
-        self._mask = None
-        self._handles = []
-
-    def set_bucket(self, key: str) -> None:
-        self._bucket = key
-        self.stats.setdefault(key, empty_stats(self.total))
-
-    def set_token_mask(self, attention_mask) -> None:
-        self._mask = attention_mask
-
-    def _hook(self, i: int):
-        s = self.neurons.sets[i]
-        lo, hi = int(self.neurons.offsets[i]), int(self.neurons.offsets[i + 1])
-
-        def hook(module, inputs, output):
-            a = output.detach().double()
-            if s.tower == "language" and self._mask is not None and a.shape[:-1] == self._mask.shape:
-                a = a[self._mask.to(a.device).bool()]  # non-padding tokens only
-            a = a.reshape(-1, a.shape[-1])  # (tokens or patches, units)
-            acc = self.stats[self._bucket]
-            acc["n"][lo:hi] += a.shape[0]
-            acc["sum_abs"][lo:hi] += a.abs().sum(0).cpu().numpy()
-            acc["sum"][lo:hi] += a.sum(0).cpu().numpy()
-            acc["sum_sq"][lo:hi] += (a * a).sum(0).cpu().numpy()
-            acc["n_active"][lo:hi] += (a.abs() > self.tau).sum(0).cpu().numpy()
-
-        return hook
-
-    def __enter__(self):
-        for i, s in enumerate(self.neurons.sets):
-            self._handles.append(self.model.get_submodule(s.path).register_forward_hook(self._hook(i)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-
-def prune_output_rows(model, neurons: OutputNeurons, mask: np.ndarray) -> int:
-    """Zero the selected output rows (weight row and bias entry): the official pruning."""
-    import torch
-
-    with torch.no_grad():
-        for i, s in enumerate(neurons.sets):
-            rows = np.flatnonzero(mask[neurons.offsets[i] : neurons.offsets[i + 1]])
-            if len(rows):
-                lin = model.get_submodule(s.path)
-                idx = torch.as_tensor(rows, device=lin.weight.device)
-                lin.weight[idx] = 0
-                if lin.bias is not None:
-                    lin.bias[idx] = 0
-    return int(mask.sum())
 
 
 # ----------------------------------------------------------------------------- statistics file
@@ -372,7 +282,7 @@ def save_statistics(path, stats: dict[str, dict], index, pruned: np.ndarray, *, 
     """Write `{dataset}_{mode}_{stat}` arrays, tower/layer/unit, pruned and the settings (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{b}_{s}": np.asarray(v[s]) for b, v in stats.items() for s in STATS}
+    arrays = {f"{b}_{s}": np.asarray(v[s]) for b, v in stats.items() for s in STAT_KEYS}
     arrays.update(
         tower=np.asarray(index.tower).astype(str),
         layer=np.asarray(index.layer),
@@ -401,7 +311,7 @@ def save_statistics(path, stats: dict[str, dict], index, pruned: np.ndarray, *, 
 def load_statistics(path) -> dict:
     """Read a statistics file back: {"stats": {bucket: {stat: array}}, "index": NeuronIndex, ...settings}."""
     with np.load(path, allow_pickle=False) as z:
-        stats = {bucket(d, m): {s: z[f"{bucket(d, m)}_{s}"] for s in STATS} for d in DATASETS for m in MODES}
+        stats = {bucket(d, m): {s: z[f"{bucket(d, m)}_{s}"] for s in STAT_KEYS} for d in DATASETS for m in MODES}
         return {
             "stats": stats,
             "index": NeuronIndex(z["tower"], z["layer"], z["unit"]),
@@ -472,8 +382,6 @@ class Manu(Method):
             return OFFICIAL_EPS if self.variant == "official" else PAPER_EPS
 
     def apply(self, vlm, data: UnlearnData, params: Params, seed: int):
-        from mmunlearn.harness.core.neurons import ActivationRecorder, neuron_map, prune_units
-
         seed_everything(seed)
         report = new_report(self, params, seed)
         eps = params.resolved_eps

@@ -10,12 +10,11 @@ import torch
 
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import get_method, parse_params
+from mmunlearn.harness.core.neurons import STAT_KEYS
+from mmunlearn.harness.core.neurons import OutputNeurons, OutputRecorder
 from mmunlearn.methods.manu import (
     FUNCTIONS,
-    STATS,
     NeuronIndex,
-    OutputNeurons,
-    OutputRecorder,
     collect_statistics,
     importance,
     importance_abs,
@@ -170,7 +169,7 @@ def test_batched_statistics_equal_one_sample_at_a_time(vlm, data, variant):
         with recorder(vlm.model, index, 0.1) as rec:
             out.append(collect_statistics(vlm, data, rec, bs, len(index.tower)))
     for bucket in out[0]:
-        for stat in STATS:
+        for stat in STAT_KEYS:
             np.testing.assert_allclose(out[0][bucket][stat], out[1][bucket][stat], rtol=1e-5, atol=1e-6,
                                        err_msg=f"{bucket} {stat}")
     if variant == "official":  # per-token counts
@@ -191,7 +190,7 @@ def test_stats_file_round_trips_and_reproduces_the_pruned_mask(vlm, data, tmp_pa
         keys = set(z.files)
     for ds in ("forget", "retain"):
         for mode in ("image_text", "text_only"):
-            assert {f"{ds}_{mode}_{s}" for s in STATS} <= keys
+            assert {f"{ds}_{mode}_{s}" for s in STAT_KEYS} <= keys
     assert {"tower", "layer", "unit", "pruned", "tau", "eps", "alpha"} <= keys
     saved = load_statistics(path)
     assert (saved["tau"], saved["eps"], saved["alpha"]) == (0.1, 1e-8, 0.1)

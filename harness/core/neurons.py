@@ -133,7 +133,7 @@ def prune_units(model, nmap: NeuronMap, mask) -> int:
     return int(mask.sum())
 
 
-def _empty_stats(total: int) -> dict[str, np.ndarray]:
+def empty_stats(total: int) -> dict[str, np.ndarray]:
     return {k: np.zeros(total, dtype=np.float64) for k in STAT_KEYS}
 
 
@@ -168,7 +168,7 @@ class ActivationRecorder:
     # ---- public -----------------------------------------------------------------------------
     def set_bucket(self, key: str):
         self._bucket = key
-        self.stats.setdefault(key, _empty_stats(self.nmap.total))
+        self.stats.setdefault(key, empty_stats(self.nmap.total))
 
     def set_token_mask(self, attention_mask):
         self._user_mask = None if attention_mask is None else attention_mask.detach()
@@ -258,3 +258,102 @@ class ActivationRecorder:
             st["n_active"][sl] += (np.abs(z) > self.tau).sum(0)
 
         return hook
+
+
+# ----------------------------------------------------------------------------- the authors' released variant
+# Their code scores the output units of every gate/up/down (fc1/fc2) projection, per token,
+# and prunes rows of those projections (MANU `variant=official`).
+
+
+@dataclass(frozen=True)
+class OutputSet:
+    """One hooked projection in the official variant: its output units are neurons."""
+
+    tower: str
+    layer: int
+    path: str  # module path of the Linear
+    units: int  # out_features
+
+
+class OutputNeurons:
+    """Neurons of the official variant: output units of gate/up/down (fc1/fc2), per module."""
+
+    def __init__(self, model, nmap):
+        self.sets = []
+        for block in nmap.blocks:
+            for name in (*block.ups, block.down):
+                path = f"{block.path}.{name}"
+                self.sets.append(OutputSet(block.tower, block.layer, path, model.get_submodule(path).out_features))
+        self.total = sum(s.units for s in self.sets)
+        self.tower = np.concatenate([np.full(s.units, s.tower, dtype="<U16") for s in self.sets])
+        self.layer = np.concatenate([np.full(s.units, s.layer, dtype=np.int64) for s in self.sets])
+        self.unit = np.concatenate([np.arange(s.units, dtype=np.int64) for s in self.sets])
+        self.module = np.concatenate([np.full(s.units, s.path) for s in self.sets])
+        self.offsets = np.cumsum([0] + [s.units for s in self.sets])
+
+
+class OutputRecorder:
+    """Per-token statistics of the hooked projections' outputs (the authors' code), streamed.
+
+    Same interface as mmunlearn.harness.core.neurons.ActivationRecorder. Language outputs are counted over
+    non-padding tokens only (the token mask); vision outputs over all patches.
+    """
+
+    def __init__(self, model, neurons: OutputNeurons, tau: float):
+        self.model, self.neurons, self.tau = model, neurons, tau
+        self.total = neurons.total
+        self.stats: dict[str, dict[str, np.ndarray]] = {}
+        self._bucket = None
+        self._mask = None
+        self._handles = []
+
+    def set_bucket(self, key: str) -> None:
+        self._bucket = key
+        self.stats.setdefault(key, empty_stats(self.total))
+
+    def set_token_mask(self, attention_mask) -> None:
+        self._mask = attention_mask
+
+    def _hook(self, i: int):
+        s = self.neurons.sets[i]
+        lo, hi = int(self.neurons.offsets[i]), int(self.neurons.offsets[i + 1])
+
+        def hook(module, inputs, output):
+            a = output.detach().double()
+            if s.tower == "language" and self._mask is not None and a.shape[:-1] == self._mask.shape:
+                a = a[self._mask.to(a.device).bool()]  # non-padding tokens only
+            a = a.reshape(-1, a.shape[-1])  # (tokens or patches, units)
+            acc = self.stats[self._bucket]
+            acc["n"][lo:hi] += a.shape[0]
+            acc["sum_abs"][lo:hi] += a.abs().sum(0).cpu().numpy()
+            acc["sum"][lo:hi] += a.sum(0).cpu().numpy()
+            acc["sum_sq"][lo:hi] += (a * a).sum(0).cpu().numpy()
+            acc["n_active"][lo:hi] += (a.abs() > self.tau).sum(0).cpu().numpy()
+
+        return hook
+
+    def __enter__(self):
+        for i, s in enumerate(self.neurons.sets):
+            self._handles.append(self.model.get_submodule(s.path).register_forward_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def prune_output_rows(model, neurons: OutputNeurons, mask: np.ndarray) -> int:
+    """Zero the selected output rows (weight row and bias entry): the official pruning."""
+    import torch
+
+    with torch.no_grad():
+        for i, s in enumerate(neurons.sets):
+            rows = np.flatnonzero(mask[neurons.offsets[i] : neurons.offsets[i + 1]])
+            if len(rows):
+                lin = model.get_submodule(s.path)
+                idx = torch.as_tensor(rows, device=lin.weight.device)
+                lin.weight[idx] = 0
+                if lin.bias is not None:
+                    lin.bias[idx] = 0
+    return int(mask.sum())

@@ -10,6 +10,7 @@ tokens, exactly as the real checkpoint's processor does. It needs CUDA (bf16 by 
 CPU it is refused unless `--layers K` shrinks it for a smoke run (`--width-div D` also divides
 the hidden and MLP widths and the head counts, for tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,21 +67,40 @@ class Shape:
             s = replace(s, text_layers=layers, vision_layers=min(layers, s.vision_layers))
         if width_div > 1:
             d = width_div
-            s = replace(s, vision_hidden=max(1, s.vision_heads // d) * (s.vision_hidden // s.vision_heads),
-                        vision_heads=max(1, s.vision_heads // d), vision_mlp=max(1, s.vision_mlp // d),
-                        projection_dim=max(1, s.projection_dim // d),
-                        text_hidden=max(1, s.text_heads // d) * (s.text_hidden // s.text_heads),
-                        text_heads=max(1, s.text_heads // d), text_mlp=max(1, s.text_mlp // d))
+            s = replace(
+                s,
+                vision_hidden=max(1, s.vision_heads // d) * (s.vision_hidden // s.vision_heads),
+                vision_heads=max(1, s.vision_heads // d),
+                vision_mlp=max(1, s.vision_mlp // d),
+                projection_dim=max(1, s.projection_dim // d),
+                text_hidden=max(1, s.text_heads // d) * (s.text_hidden // s.text_heads),
+                text_heads=max(1, s.text_heads // d),
+                text_mlp=max(1, s.text_mlp // d),
+            )
         return s
 
 
 # LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf): CLIP ViT-L/14 at 336 px, Vicuna-7B (Llama-2-7B shape),
 # image token 32000, pad 32001, vocabulary padded to 32064.
 SHAPES = {
-    "llava-7b": Shape(name="llava-7b", vision_hidden=1024, vision_layers=24, vision_heads=16, vision_mlp=4096,
-                      image_size=336, patch_size=14, projection_dim=768, text_hidden=4096, text_layers=32,
-                      text_heads=32, text_mlp=11008, vocab_size=32064, max_positions=4096,
-                      image_token_id=32000, pad_token_id=32001),
+    "llava-7b": Shape(
+        name="llava-7b",
+        vision_hidden=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_mlp=4096,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+        text_hidden=4096,
+        text_layers=32,
+        text_heads=32,
+        text_mlp=11008,
+        vocab_size=32064,
+        max_positions=4096,
+        image_token_id=32000,
+        pad_token_id=32001,
+    ),
 }
 UNK, BOS, EOS, PAD, IMAGE = "<unk>", "<s>", "</s>", "<pad>", "<image>"
 
@@ -90,24 +110,42 @@ UNK, BOS, EOS, PAD, IMAGE = "<unk>", "<s>", "</s>", "<pad>", "<image>"
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default=str(DEFAULT_MODEL),
-                   help="model directory or hub id (default: the embedded tiny LLaVA)")
-    g.add_argument("--shape", choices=sorted(SHAPES), default=None,
-                   help="build a random-weight model of this shape instead of loading --model (needs CUDA)")
-    g.add_argument("--layers", type=int, default=None,
-                   help="with --shape: this many layers per tower (smoke runs; allowed on CPU)")
-    g.add_argument("--width-div", type=int, default=1,
-                   help="with --shape: divide hidden/MLP widths and head counts by this (tests)")
+    g.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="model directory or hub id (default: the embedded tiny LLaVA)"
+    )
+    g.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default=None,
+        help="build a random-weight model of this shape instead of loading --model (needs CUDA)",
+    )
+    g.add_argument(
+        "--layers", type=int, default=None, help="with --shape: this many layers per tower (smoke runs; allowed on CPU)"
+    )
+    g.add_argument(
+        "--width-div",
+        type=int,
+        default=1,
+        help="with --shape: divide hidden/MLP widths and head counts by this (tests)",
+    )
     g.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                   help="auto: --shape bf16 on CUDA; --model as load_vlm (fp16 on CUDA); fp32 on CPU")
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        help="auto: --shape bf16 on CUDA; --model as load_vlm (fp16 on CUDA); fp32 on CPU",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights (--shape)")
     d = parser.add_argument_group("data")
     d.add_argument("--bench", default=str(DEFAULT_BENCH), help="benchmark folder or hub id")
     d.add_argument("--forget", type=int, default=DEMO_FORGET, choices=(5, 10, 15), help="forget split")
     o = parser.add_argument_group("output")
-    o.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice, i.e. OMP_NUM_THREADS or all cores)")
+    o.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, i.e. OMP_NUM_THREADS or all cores)",
+    )
     o.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     o.add_argument("--progress", action="store_true", help="show progress bars (default: none)")
     o.add_argument("--quiet", action="store_true", help="no progress bars (the default; kept for symmetry)")
@@ -171,12 +209,12 @@ def load_model(args, bench):
     shape = SHAPES[args.shape]
     dev = resolve_device(args.device)
     if dev.type != "cuda" and args.layers is None:
-        where = ("this machine has no CUDA device" if not torch.cuda.is_available()
-                 else f"--device {dev} was asked for")
+        where = "this machine has no CUDA device" if not torch.cuda.is_available() else f"--device {dev} was asked for"
         raise BenchmarkUsageError(
             f"--shape {args.shape} builds a {approx_params(shape) / 1e9:.1f} B-parameter model "
             f"({approx_params(shape) * 2 / 2**30:.0f} GiB in bf16): it needs a CUDA GPU and does not fit a laptop "
-            f"CPU; {where}. For a smoke run on CPU add --layers K (e.g. --layers 1)")
+            f"CPU; {where}. For a smoke run on CPU add --layers K (e.g. --layers 1)"
+        )
     dtype = DTYPES.get(args.dtype) or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     shape = shape.shrunk(args.layers, args.width_div)
     vlm = build_shape_vlm(shape, bench, dev, dtype, seed=args.seed)
@@ -189,8 +227,11 @@ def load_model(args, bench):
 def approx_params(shape: Shape) -> int:
     """Parameter count of a LLaVA of this shape (weights only, biases and norms included roughly)."""
     v, t = shape.vision_hidden, shape.text_hidden
-    vision = shape.vision_layers * (4 * v * v + 2 * v * shape.vision_mlp + 9 * v) + \
-        (shape.image_tokens + 1) * v + 3 * 14 * 14 * v
+    vision = (
+        shape.vision_layers * (4 * v * v + 2 * v * shape.vision_mlp + 9 * v)
+        + (shape.image_tokens + 1) * v
+        + 3 * 14 * 14 * v
+    )
     projector = v * t + t * t + 2 * t
     text = shape.text_layers * (4 * t * t + 3 * t * shape.text_mlp + 2 * t) + 2 * shape.vocab_size * t
     return vision + projector + text
@@ -218,8 +259,9 @@ def shape_tokenizer(shape: Shape, texts):
 
     normalizer = normalizers.Lowercase()
     pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    words = sorted({w for text in texts
-                    for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text.replace(IMAGE, " ")))})
+    words = sorted(
+        {w for text in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text.replace(IMAGE, " ")))}
+    )
     fixed = {shape.image_token_id: IMAGE, shape.pad_token_id: PAD}
     head = [UNK, BOS, EOS] + words
     if len(head) > min(fixed):
@@ -231,8 +273,14 @@ def shape_tokenizer(shape: Shape, texts):
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, bos_token=BOS, eos_token=EOS,
-                                   pad_token=PAD, clean_up_tokenization_spaces=True)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=UNK,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        clean_up_tokenization_spaces=True,
+    )
     fast.add_special_tokens({"additional_special_tokens": [IMAGE]})
     fast.padding_side = "left"
     assert fast.convert_tokens_to_ids(IMAGE) == shape.image_token_id and len(fast) == shape.vocab_size
@@ -245,28 +293,57 @@ def shape_processor(shape: Shape, tokenizer):
     from transformers import LlavaProcessor
 
     cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    image_processor = cls(size={"shortest_edge": shape.image_size},
-                          crop_size={"height": shape.image_size, "width": shape.image_size})
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=shape.patch_size,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=IMAGE)
+    image_processor = cls(
+        size={"shortest_edge": shape.image_size}, crop_size={"height": shape.image_size, "width": shape.image_size}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=shape.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=IMAGE,
+    )
 
 
 def shape_config(shape: Shape, tokenizer):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     ids = tokenizer.convert_tokens_to_ids
-    vision = CLIPVisionConfig(hidden_size=shape.vision_hidden, intermediate_size=shape.vision_mlp,
-                              num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
-                              image_size=shape.image_size, patch_size=shape.patch_size,
-                              projection_dim=shape.projection_dim, hidden_act="quick_gelu")
-    text = LlamaConfig(vocab_size=shape.vocab_size, hidden_size=shape.text_hidden, intermediate_size=shape.text_mlp,
-                       num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads,
-                       num_key_value_heads=shape.text_heads, max_position_embeddings=shape.max_positions,
-                       rms_norm_eps=1e-5, pad_token_id=ids(PAD), bos_token_id=ids(BOS), eos_token_id=ids(EOS),
-                       tie_word_embeddings=False)
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=ids(IMAGE),
-                       vision_feature_select_strategy="default", vision_feature_layer=-2,
-                       projector_hidden_act="gelu", image_seq_length=shape.image_tokens, tie_word_embeddings=False)
+    vision = CLIPVisionConfig(
+        hidden_size=shape.vision_hidden,
+        intermediate_size=shape.vision_mlp,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
+        projection_dim=shape.projection_dim,
+        hidden_act="quick_gelu",
+    )
+    text = LlamaConfig(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.text_hidden,
+        intermediate_size=shape.text_mlp,
+        num_hidden_layers=shape.text_layers,
+        num_attention_heads=shape.text_heads,
+        num_key_value_heads=shape.text_heads,
+        max_position_embeddings=shape.max_positions,
+        rms_norm_eps=1e-5,
+        pad_token_id=ids(PAD),
+        bos_token_id=ids(BOS),
+        eos_token_id=ids(EOS),
+        tie_word_embeddings=False,
+    )
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids(IMAGE),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+        image_seq_length=shape.image_tokens,
+        tie_word_embeddings=False,
+    )
 
 
 def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
@@ -283,16 +360,24 @@ def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
         model = LlavaForConditionalGeneration._from_config(cfg, dtype=dtype)
     model.eval().requires_grad_(False)
     gen = model.generation_config
-    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = cfg.text_config.pad_token_id, \
-        cfg.text_config.bos_token_id, cfg.text_config.eos_token_id
+    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = (
+        cfg.text_config.pad_token_id,
+        cfg.text_config.bos_token_id,
+        cfg.text_config.eos_token_id,
+    )
     gen.do_sample = False
     return wrap_vlm(model, processor, source=f"shape:{shape.name}")
 
 
 def model_facts(vlm) -> dict:
     """Parameter count, device and dtype of the measured model (for the JSON file)."""
-    return {"parameters": int(sum(p.numel() for p in vlm.model.parameters())), "device": str(vlm.device),
-            "dtype": str(vlm.dtype).replace("torch.", ""), "arch": vlm.arch, "source": vlm.source}
+    return {
+        "parameters": int(sum(p.numel() for p in vlm.model.parameters())),
+        "device": str(vlm.device),
+        "dtype": str(vlm.dtype).replace("torch.", ""),
+        "arch": vlm.arch,
+        "source": vlm.source,
+    }
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -314,8 +399,12 @@ def timed(fn, device):
 
 def environment(device) -> dict:
     dev = torch.device(device)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     try:
         import transformers
 
@@ -378,9 +467,11 @@ class OtherLoad:
 
     def warn(self, device) -> None:
         if torch.device(device).type == "cpu" and self.cores is not None and self.cores > self.threshold:
-            print(f"warning: other processes kept {self.cores:.2f} CPU cores busy during the measurement "
-                  f"({os.cpu_count()} on this machine); these CPU figures are unreliable, re-run on an idle machine",
-                  file=sys.stderr)
+            print(
+                f"warning: other processes kept {self.cores:.2f} CPU cores busy during the measurement "
+                f"({os.cpu_count()} on this machine); these CPU figures are unreliable, re-run on an idle machine",
+                file=sys.stderr,
+            )
 
 
 def write_json(path, figures: dict) -> None:

@@ -15,6 +15,7 @@ asserts a speed.
         [--set retain --task cloze --mode image_text --n 64 --batch 16 --max-new-tokens 50]
         [--repeat R] [--threads T] [--json PATH] [--progress]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,16 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    BenchmarkUsageError, OtherLoad, add_common_arguments, environment, load_model, model_facts, run_main, setup,
-    timed, write_json,
+    BenchmarkUsageError,
+    OtherLoad,
+    add_common_arguments,
+    environment,
+    load_model,
+    model_facts,
+    run_main,
+    setup,
+    timed,
+    write_json,
 )
 
 
@@ -72,20 +81,27 @@ def measure(vlm, reqs, batch: int, max_new_tokens: int, repeat: int = 1) -> dict
     for _ in range(repeat):
         batched, t = timed(lambda: vlm.generate(reqs, max_new_tokens=max_new_tokens, batch_size=batch), device)
         t_batched = min(t_batched, t)
-        single, t = timed(lambda: [vlm.generate([r], max_new_tokens=max_new_tokens, batch_size=1)[0]
-                                   for r in reqs], device)
+        single, t = timed(
+            lambda: [vlm.generate([r], max_new_tokens=max_new_tokens, batch_size=1)[0] for r in reqs], device
+        )
         t_single = min(t_single, t)
         runs += [batched, single]
     n = len(reqs)
     same = [len({run[i] for run in runs}) == 1 for i in range(n)]
     return {
-        "n": n, "batch": batch, "max_new_tokens": max_new_tokens, "repeat": repeat,
-        "batched_seconds": t_batched, "per_question_seconds": t_single,
-        "batched_qps": n / t_batched, "per_question_qps": n / t_single,
+        "n": n,
+        "batch": batch,
+        "max_new_tokens": max_new_tokens,
+        "repeat": repeat,
+        "batched_seconds": t_batched,
+        "per_question_seconds": t_single,
+        "batched_qps": n / t_batched,
+        "per_question_qps": n / t_single,
         "speedup": t_single / t_batched,
         "identical": sum(same),
-        "differing": [{"index": i, "answers": sorted({run[i] for run in runs})}
-                      for i, ok in enumerate(same) if not ok][:10],
+        "differing": [{"index": i, "answers": sorted({run[i] for run in runs})} for i, ok in enumerate(same) if not ok][
+            :10
+        ],
         "answers": runs[0],
     }
 
@@ -93,11 +109,13 @@ def measure(vlm, reqs, batch: int, max_new_tokens: int, repeat: int = 1) -> dict
 def summary(label: str, vlm, args, f: dict) -> str:
     threads = environment(vlm.device)["threads"]
     dtype = str(vlm.dtype).replace("torch.", "")
-    return (f"eval_throughput model={label} device={vlm.device.type} dtype={dtype} threads={threads} "
-            f"task={args.task} mode={args.mode}{'' if str(args.shots) == '0' else ' shots=' + str(args.shots)} "
-            f"n={f['n']} batch={f['batch']}: "
-            f"batched {f['batched_qps']:.1f} q/s, per-question {f['per_question_qps']:.1f} q/s, "
-            f"speed-up {f['speedup']:.1f}x, identical {f['identical']}/{f['n']}")
+    return (
+        f"eval_throughput model={label} device={vlm.device.type} dtype={dtype} threads={threads} "
+        f"task={args.task} mode={args.mode}{'' if str(args.shots) == '0' else ' shots=' + str(args.shots)} "
+        f"n={f['n']} batch={f['batch']}: "
+        f"batched {f['batched_qps']:.1f} q/s, per-question {f['per_question_qps']:.1f} q/s, "
+        f"speed-up {f['speedup']:.1f}x, identical {f['identical']}/{f['n']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,12 +137,22 @@ def _main(argv) -> int:
     figures["other_processes_cores"] = others.cores
     line = summary(label, vlm, args, figures)
     if args.json:
-        write_json(args.json, {
-            "benchmark": "eval_throughput", "summary": line, "model": label, **model_facts(vlm),
-            "environment": environment(vlm.device), "set": args.set, "task": args.task, "mode": args.mode,
-            "shots": args.shots, "qids": [q.qid for q in questions],
-            **{k: v for k, v in figures.items() if k != "answers"},
-        })
+        write_json(
+            args.json,
+            {
+                "benchmark": "eval_throughput",
+                "summary": line,
+                "model": label,
+                **model_facts(vlm),
+                "environment": environment(vlm.device),
+                "set": args.set,
+                "task": args.task,
+                "mode": args.mode,
+                "shots": args.shots,
+                "qids": [q.qid for q in questions],
+                **{k: v for k, v in figures.items() if k != "answers"},
+            },
+        )
     others.warn(vlm.device)
     print(line, flush=True)
     return 0 if figures["identical"] == figures["n"] else 1

@@ -17,6 +17,7 @@ Not a test: nothing here asserts a speed or a size.
     python benchmarks/manu_stats.py [--model DIR | --shape llava-7b [--layers K]]
         [--n 32 --scale 4 --batch 4 --repeat 3 --variant paper] [--threads T] [--json PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,20 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    BenchmarkUsageError, OtherLoad, add_common_arguments, environment, load_model, model_facts, run_main,
-    setup, synchronize, timed, write_json,
+    BenchmarkUsageError,
+    OtherLoad,
+    add_common_arguments,
+    environment,
+    load_model,
+    model_facts,
+    run_main,
+    setup,
+    synchronize,
+    timed,
+    write_json,
 )
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--scale", type=int, default=4, help="the second memory measurement uses scale x n pairs")
     w.add_argument("--batch", type=int, default=4, help="batch size (MANU's default: 4, the paper's)")
     w.add_argument("--repeat", type=int, default=3, help="timed repetitions (the fastest of each is kept)")
-    w.add_argument("--variant", default="paper", choices=("paper", "official"),
-                   help="paper: ActivationRecorder (pooled z per sample); official: OutputRecorder (per token)")
+    w.add_argument(
+        "--variant",
+        default="paper",
+        choices=("paper", "official"),
+        help="paper: ActivationRecorder (pooled z per sample); official: OutputRecorder (per token)",
+    )
     w.add_argument("--tau", type=float, default=0.1)
     return p
 
@@ -71,8 +85,7 @@ def sized_data(bench, n: int):
             raise BenchmarkUsageError("the benchmark has an empty forget/retain bucket")
         return [pairs[i % len(pairs)] for i in range(n)]
 
-    return UnlearnData(forget={m: take(full.forget[m]) for m in MODES},
-                       retain={m: take(full.retain[m]) for m in MODES})
+    return UnlearnData(forget={m: take(full.forget[m]) for m in MODES}, retain={m: take(full.retain[m]) for m in MODES})
 
 
 def make_recorder(vlm, nmap, variant: str, tau: float):
@@ -135,8 +148,12 @@ def time_passes(vlm, nmap, data, args) -> dict:
     warm = sized_data_head(data, args.batch)  # one batch per bucket, untimed
     bare_pass(vlm, warm, args.batch)
     statistics_pass(vlm, nmap, warm, args.batch, args.variant, args.tau)
-    best = {"statistics": float("inf"), "forward": float("inf"), "calls_hooked": float("inf"),
-            "calls_bare": float("inf")}
+    best = {
+        "statistics": float("inf"),
+        "forward": float("inf"),
+        "calls_hooked": float("inf"),
+        "calls_bare": float("inf"),
+    }
     for _ in range(args.repeat):
         runs = {
             "forward": lambda: bare_pass(vlm, data, args.batch),
@@ -159,8 +176,9 @@ def _hooked_calls(vlm, nmap, encoded, args) -> None:
 def sized_data_head(data, batch: int):
     from mmunlearn.harness.core.contracts import UnlearnData
 
-    return UnlearnData(forget={m: p[:batch] for m, p in data.forget.items()},
-                       retain={m: p[:batch] for m, p in data.retain.items()})
+    return UnlearnData(
+        forget={m: p[:batch] for m, p in data.forget.items()}, retain={m: p[:batch] for m, p in data.retain.items()}
+    )
 
 
 # ----------------------------------------------------------------------------- memory
@@ -236,8 +254,13 @@ def peak_memory(vlm, fn) -> dict:
         _, heap = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return {"kind": "cpu", "peak_bytes": rss.peak, "rss_start_bytes": rss.start,
-            "rss_growth_bytes": rss.peak - rss.start, "heap_peak_bytes": heap}
+    return {
+        "kind": "cpu",
+        "peak_bytes": rss.peak,
+        "rss_start_bytes": rss.start,
+        "rss_growth_bytes": rss.peak - rss.start,
+        "heap_peak_bytes": heap,
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -246,20 +269,27 @@ def peak_memory(vlm, fn) -> dict:
 def summary(label, vlm, args, t: dict, mem: dict) -> str:
     n, big = args.n, args.n * args.scale
     m_small, m_big = mem[n], mem[big]
-    head = (f"manu_stats model={label} device={vlm.device.type} dtype={str(vlm.dtype).replace('torch.', '')} "
-            f"threads={torch.get_num_threads()} variant={args.variant} batch={args.batch} n={n}: "
-            f"statistics {t['statistics']:.3g} s, forward {t['forward']:.3g} s, "
-            f"ratio {t['statistics'] / t['forward']:.2f}x "
-            f"(model calls only {t['calls_hooked'] / t['calls_bare']:.2f}x); ")
+    head = (
+        f"manu_stats model={label} device={vlm.device.type} dtype={str(vlm.dtype).replace('torch.', '')} "
+        f"threads={torch.get_num_threads()} variant={args.variant} batch={args.batch} n={n}: "
+        f"statistics {t['statistics']:.3g} s, forward {t['forward']:.3g} s, "
+        f"ratio {t['statistics'] / t['forward']:.2f}x "
+        f"(model calls only {t['calls_hooked'] / t['calls_bare']:.2f}x); "
+    )
     growth = m_big["peak_bytes"] / m_small["peak_bytes"]
-    line = (f"peak memory n={n} {m_small['peak_bytes'] / MIB:.1f} MiB, n={big} {m_big['peak_bytes'] / MIB:.1f} MiB "
-            f"(x{growth:.2f})")
+    line = (
+        f"peak memory n={n} {m_small['peak_bytes'] / MIB:.1f} MiB, n={big} {m_big['peak_bytes'] / MIB:.1f} MiB "
+        f"(x{growth:.2f})"
+    )
     if m_small["kind"] == "cuda":
-        line += (f"; over weights n={n} {m_small['over_weights_bytes'] / MIB:.1f} MiB, "
-                 f"n={big} {m_big['over_weights_bytes'] / MIB:.1f} MiB")
+        line += (
+            f"; over weights n={n} {m_small['over_weights_bytes'] / MIB:.1f} MiB, "
+            f"n={big} {m_big['over_weights_bytes'] / MIB:.1f} MiB"
+        )
     else:
-        line += (f"; heap n={n} {m_small['heap_peak_bytes'] / MIB:.2f} MiB, "
-                 f"n={big} {m_big['heap_peak_bytes'] / MIB:.2f} MiB")
+        line += (
+            f"; heap n={n} {m_small['heap_peak_bytes'] / MIB:.2f} MiB, n={big} {m_big['heap_peak_bytes'] / MIB:.2f} MiB"
+        )
     return head + line
 
 
@@ -273,9 +303,11 @@ def _main(argv) -> int:
     if min(args.n, args.scale, args.batch, args.repeat) < 1:
         raise BenchmarkUsageError("--n, --scale, --batch and --repeat must be >= 1")
     if args.n < args.batch:
-        raise BenchmarkUsageError(f"--n ({args.n}) must be at least --batch ({args.batch}): with fewer samples per "
-                                  "bucket the two sizes would run different batch shapes, and memory would follow "
-                                  "the batch, not the dataset")
+        raise BenchmarkUsageError(
+            f"--n ({args.n}) must be at least --batch ({args.batch}): with fewer samples per "
+            "bucket the two sizes would run different batch shapes, and memory would follow "
+            "the batch, not the dataset"
+        )
     from mmunlearn.harness.core.bench import load_benchmark
     from mmunlearn.harness.core.neurons import neuron_map
 
@@ -292,16 +324,28 @@ def _main(argv) -> int:
             mem[size] = peak_memory(vlm, lambda: statistics_pass(vlm, nmap, d, args.batch, args.variant, args.tau))
     line = summary(label, vlm, args, times, mem)
     if args.json:
-        write_json(args.json, {
-            "benchmark": "manu_stats", "summary": line, "model": label, **model_facts(vlm),
-            "environment": environment(vlm.device), "variant": args.variant, "batch": args.batch,
-            "n": args.n, "scale": args.scale, "repeat": args.repeat, "neurons": nmap.total,
-            "seconds": times, "ratio": times["statistics"] / times["forward"],
-            "ratio_model_calls": times["calls_hooked"] / times["calls_bare"],
-            "memory": {str(k): v for k, v in mem.items()},
-            "memory_growth": mem[sizes[-1]]["peak_bytes"] / mem[sizes[0]]["peak_bytes"],
-            "other_processes_cores": others.cores,
-        })
+        write_json(
+            args.json,
+            {
+                "benchmark": "manu_stats",
+                "summary": line,
+                "model": label,
+                **model_facts(vlm),
+                "environment": environment(vlm.device),
+                "variant": args.variant,
+                "batch": args.batch,
+                "n": args.n,
+                "scale": args.scale,
+                "repeat": args.repeat,
+                "neurons": nmap.total,
+                "seconds": times,
+                "ratio": times["statistics"] / times["forward"],
+                "ratio_model_calls": times["calls_hooked"] / times["calls_bare"],
+                "memory": {str(k): v for k, v in mem.items()},
+                "memory_growth": mem[sizes[-1]]["peak_bytes"] / mem[sizes[0]]["peak_bytes"],
+                "other_processes_cores": others.cores,
+            },
+        )
     others.warn(vlm.device)
     print(line, flush=True)
     return 0

@@ -1,6 +1,7 @@
 """Built-in method plugins, one file each. Importing this package (the `mmunlearn.methods` entry
 point `builtin`) imports every module in it, so each method registers itself and a new method
 needs no edit outside its own file."""
+
 import importlib
 import pkgutil
 

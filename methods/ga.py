@@ -4,6 +4,7 @@
 
 Training set-up (LoRA, AdamW, lr, batch, epochs) is mmunlearn.methods.training's, MLLMU-Bench's defaults.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,7 +1,8 @@
 """GradDiff (gradient difference): ascend the forget NLL while descending the retain NLL.
 
-    L = -NLL(B_forget) + retain_weight * NLL(B_retain)     (batch means of per-sample mean NLL)
+L = -NLL(B_forget) + retain_weight * NLL(B_retain)     (batch means of per-sample mean NLL)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

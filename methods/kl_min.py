@@ -6,6 +6,7 @@ The KL is taken per next-token distribution and averaged over the retain batch's
 positions. The vanilla model is the frozen pre-unlearning network (with LoRA: the same network
 with its adapters switched off, so no copy is held).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,5 +35,6 @@ class KLMin(Method):
         pass
 
     def apply(self, vlm, data, params: Params, seed):
-        return run_training_method(self, vlm, data, params, seed, kl_min_loss(params.retain_weight),
-                                   use_retain=True, use_reference=True)
+        return run_training_method(
+            self, vlm, data, params, seed, kl_min_loss(params.retain_weight), use_retain=True, use_reference=True
+        )

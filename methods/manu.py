@@ -54,6 +54,7 @@ Its hard-coded layer names meant that only the last three layers of each tower c
 that is a bug and is not reproduced: here every layer is hooked and eligible. We also leave
 padding tokens out of the statistics so results do not depend on the batch size.
 """
+
 from __future__ import annotations
 
 import math
@@ -267,8 +268,12 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
                     recorder.set_token_mask(enc["attention_mask"])
                     vlm.model(**model_inputs(enc))
     return {
-        bucket(d, m): {s: distributed.all_reduce_sum_numpy(np.asarray(
-            recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)) for s in STAT_KEYS}
+        bucket(d, m): {
+            s: distributed.all_reduce_sum_numpy(
+                np.asarray(recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)
+            )
+            for s in STAT_KEYS
+        }
         for d in DATASETS
         for m in MODES
     }
@@ -277,8 +282,9 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
 # ----------------------------------------------------------------------------- statistics file
 
 
-def save_statistics(path, stats: dict[str, dict], index, pruned: np.ndarray, *, tau, eps, alpha, pool, functions, variant,
-                    module=None) -> None:
+def save_statistics(
+    path, stats: dict[str, dict], index, pruned: np.ndarray, *, tau, eps, alpha, pool, functions, variant, module=None
+) -> None:
     """Write `{dataset}_{mode}_{stat}` arrays, tower/layer/unit, pruned and the settings (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,8 +334,12 @@ def load_statistics(path) -> dict:
 def selection_from_statistics(path) -> np.ndarray:
     """Recompute the pruning mask from a statistics file alone (to audit or re-tune a run)."""
     saved = load_statistics(path)
-    return select_top(variant_scores(saved["variant"], saved["stats"], saved["index"], saved["functions"], saved["eps"]),
-                      saved["index"], saved["alpha"], saved["pool"])
+    return select_top(
+        variant_scores(saved["variant"], saved["stats"], saved["index"], saved["functions"], saved["eps"]),
+        saved["index"],
+        saved["alpha"],
+        saved["pool"],
+    )
 
 
 def variant_scores(variant: str, stats, index, functions, eps) -> np.ndarray:
@@ -363,11 +373,17 @@ class Manu(Method):
             self.require("tau", self.tau >= 0, "a number >= 0")
             self.require("eps", self.eps is None or self.eps > 0, "a number > 0, or none for the variant's default")
             self.require("batch_size", self.batch_size >= 1, "an integer >= 1")
-            self.require("functions", len(self.functions) > 0 and len(set(self.functions)) == len(self.functions),
-                         "a non-empty comma-separated subset of abs,freq,var,rms without repeats")
+            self.require(
+                "functions",
+                len(self.functions) > 0 and len(set(self.functions)) == len(self.functions),
+                "a non-empty comma-separated subset of abs,freq,var,rms without repeats",
+            )
             if self.variant == "official":
-                self.require("functions", any(OFFICIAL_WEIGHTS[f] for f in self.functions),
-                             "with variant=official at least one of abs,var,rms (freq has weight 0 there)")
+                self.require(
+                    "functions",
+                    any(OFFICIAL_WEIGHTS[f] for f in self.functions),
+                    "with variant=official at least one of abs,var,rms (freq has weight 0 there)",
+                )
 
         @property
         def resolved_pool(self) -> str:
@@ -404,9 +420,19 @@ class Manu(Method):
                 n_pruned = prune_units(vlm.model, nmap, pruned)
         if params.save_stats:
             with stage(report, "save_stats"):
-                save_statistics(params.save_stats, stats, index, pruned, tau=params.tau, eps=eps, alpha=params.alpha,
-                                pool=params.resolved_pool, functions=params.functions, variant=params.variant,
-                                module=getattr(index, "module", None))
+                save_statistics(
+                    params.save_stats,
+                    stats,
+                    index,
+                    pruned,
+                    tau=params.tau,
+                    eps=eps,
+                    alpha=params.alpha,
+                    pool=params.resolved_pool,
+                    functions=params.functions,
+                    variant=params.variant,
+                    module=getattr(index, "module", None),
+                )
             report["stats_file"] = str(params.save_stats)
         tower = np.asarray(index.tower)
         layer = np.asarray(index.layer)
@@ -415,8 +441,10 @@ class Manu(Method):
             "neurons_pruned": int(n_pruned),
             "neurons_total": int(len(tower)),
             "pruned_by_tower": {str(t): int(pruned[tower == t].sum()) for t in dict.fromkeys(tower.tolist())},
-            "pruned_by_layer": {f"{t}.{l}": int(pruned[(tower == t) & (layer == l)].sum())
-                                for t, l in dict.fromkeys(zip(tower.tolist(), layer.tolist()))},
+            "pruned_by_layer": {
+                f"{t}.{l}": int(pruned[(tower == t) & (layer == l)].sum())
+                for t, l in dict.fromkeys(zip(tower.tolist(), layer.tolist()))
+            },
             "unit": "output row" if params.variant == "official" else "MLP intermediate unit",
         }
         report["eps"] = eps

@@ -24,6 +24,7 @@
    weight decay (so a masked weight is not shrunk either), linear learning-rate decay, gradient
    norm clipped at 1 after masking, lr 1e-5 (the paper's value).
 """
+
 from __future__ import annotations
 
 import random
@@ -31,7 +32,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mmunlearn.harness.core.errors import ConfigError
-from mmunlearn.harness.core.contracts import Method, MethodParams, MethodResult, UnlearnData, encode_pairs, new_report, register_method, stage
+from mmunlearn.harness.core.contracts import (
+    Method,
+    MethodParams,
+    MethodResult,
+    UnlearnData,
+    encode_pairs,
+    new_report,
+    register_method,
+    stage,
+)
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 from mmunlearn.methods.training import mean_answer_nll
 
@@ -121,8 +131,13 @@ class MMUnlearner(Method):
             mask = {}
             for tower in towers:
                 names = tower_parameters(model, (tower,))
-                f_preserve = saliency(vlm, preserve_pairs(data, tower), names, params.batch_size,
-                                      f"MMUnlearner saliency preserve ({tower})")
+                f_preserve = saliency(
+                    vlm,
+                    preserve_pairs(data, tower),
+                    names,
+                    params.batch_size,
+                    f"MMUnlearner saliency preserve ({tower})",
+                )
                 mask.update(saliency_mask({n: f_forget[n] for n in names}, f_preserve, params.threshold))
             del f_forget
 

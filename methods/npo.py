@@ -7,6 +7,7 @@ MLLMU-Bench's code (the MANU paper used 0.9). The reference is the vanilla model
 with LoRA the adapters are switched off, no copy) or, as the NPO paper and MANU did, a model
 fine-tuned on the retain set: pass its path as `ref_model`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ class NPO(Method):
             ref = load_vlm(params.ref_model, device=vlm.device, dtype=vlm.dtype).model.eval()
             for p in ref.parameters():
                 p.requires_grad_(False)
-        result = run_training_method(self, vlm, data, params, seed, npo_loss(params.beta), use_reference=True,
-                                     ref_model=ref)
+        result = run_training_method(
+            self, vlm, data, params, seed, npo_loss(params.beta), use_reference=True, ref_model=ref
+        )
         result.report["reference"] = params.ref_model or "vanilla"
         return result

@@ -3,6 +3,7 @@
 The MANU paper's in-context baseline. Every request the VLM builds afterwards carries the prompt
 (VLM.system_prompt), in both input modes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -16,6 +16,7 @@ NLL convention: `answer_nll` returns, per sample, the *sum* of the answer tokens
 likelihood and the number of answer tokens; GA-type losses use the per-sample *mean* (so long
 answers do not dominate), NPO uses the sum (the sequence log-likelihood, as in the NPO paper).
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from mmunlearn.harness.core.errors import ConfigError
-from mmunlearn.harness.core.contracts import MethodParams, MethodResult, UnlearnData, encode_pairs, model_inputs, new_report, stage
+from mmunlearn.harness.core.contracts import (
+    MethodParams,
+    MethodResult,
+    UnlearnData,
+    encode_pairs,
+    model_inputs,
+    new_report,
+    stage,
+)
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 
 Mode = Literal["image_text", "text_only"]
@@ -53,8 +62,11 @@ class TrainParams(MethodParams):
         self.require("lora_alpha", self.lora_alpha > 0, "an integer > 0")
         self.require("lora_dropout", 0 <= self.lora_dropout < 1, "a number in [0, 1)")
         self.require("weight_decay", self.weight_decay >= 0, "a number >= 0")
-        self.require("forget_modes", len(self.forget_modes) > 0 and len(set(self.forget_modes)) == len(self.forget_modes),
-                     "image_text, text_only or image_text,text_only")
+        self.require(
+            "forget_modes",
+            len(self.forget_modes) > 0 and len(set(self.forget_modes)) == len(self.forget_modes),
+            "image_text, text_only or image_text,text_only",
+        )
 
 
 @dataclass
@@ -66,8 +78,11 @@ class RetainTrainParams(TrainParams):
 
     def validate(self):
         super().validate()
-        self.require("retain_modes", len(self.retain_modes) > 0 and len(set(self.retain_modes)) == len(self.retain_modes),
-                     "image_text, text_only or image_text,text_only")
+        self.require(
+            "retain_modes",
+            len(self.retain_modes) > 0 and len(set(self.retain_modes)) == len(self.retain_modes),
+            "image_text, text_only or image_text,text_only",
+        )
         self.require("retain_weight", self.retain_weight >= 0, "a number >= 0")
 
 
@@ -128,8 +143,13 @@ def prepare_trainable(model, params: TrainParams):
         return model
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                        target_modules=language_linear_modules(model), bias="none")
+    config = LoraConfig(
+        r=params.lora_r,
+        lora_alpha=params.lora_alpha,
+        lora_dropout=params.lora_dropout,
+        target_modules=language_linear_modules(model),
+        bias="none",
+    )
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)  # LoRA init draws from the seeded global RNG
@@ -189,8 +209,18 @@ def steps(forget: list, retain: list | None, batch_size: int, epochs: int, seed:
             yield epoch, batch, r
 
 
-def train(vlm, data: UnlearnData, params: TrainParams, seed: int, loss_fn, *, method: str,
-          use_retain: bool = False, use_reference: bool = False, ref_model=None) -> dict:
+def train(
+    vlm,
+    data: UnlearnData,
+    params: TrainParams,
+    seed: int,
+    loss_fn,
+    *,
+    method: str,
+    use_retain: bool = False,
+    use_reference: bool = False,
+    ref_model=None,
+) -> dict:
     """Run the shared loop with `loss_fn`; vlm.model is replaced by the unlearned plain model.
 
     Returns the report: trainable parameters, steps, per-epoch mean of each loss term, seconds.

@@ -1,4 +1,5 @@
 """Vanilla: the model as loaded, no unlearning (the reference row of every leaderboard)."""
+
 from __future__ import annotations
 
 from mmunlearn.harness.core.contracts import Method, MethodResult, new_report, register_method

@@ -66,6 +66,7 @@ cells whose prompts differ. --json also gives per cell the share of identical ra
 the keys that disagree. --work keeps `official/records.jsonl` (eval.py's per-question records),
 `official/*_generation_results.json` and `ours/` (our run directory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,8 +92,11 @@ OFFICIAL_MODE = {"forget": "forget", "test": "test", "retain": "retain_shared", 
 TASKS = ("classification", "cloze", "generation")
 MODES = ("image_text", "text_only")
 TYPE_TO_MODE = {"Image_Textual": "image_text", "Pure_Text": "text_only"}
-OFFICIAL_FUNCTION = {"classification": "evaluate_classification", "cloze": "evaluate_fill_in_the_blank",
-                     "generation": "evaluate_generation"}
+OFFICIAL_FUNCTION = {
+    "classification": "evaluate_classification",
+    "cloze": "evaluate_fill_in_the_blank",
+    "generation": "evaluate_generation",
+}
 PARQUET = "train-00000-of-00001.parquet"
 ASSISTANT = "ASSISTANT:"
 ROUGE_TOL = 1e-9
@@ -106,6 +110,7 @@ class Unusable(Exception):
 
 # ============================================================================ loading eval.py
 
+
 def missing_packages() -> list[str]:
     return [pip for module, pip in OFFICIAL_IMPORTS.items() if importlib.util.find_spec(module) is None]
 
@@ -116,11 +121,13 @@ def read_official(path: str) -> tuple[str, str]:
     if p.is_file():
         return p.read_text(encoding="utf-8"), str(p)
     if p.is_dir():
-        git = subprocess.run(["git", f"--git-dir={p}", "show", "HEAD:eval.py"], capture_output=True, text=True,
-                             check=False)
+        git = subprocess.run(
+            ["git", f"--git-dir={p}", "show", "HEAD:eval.py"], capture_output=True, text=True, check=False
+        )
         if git.returncode == 0:
-            rev = subprocess.run(["git", f"--git-dir={p}", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                 check=False)
+            rev = subprocess.run(
+                ["git", f"--git-dir={p}", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+            )
             return git.stdout, f"{p} @ {rev.stdout.strip() or 'HEAD'}:eval.py"
         if (p / "eval.py").is_file():
             return (p / "eval.py").read_text(encoding="utf-8"), str(p / "eval.py")
@@ -131,8 +138,9 @@ def load_official(path: str) -> tuple[types.ModuleType, str]:
     """eval.py executed unmodified as a fresh module (never imported from, nor copied into, the project)."""
     missing = missing_packages()
     if missing:
-        raise Unusable(f"the official eval.py imports {', '.join(missing)}, not installed here: "
-                       f"pip install {' '.join(missing)}")
+        raise Unusable(
+            f"the official eval.py imports {', '.join(missing)}, not installed here: pip install {' '.join(missing)}"
+        )
     source, label = read_official(path)
     module = types.ModuleType("mllmu_bench_official_eval")
     module.__file__ = label
@@ -144,6 +152,7 @@ def load_official(path: str) -> tuple[types.ModuleType, str]:
 
 
 # ============================================================================ patches
+
 
 class ZeroShotRandom:
     """Stands in for eval.py's `random`: no example profiles, the first test image."""
@@ -194,7 +203,7 @@ def recording_rouge(scores: list):
 def prompt_overlap(prompt_ids: list[int], ids: list[int]) -> int:
     """How many leading prompt tokens `ids` (prompt + generated, eval.py slices [2:]) left out."""
     for k in range(len(prompt_ids)):
-        if ids[:len(prompt_ids) - k] == prompt_ids[k:]:
+        if ids[: len(prompt_ids) - k] == prompt_ids[k:]:
             return k
     raise RuntimeError("decode() was not given the last prompt followed by generated tokens")
 
@@ -220,7 +229,7 @@ class DecodeLog:
     def decode(self, inner, token_ids, *args, **kwargs) -> str:
         ids = [int(t) for t in token_ids]
         k = prompt_overlap(self.ids, ids)
-        new = inner.decode(ids[len(self.ids) - k:], *args, **kwargs)
+        new = inner.decode(ids[len(self.ids) - k :], *args, **kwargs)
         self.responses.append(new.strip())
         return f"{self.text} {new}" if self.rebuild else inner.decode(token_ids, *args, **kwargs)
 
@@ -263,6 +272,7 @@ class EncoderProxy:
 
 # ============================================================================ the official run
 
+
 def official_rows(bench: Path, set_name: str, forget: int) -> list[dict]:
     """The rows eval.py evaluates for one set, in its order (its `eval_samples`)."""
     import pandas as pd
@@ -279,9 +289,13 @@ def official_rows(bench: Path, set_name: str, forget: int) -> list[dict]:
 
 def official_paths(bench: Path, forget: int) -> dict[str, Path]:
     """What eval.py's main() passes per set (--test_data is the Test_Set folder)."""
-    return {"forget": bench / f"forget_{forget}" / PARQUET, "test": bench / "Test_Set",
-            "retain": bench / f"retain_{100 - forget}" / PARQUET, "celebrity": bench / "Retain_Set" / PARQUET,
-            "few_shot": bench / "Full_Set" / PARQUET}
+    return {
+        "forget": bench / f"forget_{forget}" / PARQUET,
+        "test": bench / "Test_Set",
+        "retain": bench / f"retain_{100 - forget}" / PARQUET,
+        "celebrity": bench / "Retain_Set" / PARQUET,
+        "few_shot": bench / "Full_Set" / PARQUET,
+    }
 
 
 def question_order(rows: list[dict], task: str) -> list[dict]:
@@ -293,14 +307,28 @@ def question_order(rows: list[dict], task: str) -> list[dict]:
             lists = row["Classification_Task"]
             for mode, key in (("image_text", "Image_Textual_Questions"), ("text_only", "Pure_Text_Questions")):
                 for i, q in enumerate(lists.get(key, [])):
-                    out.append({"profile": pid, "mode": mode, "index": i, "question": q["Question"],
-                                "answer": q["Correct_Answer"]})
+                    out.append(
+                        {
+                            "profile": pid,
+                            "mode": mode,
+                            "index": i,
+                            "question": q["Question"],
+                            "answer": q["Correct_Answer"],
+                        }
+                    )
         else:
             index = dict.fromkeys(MODES, 0)
             for q in row["Mask_Task" if task == "cloze" else "Generation_Task"]:
                 mode = TYPE_TO_MODE[q["Type"]]
-                out.append({"profile": pid, "mode": mode, "index": index[mode], "question": q["Question"],
-                            "answer": q["Ground_Truth"]})
+                out.append(
+                    {
+                        "profile": pid,
+                        "mode": mode,
+                        "index": index[mode],
+                        "question": q["Question"],
+                        "answer": q["Ground_Truth"],
+                    }
+                )
                 index[mode] += 1
     return out
 
@@ -317,15 +345,29 @@ def printed_blocks(calls: list[tuple], labels: dict[str, str], first: str) -> li
     return blocks
 
 
-CHOICE_LABELS = {"Prompt: ": "prompt", "Model Answer: ": "answer", "Correct Answer: ": "truth",
-                 "The model answer is: ": "verdict"}
-GENERATION_LABELS = {"###### Generation Question: ######": "question", "###### Generation Prompt: ######": "prompt",
-                     "###### Generation ASSISTANT: ######": "answer",
-                     "###### Generation Ground Truth: ######": "truth"}
+CHOICE_LABELS = {
+    "Prompt: ": "prompt",
+    "Model Answer: ": "answer",
+    "Correct Answer: ": "truth",
+    "The model answer is: ": "verdict",
+}
+GENERATION_LABELS = {
+    "###### Generation Question: ######": "question",
+    "###### Generation Prompt: ######": "prompt",
+    "###### Generation ASSISTANT: ######": "answer",
+    "###### Generation Ground Truth: ######": "truth",
+}
 
 
-def assemble(set_name: str, task: str, expected: list[dict], calls: list[tuple], responses: list[str],
-             rouge: list[dict] | None = None, generation_json: dict | None = None) -> dict[tuple, dict]:
+def assemble(
+    set_name: str,
+    task: str,
+    expected: list[dict],
+    calls: list[tuple],
+    responses: list[str],
+    rouge: list[dict] | None = None,
+    generation_json: dict | None = None,
+) -> dict[tuple, dict]:
     """Official per-question records keyed (set, profile, task, mode, index); checks alignment."""
     if task == "generation":
         blocks = printed_blocks(calls, GENERATION_LABELS, "question")
@@ -347,27 +389,52 @@ def assemble(set_name: str, task: str, expected: list[dict], calls: list[tuple],
         if task == "classification":
             if block.get("truth") != exp["answer"] or exp["question"] not in prompt:
                 raise RuntimeError(f"{where}: printed question does not line up with the data")
-            rec = {"prompt": prompt, "response": response, "letter": block.get("answer"),
-                   "answer": block.get("answer"), "correct": bool(block.get("verdict"))}
+            rec = {
+                "prompt": prompt,
+                "response": response,
+                "letter": block.get("answer"),
+                "answer": block.get("answer"),
+                "correct": bool(block.get("verdict")),
+            }
         elif task == "cloze":
             if str(block.get("truth")) != str(exp["answer"]) or exp["question"].replace("__", "[Blank]") not in prompt:
                 raise RuntimeError(f"{where}: printed question does not line up with the data")
-            rec = {"prompt": prompt, "response": response, "answer": block.get("answer"),
-                   "correct": bool(block.get("verdict"))}
+            rec = {
+                "prompt": prompt,
+                "response": response,
+                "answer": block.get("answer"),
+                "correct": bool(block.get("verdict")),
+            }
         else:
             entry, score = entries[i], rouge[i]
-            if (str(entry["image_id"]) != exp["profile"] or entry["question"] != exp["question"]
-                    or TYPE_TO_MODE.get(entry["question type"]) != exp["mode"]
-                    or score["prediction"] != entry["generated_answer"]):
+            if (
+                str(entry["image_id"]) != exp["profile"]
+                or entry["question"] != exp["question"]
+                or TYPE_TO_MODE.get(entry["question type"]) != exp["mode"]
+                or score["prediction"] != entry["generated_answer"]
+            ):
                 raise RuntimeError(f"{where}: results JSON does not line up with the data")
-            rec = {"prompt": prompt, "response": response, "answer": entry["generated_answer"],
-                   "rougeL": score["rougeL"]}
+            rec = {
+                "prompt": prompt,
+                "response": response,
+                "answer": entry["generated_answer"],
+                "rougeL": score["rougeL"],
+            }
         out[(set_name, exp["profile"], task, exp["mode"], exp["index"])] = rec
     return out
 
 
-def run_official(module, model_dir: str, bench: Path, forget: int, sets, work: Path, decode: str,
-                 model_id: str = DEFAULT_MODEL_ID, log=None) -> tuple[dict[tuple, dict], dict]:
+def run_official(
+    module,
+    model_dir: str,
+    bench: Path,
+    forget: int,
+    sets,
+    work: Path,
+    decode: str,
+    model_id: str = DEFAULT_MODEL_ID,
+    log=None,
+) -> tuple[dict[tuple, dict], dict]:
     """Run eval.py's three functions on every requested set; per-question records and run info."""
     import torch
 
@@ -385,18 +452,33 @@ def run_official(module, model_dir: str, bench: Path, forget: int, sets, work: P
     proc, tok = EncoderProxy(processor, decodes, device), EncoderProxy(tokenizer, decodes, device)
     paths = official_paths(bench, forget)
     out_dir = work / "official"
-    args = argparse.Namespace(model_id=model_id, output_folder=str(out_dir), output_file="compare",
-                              forget_ratio=forget, data_split_folder=str(bench), few_shot_data=str(paths["few_shot"]),
-                              test_data=str(paths["test"]), celebrity_data=str(paths["celebrity"]),
-                              cache_path=model_dir, pretrain=False)
+    args = argparse.Namespace(
+        model_id=model_id,
+        output_folder=str(out_dir),
+        output_file="compare",
+        forget_ratio=forget,
+        data_split_folder=str(bench),
+        few_shot_data=str(paths["few_shot"]),
+        test_data=str(paths["test"]),
+        celebrity_data=str(paths["celebrity"]),
+        cache_path=model_dir,
+        pretrain=False,
+    )
     records: dict[tuple, dict] = {}
     for set_name in sets:
         mode = OFFICIAL_MODE[set_name]
         rows = official_rows(bench, set_name, forget)
         extra = {"forget_parquet_file": str(paths["forget"])} if set_name == "test" else {}
         for task in TASKS:
-            kwargs = dict(parquet_file=str(paths[set_name]), processor=proc, tokenizer=tok, model=model, args=args,
-                          mode=mode, **extra)
+            kwargs = dict(
+                parquet_file=str(paths[set_name]),
+                processor=proc,
+                tokenizer=tok,
+                model=model,
+                args=args,
+                mode=mode,
+                **extra,
+            )
             if task != "generation":
                 kwargs["few_shot_parquet_file"] = str(paths["few_shot"])
             before, rouge[:] = rng.samples, []
@@ -406,15 +488,22 @@ def run_official(module, model_dir: str, bench: Path, forget: int, sets, work: P
             gen_json = None
             if task == "generation":
                 gen_json = json.loads((out_dir / f"{mode}_generation_results.json").read_text())
-            records.update(assemble(set_name, task, question_order(rows, task), printer.take(), decodes.take(),
-                                    list(rouge), gen_json))
+            records.update(
+                assemble(
+                    set_name, task, question_order(rows, task), printer.take(), decodes.take(), list(rouge), gen_json
+                )
+            )
     with open(out_dir / "records.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"key": list(key), **rec}) + "\n" for key, rec in records.items())
-    return records, {"decode": "rebuild" if rebuild else "raw", "example_draws": rng.samples,
-                     "test_image_draws": rng.choices}
+    return records, {
+        "decode": "rebuild" if rebuild else "raw",
+        "example_draws": rng.samples,
+        "test_image_draws": rng.choices,
+    }
 
 
 # ============================================================================ our run
+
 
 def key_of(sample: dict) -> tuple:
     index = sample["qid"].rsplit("/", 1)[1]
@@ -450,9 +539,19 @@ def run_ours(model_dir: str, bench: Path, forget: int, sets, work: Path, batch_s
     from mmunlearn.harness.app.runner import RunConfig, run_benchmark
 
     out = work / "ours"
-    cfg = RunConfig(model=model_dir, bench=str(bench), forget=forget, method="vanilla", shots=0,
-                    test_images="first", judge=None, sets=tuple(sets), tasks=TASKS, device="cpu",
-                    batch_size=batch_size)
+    cfg = RunConfig(
+        model=model_dir,
+        bench=str(bench),
+        forget=forget,
+        method="vanilla",
+        shots=0,
+        test_images="first",
+        judge=None,
+        sets=tuple(sets),
+        tasks=TASKS,
+        device="cpu",
+        batch_size=batch_size,
+    )
     run_benchmark(cfg, out, progress=False)
     return read_samples(out / "samples.jsonl")
 
@@ -481,14 +580,19 @@ def our_prompts(model, model_dir: str, bench: Path, forget: int, sets) -> dict[t
 
 # ============================================================================ comparison
 
+
 def agree(task: str, official: dict, ours: dict) -> bool:
     if task == "classification":
         return official.get("letter") == ours.get("letter")
     if task == "cloze":
         return official.get("correct") == ours.get("correct")
     a, b = official.get("rougeL"), ours.get("rougeL")
-    return (official.get("answer") == ours.get("answer") and a is not None and b is not None
-            and math.isclose(a, b, rel_tol=0.0, abs_tol=ROUGE_TOL))
+    return (
+        official.get("answer") == ours.get("answer")
+        and a is not None
+        and b is not None
+        and math.isclose(a, b, rel_tol=0.0, abs_tol=ROUGE_TOL)
+    )
 
 
 def metric(task: str, records: list[dict]) -> float | None:
@@ -512,15 +616,23 @@ def compare(official: dict[tuple, dict], ours: dict[tuple, dict], sets=SETS, tas
                 same_prompt = [k for k in with_prompts if o[k]["prompt"] == u[k]["prompt"]]
                 agreeing = [k for k in both if agree(t, o[k], u[k])]
                 same_response = [k for k in both if o[k].get("response") == u[k].get("response")]
-                cells.append({
-                    "set": s, "task": t, "mode": m, "n": len(keys), "n_official": len(o), "n_ours": len(u),
-                    "prompts_identical": len(same_prompt) / len(with_prompts) if with_prompts else None,
-                    "agreement": len(agreeing) / len(keys) if keys else None,
-                    "responses_identical": len(same_response) / len(both) if both else None,
-                    "metric_official": metric(t, list(o.values())), "metric_ours": metric(t, list(u.values())),
-                    "disagreeing": [list(k) for k in keys if k not in agreeing],
-                    "prompt_differs": [list(k) for k in with_prompts if k not in same_prompt],
-                })
+                cells.append(
+                    {
+                        "set": s,
+                        "task": t,
+                        "mode": m,
+                        "n": len(keys),
+                        "n_official": len(o),
+                        "n_ours": len(u),
+                        "prompts_identical": len(same_prompt) / len(with_prompts) if with_prompts else None,
+                        "agreement": len(agreeing) / len(keys) if keys else None,
+                        "responses_identical": len(same_response) / len(both) if both else None,
+                        "metric_official": metric(t, list(o.values())),
+                        "metric_ours": metric(t, list(u.values())),
+                        "disagreeing": [list(k) for k in keys if k not in agreeing],
+                        "prompt_differs": [list(k) for k in with_prompts if k not in same_prompt],
+                    }
+                )
     return cells
 
 
@@ -537,11 +649,15 @@ def format_table(cells: list[dict], threshold: float) -> str:
     for c in cells:
         flag = "  <-- below" if c["agreement"] is not None and c["agreement"] < threshold else ""
         n = f"{c['n']}" if c["n_official"] == c["n_ours"] == c["n"] else f"{c['n']}*"
-        lines.append(f"{c['set']:<10} {c['task']:<15} {c['mode']:<11} {n:>5} {pct(c['prompts_identical']):>9} "
-                     f"{pct(c['agreement']):>7}  {pct(c['metric_official']):>8} {pct(c['metric_ours']):>8}{flag}")
-    lines.append("prompts= share of identical prompt strings; agree: classification same letter, cloze same "
-                 "correctness, generation same answer and ROUGE-L; official/ours: accuracy (generation: mean "
-                 "ROUGE-L); n* = a question on one side only")
+        lines.append(
+            f"{c['set']:<10} {c['task']:<15} {c['mode']:<11} {n:>5} {pct(c['prompts_identical']):>9} "
+            f"{pct(c['agreement']):>7}  {pct(c['metric_official']):>8} {pct(c['metric_ours']):>8}{flag}"
+        )
+    lines.append(
+        "prompts= share of identical prompt strings; agree: classification same letter, cloze same "
+        "correctness, generation same answer and ROUGE-L; official/ours: accuracy (generation: mean "
+        "ROUGE-L); n* = a question on one side only"
+    )
     return "\n".join(lines)
 
 
@@ -555,13 +671,17 @@ def format_examples(cells: list[dict], official: dict, ours: dict, threshold: fl
             k = tuple(k)
             o, u = official.get(k, {}), ours.get(k, {})
             op, up = o.get("prompt"), u.get("prompt")
-            parts.append("\n".join([
-                f"--- {'/'.join(map(str, k))}",
-                f"official prompt: {op!r}",
-                f"our prompt:      {'(identical)' if op == up and op is not None else repr(up)}",
-                f"official response: {o.get('response')!r} -> {_verdict(k[2], o)}",
-                f"our response:      {u.get('response')!r} -> {_verdict(k[2], u)}",
-            ]))
+            parts.append(
+                "\n".join(
+                    [
+                        f"--- {'/'.join(map(str, k))}",
+                        f"official prompt: {op!r}",
+                        f"our prompt:      {'(identical)' if op == up and op is not None else repr(up)}",
+                        f"official response: {o.get('response')!r} -> {_verdict(k[2], o)}",
+                        f"our response:      {u.get('response')!r} -> {_verdict(k[2], u)}",
+                    ]
+                )
+            )
     return "\n".join(parts)
 
 
@@ -576,6 +696,7 @@ def _verdict(task: str, rec: dict) -> str:
 
 
 # ============================================================================ main
+
 
 def parse_args(argv=None):
     from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
@@ -625,8 +746,9 @@ def main(argv=None) -> int:
         log = stack.enter_context(open(args.log, "w", encoding="utf-8")) if args.log else None
         print(f"official: {label}\nmodel: {args.model}\nbench: {bench} (forget {args.forget})", file=sys.stderr)
         print("running the official functions ...", file=sys.stderr)
-        official, info = run_official(module, args.model, bench, args.forget, sets, work, args.decode,
-                                      args.model_id, log)
+        official, info = run_official(
+            module, args.model, bench, args.forget, sets, work, args.decode, args.model_id, log
+        )
         print(f"official decode: {info['decode']}; running our harness ...", file=sys.stderr)
         ours = run_ours(args.model, bench, args.forget, sets, work, args.batch_size)
     from transformers import LlavaForConditionalGeneration
@@ -642,10 +764,24 @@ def main(argv=None) -> int:
         print("\nDiffering questions:\n" + examples)
     bad = failing(cells, args.min_agreement)
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "official": label, "model": args.model, "bench": str(bench), "forget": args.forget, "sets": sets,
-            "official_decode": info["decode"], "min_agreement": args.min_agreement, "ok": not bad,
-            "cells": cells}, indent=1) + "\n", encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "official": label,
+                    "model": args.model,
+                    "bench": str(bench),
+                    "forget": args.forget,
+                    "sets": sets,
+                    "official_decode": info["decode"],
+                    "min_agreement": args.min_agreement,
+                    "ok": not bad,
+                    "cells": cells,
+                },
+                indent=1,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
     print(f"\n{'FAIL' if bad else 'OK'}: {len(bad)} of {len(cells)} cells agree below {args.min_agreement}")
     return 1 if bad else 0
 

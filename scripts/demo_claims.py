@@ -14,6 +14,7 @@
 
 Prints one line per claim with its figures and PASS/FAIL; exits 1 if a claim fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,23 +51,40 @@ def claims(runs: dict[str, dict], task: str, metric: str) -> list[tuple[str, boo
     ga = [m for m in GA_FAMILY if m in runs]
     img = sum(drop(m, "forget", "image_text") for m in ga) / len(ga)
     txt = sum(drop(m, "forget", "text_only") for m in ga) / len(ga)
-    out.append(("1 GA family forgets more in image+text than text-only", img > txt,
-                f"mean forget drop image_text {img:+.3f} vs text_only {txt:+.3f} ({', '.join(ga)})"))
+    out.append(
+        (
+            "1 GA family forgets more in image+text than text-only",
+            img > txt,
+            f"mean forget drop image_text {img:+.3f} vs text_only {txt:+.3f} ({', '.join(ga)})",
+        )
+    )
 
     f = {m: drop("manu", "forget", m) for m in MODES}
     r = {m: drop("manu", "retain", m) for m in MODES}
     ga_retain = sum(drop(m, "retain", mode) for m in ga for mode in MODES) / (2 * len(ga))
     ok = all(f[m] >= 0.05 for m in MODES) and all(r[m] <= 0.05 for m in MODES) and sum(r.values()) / 2 < ga_retain
-    out.append(("2 MANU forgets in both modes, keeps retain", ok,
-                f"alpha {alpha_of(runs['manu']):g}: forget drop img {f['image_text']:+.3f} txt {f['text_only']:+.3f}; "
-                f"retain loss img {r['image_text']:+.3f} txt {r['text_only']:+.3f} (GA family {ga_retain:+.3f})"))
+    out.append(
+        (
+            "2 MANU forgets in both modes, keeps retain",
+            ok,
+            f"alpha {alpha_of(runs['manu']):g}: forget drop img {f['image_text']:+.3f} txt {f['text_only']:+.3f}; "
+            f"retain loss img {r['image_text']:+.3f} txt {r['text_only']:+.3f} (GA family {ga_retain:+.3f})",
+        )
+    )
 
     sweep = sorted((alpha_of(run), name) for name, run in runs.items() if run["manifest"]["method"]["name"] == "manu")
     fd = [sum(drop(n, "forget", m) for m in MODES) / 2 for _, n in sweep]
     rl = [sum(drop(n, "retain", m) for m in MODES) / 2 for _, n in sweep]
     ok = len(sweep) >= 3 and all(b >= a for a, b in zip(fd, fd[1:])) and all(b >= a for a, b in zip(rl, rl[1:]))
-    out.append(("3 larger alpha forgets more and keeps less", ok,
-                "; ".join(f"alpha {a:g}: forget drop {x:+.3f}, retain loss {y:+.3f}" for (a, _), x, y in zip(sweep, fd, rl))))
+    out.append(
+        (
+            "3 larger alpha forgets more and keeps less",
+            ok,
+            "; ".join(
+                f"alpha {a:g}: forget drop {x:+.3f}, retain loss {y:+.3f}" for (a, _), x, y in zip(sweep, fd, rl)
+            ),
+        )
+    )
     return out
 
 

@@ -9,6 +9,7 @@ MLPs, and all vision MLPs) with the same exact pruning MANU uses, and prints clo
 
 Figures it gave on the embedded tiny LLaVA are in the README (v2) and docs/tiny-model.md (v1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,11 @@ def main() -> None:
     args = p.parse_args()
 
     bench = load_benchmark(args.bench, forget=args.forget)
-    groups = {f"{s} {m}": bench.questions(sets=s, tasks="cloze", modes=m)[:args.limit]
-              for s in ("forget", "retain") for m in MODES}
+    groups = {
+        f"{s} {m}": bench.questions(sets=s, tasks="cloze", modes=m)[: args.limit]
+        for s in ("forget", "retain")
+        for m in MODES
+    }
     table = locus_table(load_vlm(args.model), groups, args.batch_size)
     print(f"| MLP units zeroed | {' | '.join(groups)} |\n|---|" + "---|" * len(groups))
     for name, row in table.items():

@@ -13,6 +13,7 @@ under A-D, the answer names every option text followed by its letter in shuffled
 It trains a copy in memory and saves nothing unless --out is given. Figures it gave on the
 embedded tiny LLaVA are in README ("Known limits of the tiny model").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,9 @@ def main() -> None:
     vlm = load_vlm(args.model, device="cpu")
     letter_ids = torch.tensor(vlm.tokenizer.convert_tokens_to_ids(list(LETTERS)))
     opt = torch.optim.AdamW(vlm.model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=max(0.05, 3 / args.steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.steps, pct_start=max(0.05, 3 / args.steps)
+    )
     vlm.model.train()
     start, recent = time.perf_counter(), []
     for step in range(1, args.steps + 1):
@@ -79,10 +82,13 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(vlm.model.parameters(), 1.0)
         opt.step()
         sched.step()
-        recent = (recent + [accuracy])[-args.report_every:]
+        recent = (recent + [accuracy])[-args.report_every :]
         if step % args.report_every == 0 or step == args.steps:
-            print(f"step {step:5d}  {time.perf_counter() - start:6.0f} s  letter loss {loss.item():.3f}  "
-                  f"letter accuracy (last {len(recent)} steps) {sum(recent) / len(recent):.2f}", flush=True)
+            print(
+                f"step {step:5d}  {time.perf_counter() - start:6.0f} s  letter loss {loss.item():.3f}  "
+                f"letter accuracy (last {len(recent)} steps) {sum(recent) / len(recent):.2f}",
+                flush=True,
+            )
     if args.out:
         vlm.model.eval()
         vlm.save(args.out)

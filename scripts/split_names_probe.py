@@ -11,6 +11,7 @@ session) and saves it, so `scripts/fact_locus.py --model OUT` and
 
 Figures it gave are in README ("Known limits of the tiny model").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,16 @@ def main() -> None:
     model, processor = tm.build_tiny_llava(bench, tm.TinyConfig(split_names=True), args.seed)
     vlm = wrap_vlm(model, processor, source=args.out)
     rng = random.Random(args.seed)
-    items = [i for i in tm.training_items(bench, tm.FINETUNE_SETS)
-             if i.kind == "text" and (i.bare or BLANK in i.render(random.Random(0))[0])]
+    items = [
+        i
+        for i in tm.training_items(bench, tm.FINETUNE_SETS)
+        if i.kind == "text" and (i.bare or BLANK in i.render(random.Random(0))[0])
+    ]
     images = tm._Images()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=max(0.1, 3 / args.steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.steps, pct_start=max(0.1, 3 / args.steps)
+    )
     model.train()
     start = time.perf_counter()
     for _ in (bar := tqdm(range(args.steps), desc="split-names probe")):

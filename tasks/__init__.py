@@ -1,6 +1,7 @@
 """Built-in task plugins, one file each. Importing this package (the `mmunlearn.tasks` entry
 point `builtin`) imports every module in it, so each task registers itself and a new task needs
 no edit outside its own file."""
+
 import importlib
 import pkgutil
 

@@ -20,6 +20,7 @@ image, no examples) and scores each option text as its answer (length-normalised
 whether it can read an option list. The model adapter joins each continuation to the prompt the
 way it joins training answers (mmunlearn.harness.core.model scores " " + option).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,12 @@ from mmunlearn.harness.core.prompts import Request, first_letter
 from mmunlearn.harness.core.records import LETTERS, ImageDecoder, Question
 from mmunlearn.harness.core.contracts import SampleResult, Task, TaskContext, register_task
 
-SCORERS = {"generate": "accuracy", "loglik": "accuracy_loglik", "loglik_text": "accuracy_loglik_text",
-           "loglik_answer": "accuracy_loglik_answer"}
+SCORERS = {
+    "generate": "accuracy",
+    "loglik": "accuracy_loglik",
+    "loglik_text": "accuracy_loglik_text",
+    "loglik_answer": "accuracy_loglik_answer",
+}
 
 parse_letter = first_letter  # the official parsing, under the name this task has always exported
 
@@ -46,8 +51,9 @@ class ClassificationTask(Task):
         self._check(questions)
         unknown = [s for s in ctx.scorers if s not in SCORERS]
         if unknown or not ctx.scorers:
-            raise ConfigError(f"unknown classification scorer(s) {unknown or '(none given)'}; "
-                              f"known: {', '.join(SCORERS)}")
+            raise ConfigError(
+                f"unknown classification scorer(s) {unknown or '(none given)'}; known: {', '.join(SCORERS)}"
+            )
         for q in questions:
             if not q.options or set(q.options) != set(LETTERS) or q.answer not in LETTERS:
                 raise ValueError(f"question {q.qid} needs options A-D and a correct letter")
@@ -57,8 +63,9 @@ class ClassificationTask(Task):
         scores = [dict.fromkeys(SCORERS[s] for s in ctx.scorers) for _ in kept]
         responses = [""] * len(kept)
         if kept and "generate" in ctx.scorers:
-            responses = vlm.generate(reqs, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
-                                     desc="classification")
+            responses = vlm.generate(
+                reqs, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size, desc="classification"
+            )
             for q, r, sc, ex in zip(kept, responses, scores, extras):
                 ex["letter"] = first_letter(r)
                 sc["accuracy"] = float(ex["letter"] == q.answer)
@@ -67,8 +74,10 @@ class ClassificationTask(Task):
             for q, lp, sc, ex in zip(kept, lps, scores, extras):
                 ex["letter_loglik"] = LETTERS[_argmax(lp)]
                 sc["accuracy_loglik"] = float(ex["letter_loglik"] == q.answer)
-        text_scorers = {"loglik_text": reqs,  # option texts after the same prompt
-                        "loglik_answer": [Request(q.text, images(q.image)) for q in kept]}
+        text_scorers = {
+            "loglik_text": reqs,  # option texts after the same prompt
+            "loglik_answer": [Request(q.text, images(q.image)) for q in kept],
+        }
         for scorer, scorer_reqs in text_scorers.items():
             if not (kept and scorer in ctx.scorers):
                 continue
@@ -78,8 +87,10 @@ class ClassificationTask(Task):
                 per_byte = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
                 ex[f"letter_{scorer}"] = LETTERS[_argmax(per_byte)]
                 sc[SCORERS[scorer]] = float(ex[f"letter_{scorer}"] == q.answer)
-        scored = {q.qid: self._result(q, h, r, sc, ex) for q, h, r, sc, ex in
-                  zip(kept, prep.hashes, responses, scores, extras)}
+        scored = {
+            q.qid: self._result(q, h, r, sc, ex)
+            for q, h, r, sc, ex in zip(kept, prep.hashes, responses, scores, extras)
+        }
         return [scored.get(q.qid) or prep.excluded[q.qid] for q in questions]
 
 

@@ -11,6 +11,7 @@ so "He was a doctor in Paris." is correct for "doctor" (and so is "not a doctor"
 punctuation removed, whitespace collapsed). A question with an empty ground truth cannot be
 scored (both None) rather than counting as correct everywhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,8 +49,11 @@ class ClozeTask(Task):
         if not questions:
             return []
         prep = self.requests(vlm, questions, ctx, ImageDecoder(), self.metrics)
-        responses = vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
-                                 desc="cloze") if prep.kept else []
+        responses = (
+            vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size, desc="cloze")
+            if prep.kept
+            else []
+        )
         scored = {}
         for q, h, r, ex in zip(prep.kept, prep.hashes, responses, prep.extras):
             answer = extract_answer(r)

@@ -10,6 +10,7 @@ Factuality is the judge's raw 1-10 score, the papers' scale: samples keep it
 (or high) score. Without an available judge factuality is None (not scored) and both counts
 are 0. Generation has no in-context examples in the official protocol.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -28,8 +29,9 @@ def bleu(ground_truth: str, answer: str) -> float:
 
     with warnings.catch_warnings():  # nltk warns when a short answer has no n-gram overlap
         warnings.simplefilter("ignore")
-        return float(sentence_bleu([ground_truth.split()], answer.split(),
-                                   smoothing_function=SmoothingFunction().method1))
+        return float(
+            sentence_bleu([ground_truth.split()], answer.split(), smoothing_function=SmoothingFunction().method1)
+        )
 
 
 @register_task
@@ -52,12 +54,18 @@ class GenerationTask(Task):
         if not questions:
             return []
         prep = self.requests(vlm, questions, ctx, ImageDecoder(), self.metrics)
-        responses = vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
-                                 desc="generation") if prep.kept else []
+        responses = (
+            vlm.generate(prep.requests, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size, desc="generation")
+            if prep.kept
+            else []
+        )
         answers = [extract_answer(r) for r in responses]
         judge = ctx.judge if ctx.judge is not None and ctx.judge.available else None
-        verdicts = (judge.score_many([(q.text, a, q.answer, q.profile_id) for q, a in zip(prep.kept, answers)],
-                                     desc="judge") if judge else [None] * len(prep.kept))
+        verdicts = (
+            judge.score_many([(q.text, a, q.answer, q.profile_id) for q, a in zip(prep.kept, answers)], desc="judge")
+            if judge
+            else [None] * len(prep.kept)
+        )
         results = {}
         for q, h, r, a, v in zip(prep.kept, prep.hashes, responses, answers, verdicts):
             scores: dict[str, float | None] = {**self.rouge(q.answer, a), "bleu": bleu(q.answer, a), "factuality": None}

@@ -1,4 +1,5 @@
 """Shared fixtures: a small generated mini-bench, and writable copies of it to corrupt."""
+
 from __future__ import annotations
 
 import shutil

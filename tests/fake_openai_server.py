@@ -20,6 +20,7 @@ Bounded: the server listens on 127.0.0.1 only; every wait ends when the server s
 `max_requests` chat requests it answers 400 (not retried by any client), so a client stuck in
 a loop ends, and `over_budget` counts those requests.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAIServer:
-    def __init__(self, script=(), default=("ok", '{"Factuality Score": 7, "Justification": "ok"}'),
-                 max_requests: int = 1000):
+    def __init__(
+        self, script=(), default=("ok", '{"Factuality Score": 7, "Justification": "ok"}'), max_requests: int = 1000
+    ):
         self.script = deque(script)
         self.default = default
         self.max_requests, self.over_budget = max_requests, 0
@@ -110,8 +112,10 @@ class FakeOpenAIServer:
                     return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "error"}})
                 if kind == "echo_key":
                     token = self.headers.get("authorization", "").removeprefix("Bearer ")
-                    return self._send(action[1], {"error": {"message": f"Incorrect API key provided: {token}",
-                                                            "type": "invalid_request_error"}})
+                    return self._send(
+                        action[1],
+                        {"error": {"message": f"Incorrect API key provided: {token}", "type": "invalid_request_error"}},
+                    )
                 raise ValueError(f"unknown scripted action {action!r}")
 
             def _drip(self, interval, data):
@@ -121,10 +125,12 @@ class FakeOpenAIServer:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.flush()
-                    for i in range(len(data)):  # bounded: one byte per interval, until the body ends or the server stops
+                    for i in range(
+                        len(data)
+                    ):  # bounded: one byte per interval, until the body ends or the server stops
                         if server._stop.wait(interval):
                             break
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up
@@ -146,8 +152,10 @@ class FakeOpenAIServer:
 
 def _completion(model: str, content: str) -> dict:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }

@@ -1,4 +1,5 @@
 """load_benchmark: counts, set selection, question records, fact pairs, and refusal of bad data."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,10 @@ def test_questions_carry_set_task_mode_and_images_only_in_image_mode(small_bench
 
 
 def _test_rows(root):
-    return {r["ID"]: [im["bytes"] for im in r["images"]]
-            for r in pq.read_table(root / "Test_Set" / PARQUET_NAME).to_pylist()}
+    return {
+        r["ID"]: [im["bytes"] for im in r["images"]]
+        for r in pq.read_table(root / "Test_Set" / PARQUET_NAME).to_pylist()
+    }
 
 
 def test_test_set_first_uses_the_first_transformed_image(small_bench):
@@ -104,8 +107,9 @@ def test_test_set_all_repeats_image_questions_once_per_image(small_bench):
     first = load_benchmark(small_bench, forget=10, test_images="first")
     every = load_benchmark(small_bench, forget=10, test_images="all")
     assert every.questions(sets="test", modes="text_only") == first.questions(sets="test", modes="text_only")
-    assert every.questions(sets=("forget", "retain", "celebrity")) == first.questions(sets=("forget", "retain",
-                                                                                            "celebrity"))
+    assert every.questions(sets=("forget", "retain", "celebrity")) == first.questions(
+        sets=("forget", "retain", "celebrity")
+    )
     base = first.questions(sets="test", modes="image_text")
     expanded = every.questions(sets="test", modes="image_text")
     assert len({q.qid for q in expanded}) == len(expanded) == sum(len(rows[q.profile_id]) for q in base)
@@ -129,8 +133,9 @@ def test_full_set_is_loaded_for_in_context_examples(small_bench):
     for p in bench.profiles["retain"]:  # Full_Set rows are the same profiles, with the original image
         full = bench.full_set[p.id]
         assert full.image == p.image
-        assert [(q.task, q.mode, q.text, q.answer) for q in full.questions] == \
-            [(q.task, q.mode, q.text, q.answer) for q in p.questions]
+        assert [(q.task, q.mode, q.text, q.answer) for q in full.questions] == [
+            (q.task, q.mode, q.text, q.answer) for q in p.questions
+        ]
 
 
 def test_questions_filter(small_bench):
@@ -218,34 +223,58 @@ def test_bad_forget_split_and_missing_folder(tmp_path):
 
 # ----------------------------------------------------------------------------- malformed data
 
+
 def _set(path, value):
     """edit(rows) that sets rows[0][path...] = value."""
+
     def edit(rows):
         target = rows[0]
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value
         return rows
+
     return edit
 
 
 MALFORMED = [
-    ("forget_5", _set(("Classification_Task", "Image_Textual_Questions", 1, "Correct_Answer"), "E"),
-     "config 'forget_5', row 0, field 'Classification_Task.Image_Textual_Questions[1].Correct_Answer'",
-     "bad option letter 'E'"),
-    ("retain_95", _set(("Classification_Task", "Pure_Text_Questions", 0, "Options", "D"), None),
-     "config 'retain_95', row 0, field 'Classification_Task.Pure_Text_Questions[0].Options'",
-     "A, B, C and D"),
-    ("forget_5", _set(("image", "bytes"), b"not an image"),
-     "config 'forget_5', row 0, field 'image'", "undecodable image bytes"),
-    ("Retain_Set", _set(("Generation_Task", 2, "Type"), "Video"),
-     "config 'Retain_Set', row 0, field 'Generation_Task[2].Type'", "unknown type 'Video'"),
-    ("forget_5", _set(("Mask_Task", 4, "Type"), "image"),
-     "config 'forget_5', row 0, field 'Mask_Task[4].Type'", "unknown type 'image'"),
-    ("retain_95", _set(("Mask_Task", 0, "Question"), "This person was born in the year."),
-     "config 'retain_95', row 0, field 'Mask_Task[0].Question'", 'no "__" blank'),
-    ("retain_95", lambda rows: rows + [rows[0]],
-     "config 'retain_95', row ", "duplicate profile ID"),
+    (
+        "forget_5",
+        _set(("Classification_Task", "Image_Textual_Questions", 1, "Correct_Answer"), "E"),
+        "config 'forget_5', row 0, field 'Classification_Task.Image_Textual_Questions[1].Correct_Answer'",
+        "bad option letter 'E'",
+    ),
+    (
+        "retain_95",
+        _set(("Classification_Task", "Pure_Text_Questions", 0, "Options", "D"), None),
+        "config 'retain_95', row 0, field 'Classification_Task.Pure_Text_Questions[0].Options'",
+        "A, B, C and D",
+    ),
+    (
+        "forget_5",
+        _set(("image", "bytes"), b"not an image"),
+        "config 'forget_5', row 0, field 'image'",
+        "undecodable image bytes",
+    ),
+    (
+        "Retain_Set",
+        _set(("Generation_Task", 2, "Type"), "Video"),
+        "config 'Retain_Set', row 0, field 'Generation_Task[2].Type'",
+        "unknown type 'Video'",
+    ),
+    (
+        "forget_5",
+        _set(("Mask_Task", 4, "Type"), "image"),
+        "config 'forget_5', row 0, field 'Mask_Task[4].Type'",
+        "unknown type 'image'",
+    ),
+    (
+        "retain_95",
+        _set(("Mask_Task", 0, "Question"), "This person was born in the year."),
+        "config 'retain_95', row 0, field 'Mask_Task[0].Question'",
+        'no "__" blank',
+    ),
+    ("retain_95", lambda rows: rows + [rows[0]], "config 'retain_95', row ", "duplicate profile ID"),
     ("ft_Data", _set(("metadata",), "{not json"), "config 'ft_Data', row 0, field 'metadata'", "not a JSON list"),
 ]
 
@@ -279,8 +308,7 @@ def test_forget_id_without_test_row_is_refused(bench_copy, rewrite_config):
     rewrite_config(bench_copy, "Test_Set", lambda rows: [r for r in rows if r["ID"] != missing])
     with pytest.raises(BenchmarkError) as info:
         load_benchmark(bench_copy, forget=5)
-    assert str(info.value) == (f"config 'forget_5', row 0, field 'ID': "
-                               f"forget profile '{missing}' has no Test_Set row")
+    assert str(info.value) == (f"config 'forget_5', row 0, field 'ID': forget profile '{missing}' has no Test_Set row")
 
 
 def test_missing_config_folder_is_refused(bench_copy):
@@ -299,6 +327,7 @@ def test_renamed_field_is_refused(bench_copy):
 
 # ----------------------------------------------------------------------------- bench-info CLI
 
+
 def test_bench_info_json(small_bench, capsys):
     assert main(["bench-info", "--bench", str(small_bench), "--forget", "10", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == expected_counts(**SMALL, forget=10)
@@ -312,8 +341,9 @@ def test_bench_info_table(small_bench, capsys):
     for s in SETS:
         assert f"{s} {counts['profiles'][s]}" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("celebrity"))
-    assert line.split()[1:] == ["classification"] + [str(counts["questions"]["celebrity"]["classification"][m])
-                                                     for m in MODES]
+    assert line.split()[1:] == ["classification"] + [
+        str(counts["questions"]["celebrity"]["classification"][m]) for m in MODES
+    ]
     assert all(t in out for t in TASKS)
 
 

@@ -7,6 +7,7 @@ invalid UTF-8 in a string column, truncated or hostile image bytes such as decom
 hostile ft_Data JSON), writes that config back as parquet and loads the benchmark. Bounded
 (`max_examples`) and derandomized, so CI runs the same examples every time in a few seconds.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,9 +31,19 @@ from mmunlearn.harness.core.records import LETTERS, MODES, SETS, TASKS, decode_i
 
 # The configs load_benchmark(forget=5) reads.
 CONFIGS = ("ft_Data", "forget_5", "retain_95", "Test_Set", "Retain_Set", "Full_Set")
-FUZZ = settings(max_examples=200, derandomize=True, database=None, deadline=None, print_blob=False,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 # ---------------------------------------------------------------- hostile images
@@ -44,8 +55,9 @@ def png_header_bomb(width: int, height: int) -> bytes:
     """A PNG whose (valid, checksummed) header declares width x height RGB pixels, with a few
     bytes of image data: what a decompression bomb looks like to Image.open."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+    )
 
 
 @lru_cache(maxsize=None)
@@ -54,8 +66,7 @@ def real_bomb(width: int = 10_000, height: int = 10_000) -> bytes:
     its error limit) that compresses to ~12 KB and decodes to 100 MB (300 MB as RGB)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     raw = (b"\0" + b"\0" * ((width + 7) // 8)) * height
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 9))
-            + _chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
 
 
 def image_bytes(original: bytes):
@@ -66,9 +77,11 @@ def image_bytes(original: bytes):
         st.binary(max_size=48),
         st.integers(0, n - 1).map(lambda k: original[:k]),  # truncated (killed download)
         st.tuples(st.integers(0, n - 1), st.integers(1, 255)).map(
-            lambda t: original[:t[0]] + bytes([original[t[0]] ^ t[1]]) + original[t[0] + 1:]),  # one byte flipped
+            lambda t: original[: t[0]] + bytes([original[t[0]] ^ t[1]]) + original[t[0] + 1 :]
+        ),  # one byte flipped
         st.sampled_from([(50_000, 50_000), (10_000, 10_000), (1, 200_000_000), (0, 0), (2**31 - 1, 1)]).map(
-            lambda wh: png_header_bomb(*wh)),
+            lambda wh: png_header_bomb(*wh)
+        ),
         st.just(b"GIF89a" + b"\xff" * 16),
         st.builds(real_bomb),  # decodes fine, to 1e8 pixels
         st.just(original + b"trailing garbage"),
@@ -79,19 +92,53 @@ def image_bytes(original: bytes):
 HUGE = "x" * (1 << 20)
 DEEP_JSON = "[" * 50_000 + "]" * 50_000
 DEEP_JSONS = [DEEP_JSON, "[" * 50_000, '[{"Question": ' * 20_000]
-SPECIAL_TEXT = ["", " ", "\n\t", "E", "a", "AB", " A", "A ", "Image_Textual ", "pure_text", "__", "\x00", HUGE,
-                "\u202e\u0301\U0001f600 \u00fcn\u00efc\u00f6d\u00e9"]
-JSON_TEXT = ["[]", "{}", "null", "NaN", "[1, 2]", '{"Question": "q", "Answer": "a"}', '[{"Question": "q"}]',
-             '[{"Question": "q", "Answer": null}]', '[{"Question": "", "Answer": "a"}]', '[{"Question": 1, "Answer": 2}]',
-             *DEEP_JSONS, '[{"Question": "q", "Answer": "a"}', "\ufeff[]"]
+SPECIAL_TEXT = [
+    "",
+    " ",
+    "\n\t",
+    "E",
+    "a",
+    "AB",
+    " A",
+    "A ",
+    "Image_Textual ",
+    "pure_text",
+    "__",
+    "\x00",
+    HUGE,
+    "\u202e\u0301\U0001f600 \u00fcn\u00efc\u00f6d\u00e9",
+]
+JSON_TEXT = [
+    "[]",
+    "{}",
+    "null",
+    "NaN",
+    "[1, 2]",
+    '{"Question": "q", "Answer": "a"}',
+    '[{"Question": "q"}]',
+    '[{"Question": "q", "Answer": null}]',
+    '[{"Question": "", "Answer": "a"}]',
+    '[{"Question": 1, "Answer": 2}]',
+    *DEEP_JSONS,
+    '[{"Question": "q", "Answer": "a"}',
+    "\ufeff[]",
+]
 KEYS = ["A", "B", "C", "D", "Question", "Options", "Correct_Answer", "Type", "Ground_Truth", "bytes", "path", "x"]
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.binary(max_size=12), st.just(b"\xff\xfe\xfd not utf-8"),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.binary(max_size=12),
+    st.just(b"\xff\xfe\xfd not utf-8"),
 )
 # Homogeneous lists and flat objects: a parquet column cannot hold [1, "a"].
 containers = st.one_of(
-    st.just([]), st.just([None]), st.lists(st.text(max_size=5), max_size=3), st.lists(st.integers(0, 9), max_size=3),
+    st.just([]),
+    st.just([None]),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.lists(st.integers(0, 9), max_size=3),
     st.lists(st.fixed_dictionaries({"Question": st.text(max_size=5)}), max_size=2),
     st.lists(st.fixed_dictionaries({"bytes": st.binary(max_size=8), "path": st.text(max_size=3)}), max_size=2),
     st.dictionaries(st.sampled_from(KEYS), st.text(max_size=5), min_size=1, max_size=4),
@@ -124,8 +171,9 @@ def with_binary_at(typ: pa.DataType, path) -> pa.DataType:
     if not path:
         return pa.binary()
     if pa.types.is_struct(typ):
-        return pa.struct([pa.field(f.name, with_binary_at(f.type, path[1:]) if f.name == path[0] else f.type)
-                          for f in typ])
+        return pa.struct(
+            [pa.field(f.name, with_binary_at(f.type, path[1:]) if f.name == path[0] else f.type) for f in typ]
+        )
     if pa.types.is_list(typ):
         return pa.list_(with_binary_at(typ.value_type, path))
     raise TypeError(typ)
@@ -155,8 +203,7 @@ def invalid_utf8_table(rows, schema, path) -> pa.Table:
     string column, as a writer that does not validate produces."""
     col = path[0]
     i = schema.get_field_index(col)
-    bin_schema = pa.schema([pa.field(f.name, with_binary_at(f.type, path[1:])) if f.name == col else f
-                            for f in schema])
+    bin_schema = pa.schema([pa.field(f.name, with_binary_at(f.type, path[1:])) if f.name == col else f for f in schema])
     table = pa.Table.from_pylist(rows, schema=bin_schema)
     return table.set_column(i, schema.field(i), table.column(i).chunk(0).view(schema.field(i).type))
 
@@ -199,8 +246,12 @@ class Mutation:
         row = copy.deepcopy(rows[self.row])
         self.apply(rows[self.row])
         self.apply(row, every_element=True)
-        for make in (lambda: pa.Table.from_pylist(rows, schema=schema), lambda: pa.Table.from_pylist(rows),
-                     lambda: pa.Table.from_pylist([rows[self.row]]), lambda: pa.Table.from_pylist([row])):
+        for make in (
+            lambda: pa.Table.from_pylist(rows, schema=schema),
+            lambda: pa.Table.from_pylist(rows),
+            lambda: pa.Table.from_pylist([rows[self.row]]),
+            lambda: pa.Table.from_pylist([row]),
+        ):
             try:
                 return to_parquet(make())
             except (pa.ArrowException, TypeError, ValueError, OverflowError):
@@ -366,8 +417,19 @@ def test_invalid_utf8_in_a_string_column_names_row_and_field(bench_copy):
     rows = table.to_pylist()
     rows[3]["biography"] = rows[3]["biography"].encode() + b"\xff"
     rows[5]["Mask_Task"][2]["Ground_Truth"] = b"\xc3"
-    schema = pa.schema([pa.field(f.name, with_binary_at(f.type, ("Ground_Truth",)) if f.name == "Mask_Task"
-                                 else pa.binary() if f.name == "biography" else f.type) for f in table.schema])
+    schema = pa.schema(
+        [
+            pa.field(
+                f.name,
+                with_binary_at(f.type, ("Ground_Truth",))
+                if f.name == "Mask_Task"
+                else pa.binary()
+                if f.name == "biography"
+                else f.type,
+            )
+            for f in table.schema
+        ]
+    )
     bad = pa.Table.from_pylist(rows, schema=schema)
     for name in ("biography", "Mask_Task"):
         i = table.schema.get_field_index(name)
@@ -420,8 +482,9 @@ def test_unhashable_question_type_is_a_benchmark_error(bench_copy, value):
 def test_broken_parquet_file_is_a_benchmark_error(bench_copy, damage):
     path = bench_copy / "Retain_Set" / PARQUET_NAME
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"PAR1" + b"\x00" * 64 + b"PAR1",
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {"truncated": data[: len(data) // 2], "garbage": b"PAR1" + b"\x00" * 64 + b"PAR1", "empty": b""}[damage]
+    )
     with pytest.raises(BenchmarkError) as exc:
         load_benchmark(bench_copy, forget=5)
     assert exc.value.config == "Retain_Set" and "unreadable parquet file" in str(exc.value)

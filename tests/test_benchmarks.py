@@ -1,5 +1,6 @@
 """The benchmark scripts under benchmarks/: behaviour only (a summary line with its fields, the
 identical-answers check, positive memory figures, refusals). No timing is asserted anywhere."""
+
 from __future__ import annotations
 
 import json
@@ -46,13 +47,31 @@ def _one_line(capsys) -> tuple[str, str]:
 
 def test_eval_throughput_batched_answers_equal_per_question_answers(tiny_llava, tmp_path, capsys):
     out = tmp_path / "throughput.json"
-    rc = eval_throughput.main(["--model", str(tiny_llava), "--n", "6", "--batch", "4", "--max-new-tokens", "5",
-                               "--task", "cloze", "--mode", "image_text", "--json", str(out)])
+    rc = eval_throughput.main(
+        [
+            "--model",
+            str(tiny_llava),
+            "--n",
+            "6",
+            "--batch",
+            "4",
+            "--max-new-tokens",
+            "5",
+            "--task",
+            "cloze",
+            "--mode",
+            "image_text",
+            "--json",
+            str(out),
+        ]
+    )
     line, err = _one_line(capsys)
     assert rc == 0
     m = re.fullmatch(
         rf"eval_throughput model=llava device=cpu dtype=float32 threads=\d+ task=cloze mode=image_text n=6 batch=4: "
-        rf"batched ({NUMBER}) q/s, per-question ({NUMBER}) q/s, speed-up ({NUMBER})x, identical 6/6", line)
+        rf"batched ({NUMBER}) q/s, per-question ({NUMBER}) q/s, speed-up ({NUMBER})x, identical 6/6",
+        line,
+    )
     assert m, line
     assert all(float(g) > 0 for g in m.groups())
     assert "it/s" not in err and "%|" not in err  # no progress bars unless --progress
@@ -62,8 +81,24 @@ def test_eval_throughput_batched_answers_equal_per_question_answers(tiny_llava, 
 
 
 def test_eval_throughput_text_only_generation(tiny_llava, capsys):
-    rc = eval_throughput.main(["--model", str(tiny_llava), "--n", "3", "--batch", "2", "--max-new-tokens", "4",
-                               "--task", "generation", "--mode", "text_only", "--set", "forget"])
+    rc = eval_throughput.main(
+        [
+            "--model",
+            str(tiny_llava),
+            "--n",
+            "3",
+            "--batch",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--task",
+            "generation",
+            "--mode",
+            "text_only",
+            "--set",
+            "forget",
+        ]
+    )
     line, _ = _one_line(capsys)
     assert rc == 0 and "task=generation mode=text_only n=3 batch=2" in line and line.endswith("identical 3/3")
 
@@ -85,15 +120,18 @@ def test_eval_throughput_exits_1_when_answers_differ(tiny_llava, monkeypatch, ca
 
 def test_manu_stats_reports_the_ratio_and_positive_memory_at_two_sizes(tiny_llava, tmp_path, capsys):
     out = tmp_path / "manu.json"
-    rc = manu_stats.main(["--model", str(tiny_llava), "--n", "4", "--scale", "2", "--batch", "2", "--repeat", "1",
-                          "--json", str(out)])
+    rc = manu_stats.main(
+        ["--model", str(tiny_llava), "--n", "4", "--scale", "2", "--batch", "2", "--repeat", "1", "--json", str(out)]
+    )
     line, err = _one_line(capsys)
     assert rc == 0
     m = re.fullmatch(
         rf"manu_stats model=llava device=cpu dtype=float32 threads=\d+ variant=paper batch=2 n=4: "
         rf"statistics ({NUMBER}) s, forward ({NUMBER}) s, ratio ({NUMBER})x \(model calls only ({NUMBER})x\); "
         rf"peak memory n=4 ({NUMBER}) MiB, n=8 ({NUMBER}) MiB \(x({NUMBER})\); "
-        rf"heap n=4 ({NUMBER}) MiB, n=8 ({NUMBER}) MiB", line)
+        rf"heap n=4 ({NUMBER}) MiB, n=8 ({NUMBER}) MiB",
+        line,
+    )
     assert m, line
     assert all(float(g) > 0 for g in m.groups())
     assert "it/s" not in err and "%|" not in err
@@ -119,8 +157,22 @@ def test_manu_stats_statistics_pass_is_what_manu_collects(tiny_llava):
 
 
 def test_manu_stats_official_variant_runs(tiny_llava, capsys):
-    rc = manu_stats.main(["--model", str(tiny_llava), "--n", "2", "--scale", "2", "--batch", "2", "--repeat", "1",
-                          "--variant", "official"])
+    rc = manu_stats.main(
+        [
+            "--model",
+            str(tiny_llava),
+            "--n",
+            "2",
+            "--scale",
+            "2",
+            "--batch",
+            "2",
+            "--repeat",
+            "1",
+            "--variant",
+            "official",
+        ]
+    )
     line, _ = _one_line(capsys)
     assert rc == 0 and "variant=official" in line
 
@@ -131,18 +183,32 @@ def test_llava_7b_shape_matches_the_published_config():
     tok = common.shape_tokenizer(shape, common.benchmark_words(bench))
     cfg = common.shape_config(shape, tok)
     v, t = cfg.vision_config, cfg.text_config
-    assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.intermediate_size,
-            v.image_size, v.patch_size) == (1024, 24, 16, 4096, 336, 14)
-    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size,
-            t.vocab_size) == (4096, 32, 32, 11008, 32064)
+    assert (
+        v.hidden_size,
+        v.num_hidden_layers,
+        v.num_attention_heads,
+        v.intermediate_size,
+        v.image_size,
+        v.patch_size,
+    ) == (1024, 24, 16, 4096, 336, 14)
+    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size, t.vocab_size) == (
+        4096,
+        32,
+        32,
+        11008,
+        32064,
+    )
     assert len(tok) == 32064 and cfg.image_token_id == 32000 and tok.pad_token_id == 32001
     assert 6.9e9 < common.approx_params(shape) < 7.2e9
     # the processor expands <image> to (336/14)^2 = 576 tokens and every id decodes
     from PIL import Image
 
     proc = common.shape_processor(shape, tok)
-    enc = proc(text=["USER: <image>\nwho is this person ?\nASSISTANT:"], images=[Image.new("RGB", (40, 30))],
-               return_tensors="pt")
+    enc = proc(
+        text=["USER: <image>\nwho is this person ?\nASSISTANT:"],
+        images=[Image.new("RGB", (40, 30))],
+        return_tensors="pt",
+    )
     assert (enc["input_ids"] == 32000).sum().item() == 576
     assert tuple(enc["pixel_values"].shape) == (1, 3, 336, 336)
     assert isinstance(tok.decode([5, 31000, 32063]), str)
@@ -171,7 +237,6 @@ def test_shrunk_llava_7b_shape_runs_both_scripts(capsys):
 def test_llava_7b_shape_defaults_to_bf16_on_cuda():  # pragma: no cover - CPU machines
     import argparse
 
-    args = argparse.Namespace(shape="llava-7b", layers=1, width_div=32, device="cuda", dtype="auto", seed=0,
-                              model=None)
+    args = argparse.Namespace(shape="llava-7b", layers=1, width_div=32, device="cuda", dtype="auto", seed=0, model=None)
     vlm, label = common.load_model(args, load_benchmark(DEFAULT_BENCH, forget=15))
     assert vlm.dtype == torch.bfloat16 and vlm.device.type == "cuda"

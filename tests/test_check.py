@@ -1,4 +1,5 @@
 """`mmunlearn check`: the CI gate's exit codes and messages, on synthetic results files."""
+
 import copy
 
 import pytest
@@ -7,8 +8,10 @@ from mmunlearn.harness.app.cli import main
 from mmunlearn.harness.core.results import write_results
 
 BASE_METRICS = {
-    s: {"classification": {m: {"accuracy": v, "n": 10} for m in ("image_text", "text_only")},
-        "generation": {m: {"rougeL": v, "factuality": None, "n": 10} for m in ("image_text", "text_only")}}
+    s: {
+        "classification": {m: {"accuracy": v, "n": 10} for m in ("image_text", "text_only")},
+        "generation": {m: {"rougeL": v, "factuality": None, "n": 10} for m in ("image_text", "text_only")},
+    }
     for s, v in (("forget", 0.30), ("test", 0.30), ("retain", 0.80), ("celebrity", 0.70))
 }
 MANIFEST = {"benchmark": {"fingerprint": "fp1", "source": "x"}, "forget": 5, "limit": None, "shots": 0}
@@ -54,7 +57,9 @@ def test_forget_drop_and_retain_rise_are_fine(tmp_path, baseline):
 def test_fail_on_retain_drop(tmp_path, baseline, capsys):
     run = make_run(tmp_path / "run", changed("celebrity", "generation", "image_text", "rougeL", 0.60))
     assert main(["check", run, "--baseline", baseline]) == 1
-    assert "celebrity/generation/image_text rougeL: 0.7000 -> 0.6000 (-0.1000; utility dropped" in capsys.readouterr().out
+    assert (
+        "celebrity/generation/image_text rougeL: 0.7000 -> 0.6000 (-0.1000; utility dropped" in capsys.readouterr().out
+    )
 
 
 def test_tolerance_flag(tmp_path, baseline):

@@ -1,4 +1,5 @@
 """The console script's help works for the tool and every subcommand (argparse %-formats help)."""
+
 import pytest
 
 from mmunlearn.harness.app.cli import build_parser, main

@@ -1,6 +1,7 @@
 """scripts/compare_official.py: its patches, alignment and agreement logic on synthetic inputs
 (no official code needed); the end-to-end check against the official eval.py runs only where
 its mirror (or $MLLMU_BENCH_OFFICIAL) and eval.py's extra imports (scikit-learn, nltk) exist."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,21 +26,31 @@ def co():
 
 CITIES = {"A": "Oslo", "B": "Lima", "C": "Paris", "D": "Rome"}
 ROWS = [
-    {"ID": "7",
-     "Classification_Task": {
-         "Image_Textual_Questions": [
-             {"Question": "Where was this person born?", "Options": CITIES, "Correct_Answer": "B"}],
-         "Pure_Text_Questions": [
-             {"Question": "Where was Ann Lee born?", "Options": CITIES, "Correct_Answer": "B"},
-             {"Question": "What is the job of Ann Lee?", "Options": {"A": "pilot", "B": "nurse", "C": "baker",
-                                                                    "D": "singer"}, "Correct_Answer": "A"}]},
-     "Mask_Task": [
-         {"Type": "Pure_Text", "Question": "Ann Lee was born in __.", "Ground_Truth": "Lima"},
-         {"Type": "Image_Textual", "Question": "This person works as a __.", "Ground_Truth": "pilot"},
-         {"Type": "Pure_Text", "Question": "Ann Lee works as a __.", "Ground_Truth": "pilot"}],
-     "Generation_Task": [
-         {"Type": "Image_Textual", "Question": "Where was this person born?", "Ground_Truth": "In Lima."},
-         {"Type": "Pure_Text", "Question": "Where was Ann Lee born?", "Ground_Truth": "In Lima."}]},
+    {
+        "ID": "7",
+        "Classification_Task": {
+            "Image_Textual_Questions": [
+                {"Question": "Where was this person born?", "Options": CITIES, "Correct_Answer": "B"}
+            ],
+            "Pure_Text_Questions": [
+                {"Question": "Where was Ann Lee born?", "Options": CITIES, "Correct_Answer": "B"},
+                {
+                    "Question": "What is the job of Ann Lee?",
+                    "Options": {"A": "pilot", "B": "nurse", "C": "baker", "D": "singer"},
+                    "Correct_Answer": "A",
+                },
+            ],
+        },
+        "Mask_Task": [
+            {"Type": "Pure_Text", "Question": "Ann Lee was born in __.", "Ground_Truth": "Lima"},
+            {"Type": "Image_Textual", "Question": "This person works as a __.", "Ground_Truth": "pilot"},
+            {"Type": "Pure_Text", "Question": "Ann Lee works as a __.", "Ground_Truth": "pilot"},
+        ],
+        "Generation_Task": [
+            {"Type": "Image_Textual", "Question": "Where was this person born?", "Ground_Truth": "In Lima."},
+            {"Type": "Pure_Text", "Question": "Where was Ann Lee born?", "Ground_Truth": "In Lima."},
+        ],
+    },
 ]
 
 
@@ -54,14 +65,22 @@ def classification_prints(rows, answers):
         for key, head in (("Image_Textual_Questions", "USER: <image>\n"), ("Pure_Text_Questions", "USER:\n")):
             for q in row["Classification_Task"][key]:
                 letter = next(it)
-                prompt = (f"{head}{q['Question']}\n{_options(q)}\n"
-                          "Just give ONE letter representing the answer directly.\nASSISTANT:")
-                calls += [("Prompt: ", prompt), ("Model Answer: ", letter), ("Correct Answer: ", q["Correct_Answer"]),
-                          ("The model answer is: ", letter == q["Correct_Answer"]), ("\n",)]
+                prompt = (
+                    f"{head}{q['Question']}\n{_options(q)}\n"
+                    "Just give ONE letter representing the answer directly.\nASSISTANT:"
+                )
+                calls += [
+                    ("Prompt: ", prompt),
+                    ("Model Answer: ", letter),
+                    ("Correct Answer: ", q["Correct_Answer"]),
+                    ("The model answer is: ", letter == q["Correct_Answer"]),
+                    ("\n",),
+                ]
     return calls
 
 
 # ----------------------------------------------------------------------------- patches
+
 
 def test_zero_shot_random_draws_no_examples_and_the_first_image(co):
     rng = co.ZeroShotRandom()
@@ -141,10 +160,14 @@ def test_recording_rouge_scores_as_rouge_score_does(co):
 
 # ----------------------------------------------------------------------------- alignment
 
+
 def test_question_order_follows_eval_py_loops_with_indices_per_mode(co):
     cls = co.question_order(ROWS, "classification")
     assert [(q["mode"], q["index"], q["answer"]) for q in cls] == [
-        ("image_text", 0, "B"), ("text_only", 0, "B"), ("text_only", 1, "A")]
+        ("image_text", 0, "B"),
+        ("text_only", 0, "B"),
+        ("text_only", 1, "A"),
+    ]
     cloze = co.question_order(ROWS, "cloze")
     assert [(q["mode"], q["index"]) for q in cloze] == [("text_only", 0), ("image_text", 0), ("text_only", 1)]
     assert {q["profile"] for q in cloze} == {"7"}
@@ -154,9 +177,11 @@ def test_assemble_classification_keys_records_and_checks_alignment(co):
     expected = co.question_order(ROWS, "classification")
     calls = classification_prints(ROWS, ["B", None, "C"])
     records = co.assemble("forget", "classification", expected, calls, ["B", "lima", "C: baker"])
-    assert list(records) == [("forget", "7", "classification", "image_text", 0),
-                             ("forget", "7", "classification", "text_only", 0),
-                             ("forget", "7", "classification", "text_only", 1)]
+    assert list(records) == [
+        ("forget", "7", "classification", "image_text", 0),
+        ("forget", "7", "classification", "text_only", 0),
+        ("forget", "7", "classification", "text_only", 1),
+    ]
     first = records[("forget", "7", "classification", "image_text", 0)]
     assert first["letter"] == "B" and first["correct"] is True and first["prompt"].startswith("USER: <image>\n")
     assert records[("forget", "7", "classification", "text_only", 0)]["letter"] is None
@@ -167,8 +192,9 @@ def test_assemble_classification_keys_records_and_checks_alignment(co):
     shifted[3] = ("Correct Answer: ", "D")
     with pytest.raises(RuntimeError, match="line up"):
         co.assemble("forget", "classification", expected, shifted, ["B", "lima", "C"])
-    with_example = [("Prompt: ", "USER:\nQuestion: x\nCorrect Answer: A\n" + c[1]) if c[0] == "Prompt: " else c
-                    for c in calls]
+    with_example = [
+        ("Prompt: ", "USER:\nQuestion: x\nCorrect Answer: A\n" + c[1]) if c[0] == "Prompt: " else c for c in calls
+    ]
     with pytest.raises(RuntimeError, match="in-context example"):
         co.assemble("forget", "classification", expected, with_example, ["B", "lima", "C"])
 
@@ -179,8 +205,12 @@ def test_assemble_cloze_and_generation(co):
     for q, answer in zip(ROWS[0]["Mask_Task"], ["lima", "baker", "a pilot"]):
         head = "USER: <image>\n" if q["Type"] == "Image_Textual" else "USER:\n"
         prompt = f"{head}{q['Question'].replace('__', '[Blank]')}\nPlease **ONLY** provide ...\nASSISTANT:"
-        calls += [("Prompt: ", prompt), ("Model Answer: ", answer), ("Correct Answer: ", q["Ground_Truth"]),
-                  ("The model answer is: ", q["Ground_Truth"].lower() in answer.lower())]
+        calls += [
+            ("Prompt: ", prompt),
+            ("Model Answer: ", answer),
+            ("Correct Answer: ", q["Ground_Truth"]),
+            ("The model answer is: ", q["Ground_Truth"].lower() in answer.lower()),
+        ]
     cloze = co.assemble("test", "cloze", expected, calls, ["lima", "baker", "a pilot"])
     assert [r["correct"] for r in cloze.values()] == [True, False, True]
     assert ("test", "7", "cloze", "text_only", 1) in cloze
@@ -188,48 +218,100 @@ def test_assemble_cloze_and_generation(co):
     expected = co.question_order(ROWS, "generation")
     calls, entries, rouge = [], [], []
     for q in ROWS[0]["Generation_Task"]:
-        calls += [("###### Generation Question: ######", q["Question"]),
-                  ("###### Generation Prompt: ######", f"USER: {q['Question']}\nASSISTANT:"),
-                  ("###### Generation ASSISTANT: ######", "in lima"),
-                  ("###### Generation Ground Truth: ######", q["Ground_Truth"])]
-        entries.append({"image_id": "7", "question type": q["Type"], "question": q["Question"],
-                        "generated_answer": "in lima", "ground_truth": q["Ground_Truth"]})
+        calls += [
+            ("###### Generation Question: ######", q["Question"]),
+            ("###### Generation Prompt: ######", f"USER: {q['Question']}\nASSISTANT:"),
+            ("###### Generation ASSISTANT: ######", "in lima"),
+            ("###### Generation Ground Truth: ######", q["Ground_Truth"]),
+        ]
+        entries.append(
+            {
+                "image_id": "7",
+                "question type": q["Type"],
+                "question": q["Question"],
+                "generated_answer": "in lima",
+                "ground_truth": q["Ground_Truth"],
+            }
+        )
         rouge.append({"target": q["Ground_Truth"], "prediction": "in lima", "rougeL": 1.0})
-    gen = co.assemble("test", "generation", expected, calls, ["in lima", "in lima"], rouge,
-                      {"Generation_Questions": entries})
+    gen = co.assemble(
+        "test", "generation", expected, calls, ["in lima", "in lima"], rouge, {"Generation_Questions": entries}
+    )
     assert gen[("test", "7", "generation", "text_only", 0)] == {
-        "prompt": "USER: Where was Ann Lee born?\nASSISTANT:", "response": "in lima", "answer": "in lima",
-        "rougeL": 1.0}
+        "prompt": "USER: Where was Ann Lee born?\nASSISTANT:",
+        "response": "in lima",
+        "answer": "in lima",
+        "rougeL": 1.0,
+    }
     entries[1] = {**entries[1], "image_id": "8"}
     with pytest.raises(RuntimeError, match="line up"):
-        co.assemble("test", "generation", expected, calls, ["in lima", "in lima"], rouge,
-                    {"Generation_Questions": entries})
+        co.assemble(
+            "test", "generation", expected, calls, ["in lima", "in lima"], rouge, {"Generation_Questions": entries}
+        )
 
 
 def test_read_samples_keys_our_results_and_skips_excluded(co, tmp_path):
     lines = [
-        {"qid": "test/7/classification/image_text/0", "set": "test", "task": "classification", "mode": "image_text",
-         "profile_id": "7", "response": "B. Lima", "scores": {"accuracy": 1.0}, "extra": {"letter": "B"}},
-        {"qid": "test/7/cloze/text_only/1", "set": "test", "task": "cloze", "mode": "text_only", "profile_id": "7",
-         "response": "pilot ASSISTANT: x", "scores": {"accuracy": 1.0, "exact_match": 1.0},
-         "extra": {"answer": "pilot"}},
-        {"qid": "test/7/generation/image_text/0", "set": "test", "task": "generation", "mode": "image_text",
-         "profile_id": "7", "response": "in lima", "scores": {"rougeL": 0.5}, "extra": {"judge": "skipped"}},
-        {"qid": "test/9/cloze/text_only/0", "set": "test", "task": "cloze", "mode": "text_only", "profile_id": "9",
-         "response": "", "scores": {"accuracy": None}, "extra": {"excluded": "in-context example profile"}},
+        {
+            "qid": "test/7/classification/image_text/0",
+            "set": "test",
+            "task": "classification",
+            "mode": "image_text",
+            "profile_id": "7",
+            "response": "B. Lima",
+            "scores": {"accuracy": 1.0},
+            "extra": {"letter": "B"},
+        },
+        {
+            "qid": "test/7/cloze/text_only/1",
+            "set": "test",
+            "task": "cloze",
+            "mode": "text_only",
+            "profile_id": "7",
+            "response": "pilot ASSISTANT: x",
+            "scores": {"accuracy": 1.0, "exact_match": 1.0},
+            "extra": {"answer": "pilot"},
+        },
+        {
+            "qid": "test/7/generation/image_text/0",
+            "set": "test",
+            "task": "generation",
+            "mode": "image_text",
+            "profile_id": "7",
+            "response": "in lima",
+            "scores": {"rougeL": 0.5},
+            "extra": {"judge": "skipped"},
+        },
+        {
+            "qid": "test/9/cloze/text_only/0",
+            "set": "test",
+            "task": "cloze",
+            "mode": "text_only",
+            "profile_id": "9",
+            "response": "",
+            "scores": {"accuracy": None},
+            "extra": {"excluded": "in-context example profile"},
+        },
     ]
     path = tmp_path / "samples.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     got = co.read_samples(path)
-    assert set(got) == {("test", "7", "classification", "image_text", 0), ("test", "7", "cloze", "text_only", 1),
-                        ("test", "7", "generation", "image_text", 0)}
+    assert set(got) == {
+        ("test", "7", "classification", "image_text", 0),
+        ("test", "7", "cloze", "text_only", 1),
+        ("test", "7", "generation", "image_text", 0),
+    }
     assert got[("test", "7", "classification", "image_text", 0)]["letter"] == "B"
-    assert got[("test", "7", "cloze", "text_only", 1)] == {"response": "pilot ASSISTANT: x", "answer": "pilot",
-                                                          "correct": True}
+    assert got[("test", "7", "cloze", "text_only", 1)] == {
+        "response": "pilot ASSISTANT: x",
+        "answer": "pilot",
+        "correct": True,
+    }
     assert got[("test", "7", "generation", "image_text", 0)]["rougeL"] == 0.5
 
 
 # ----------------------------------------------------------------------------- agreement
+
 
 def _key(task, mode="text_only", index=0, pid="7", set_name="forget"):
     return (set_name, pid, task, mode, index)
@@ -274,6 +356,7 @@ def test_compare_cells_threshold_and_table(co):
 
 # ----------------------------------------------------------------------------- usability
 
+
 def test_missing_scikit_learn_says_pip_install_and_exits_2(co, monkeypatch, capsys):
     monkeypatch.setattr(co, "missing_packages", lambda: ["scikit-learn"])
     assert co.main(["--official", "/nonexistent"]) == 2
@@ -294,6 +377,7 @@ def test_model_id_must_select_the_llava_branches(co):
 
 
 # ----------------------------------------------------------------------------- against the official code
+
 
 def _official_available(co) -> str | None:
     path = Path(co.DEFAULT_OFFICIAL)

@@ -1,6 +1,7 @@
 """Data parallelism: a run launched as 2 CPU processes (gloo, the way `accelerate launch` /
 `torchrun` start them) shards the evaluation and MANU's statistics pass, and its metrics equal a
 one-process run."""
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,53 @@ def _free_port() -> int:
 
 
 def _run(setup, out: Path, processes: int, *extra: str) -> dict:
-    args = ["-m", "mmunlearn.harness.app.cli", "run", "--model", str(setup / "tiny" / "llava"), "--bench", str(setup / "bench"),
-            "--forget", "15", "--sets", "forget", "retain", "--tasks", "classification", "cloze", "--shots", "0",
-            "--limit", "6", "--max-new-tokens", "4", "--judge", "none", "--out", str(out), "--quiet", *extra]
-    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    args = [
+        "-m",
+        "mmunlearn.harness.app.cli",
+        "run",
+        "--model",
+        str(setup / "tiny" / "llava"),
+        "--bench",
+        str(setup / "bench"),
+        "--forget",
+        "15",
+        "--sets",
+        "forget",
+        "retain",
+        "--tasks",
+        "classification",
+        "cloze",
+        "--shots",
+        "0",
+        "--limit",
+        "6",
+        "--max-new-tokens",
+        "4",
+        "--judge",
+        "none",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+    launcher = (
+        []
+        if processes == 1
+        else [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+        ]
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    done = subprocess.run([sys.executable, *launcher, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, *launcher, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads((out / "results.json").read_text())
 
@@ -72,8 +112,17 @@ def test_single_process_helpers_are_identities():
 
 
 def test_merge_shards_moves_every_rank_file_into_samples(tmp_path):
-    rec = lambda q: {"qid": q, "set": "forget", "task": "cloze", "mode": "text_only", "profile_id": "1",  # noqa: E731
-                     "prompt_hash": "h", "response": "r", "scores": {}, "extra": {}}
+    rec = lambda q: {
+        "qid": q,
+        "set": "forget",
+        "task": "cloze",
+        "mode": "text_only",
+        "profile_id": "1",  # noqa: E731
+        "prompt_hash": "h",
+        "response": "r",
+        "scores": {},
+        "extra": {},
+    }
     SampleStore(tmp_path).append([rec("a")])
     SampleStore(tmp_path, shard=0).append([rec("b")])
     SampleStore(tmp_path, shard=1).append([rec("c"), rec("a")])

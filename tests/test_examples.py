@@ -1,4 +1,5 @@
 """mmunlearn.harness.core.examples: in-context examples drawn as the official eval.py draws them, but seeded."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,10 @@ def bench(small_bench):
 
 # ----------------------------------------------------------------------------- counts and parsing
 
-@pytest.mark.parametrize("value,parsed", [("official", "official"), (" Official ", "official"), (0, 0), ("0", 0),
-                                          ("2", 2), (3, 3)])
+
+@pytest.mark.parametrize(
+    "value,parsed", [("official", "official"), (" Official ", "official"), (0, 0), ("0", 0), ("2", 2), (3, 3)]
+)
 def test_parse_shots(value, parsed):
     assert parse_shots(value) == parsed
 
@@ -43,6 +46,7 @@ def test_official_profile_counts_follow_eval_py():
 
 
 # ----------------------------------------------------------------------------- drawing
+
 
 def test_draws_are_seeded_from_the_sets_own_ids(bench):
     for set_name in ("forget", "retain"):
@@ -96,9 +100,11 @@ def test_test_set_examples_are_read_from_full_set_with_the_original_image(bench)
     for e, q in zip(examples, full_qs):
         assert e.source == bench.full_set[q.profile_id].image and e.source not in test_images
         assert isinstance(e.image, Image.Image)
-        assert e.text == (f"{q.text.replace('__', '[Blank]')}\n"
-                          f"Please **ONLY** provide the correct answer that should replace the [Blank].\n"
-                          f"Correct Answer: {q.answer}")
+        assert e.text == (
+            f"{q.text.replace('__', '[Blank]')}\n"
+            f"Please **ONLY** provide the correct answer that should replace the [Blank].\n"
+            f"Correct Answer: {q.answer}"
+        )
     text = plan.examples("text_only", decoder)
     assert text and all(e.image is None and e.source is None for e in text)
 
@@ -154,6 +160,7 @@ def test_too_few_profiles_is_a_config_error(small_bench, bench):
 
 # ----------------------------------------------------------------------------- through the tasks
 
+
 @pytest.mark.parametrize("task,k", [("classification", 1), ("cloze", 2)])
 def test_tasks_on_the_mini_bench_exclude_exactly_the_example_profiles(bench, task, k):
     ctx = TaskContext(seed=2, shots="official", bench=bench)
@@ -172,7 +179,9 @@ def test_tasks_on_the_mini_bench_exclude_exactly_the_example_profiles(bench, tas
         else:
             assert len(plan.profiles) == k and len(excluded) > 0
             assert all(bool(r.examples) == prompted for r in asked)
-            per_mode = {m: sum(1 for p in plan.profiles for q in p.questions if q.task == task and q.mode == m)
-                        for m in ("image_text", "text_only")}
+            per_mode = {
+                m: sum(1 for p in plan.profiles for q in p.questions if q.task == task and q.mode == m)
+                for m in ("image_text", "text_only")
+            }
             assert all(len(r.examples) == per_mode[r.mode] for r in asked)
         assert get_task(task).aggregate(samples)["n"] == len(qs) - len(excluded)

@@ -6,6 +6,7 @@ run must end with the metrics of an uninterrupted one.
 Runs are driven with the small fakes of tests/test_runner.py (fake benchmark, model, method and
 task), so every scenario takes milliseconds; faults are injected by monkeypatching the writers.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -101,10 +102,17 @@ class FaultyAppend:
         return builtins.open(file, mode, *args, **kwargs)
 
 
-@pytest.mark.parametrize("error,torn", [(enospc(), True), (eacces(), False)], ids=["disk-full-mid-write",
-                                                                                    "permission-denied"])
-def test_fault_while_appending_samples_keeps_earlier_samples_and_resumes(fakes, uninterrupted, tmp_path,  # noqa: F811
-                                                                        monkeypatch, error, torn):
+@pytest.mark.parametrize(
+    "error,torn", [(enospc(), True), (eacces(), False)], ids=["disk-full-mid-write", "permission-denied"]
+)
+def test_fault_while_appending_samples_keeps_earlier_samples_and_resumes(
+    fakes,
+    uninterrupted,
+    tmp_path,  # noqa: F811
+    monkeypatch,
+    error,
+    torn,
+):
     out = tmp_path / "run"
     faulty = FaultyAppend(fail_on=3, error=error, torn=torn)
     monkeypatch.setattr(results_mod, "open", faulty, raising=False)
@@ -124,8 +132,17 @@ def test_fault_while_appending_samples_keeps_earlier_samples_and_resumes(fakes, 
 
 def test_samples_store_append_failure_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     store = SampleStore(tmp_path)
-    rec = {"qid": "q1", "set": "forget", "task": "cloze", "mode": "text_only", "profile_id": "p",
-           "prompt_hash": "h", "response": "r", "scores": {"accuracy": 1.0}, "extra": {}}
+    rec = {
+        "qid": "q1",
+        "set": "forget",
+        "task": "cloze",
+        "mode": "text_only",
+        "profile_id": "p",
+        "prompt_hash": "h",
+        "response": "r",
+        "scores": {"accuracy": 1.0},
+        "extra": {},
+    }
     store.append([rec])
     before = (tmp_path / SAMPLES_FILE).read_bytes()
     monkeypatch.setattr(results_mod, "open", FaultyAppend(1, enospc(), torn=True), raising=False)
@@ -144,8 +161,13 @@ def failing_save(self, path):
 
 
 @pytest.mark.parametrize("where", ["save", "metadata", "rename"])
-def test_fault_while_checkpointing_the_model_leaves_a_resumable_run(fakes, uninterrupted, tmp_path,  # noqa: F811
-                                                                   monkeypatch, where):
+def test_fault_while_checkpointing_the_model_leaves_a_resumable_run(
+    fakes,
+    uninterrupted,
+    tmp_path,  # noqa: F811
+    monkeypatch,
+    where,
+):
     out = tmp_path / "run"
     real_replace, real_write, real_save = os.replace, results_mod.atomic_write_text, FakeVLM.save
     failed = []
@@ -158,16 +180,20 @@ def test_fault_while_checkpointing_the_model_leaves_a_resumable_run(fakes, unint
     if where == "save":  # vlm.save itself (weights, processor)
         monkeypatch.setattr(FakeVLM, "save", failing_save)
     elif where == "metadata":  # checkpoint.json inside the checkpoint
+
         def write(path, text):
             if Path(path).name == "checkpoint.json":
                 once(enospc(path))
             return real_write(path, text)
+
         monkeypatch.setattr(results_mod, "atomic_write_text", write)
     else:  # moving the finished checkpoint into place
+
         def replace(src, dst, *a, **kw):
             if Path(dst).name == "model":
                 once(eacces(dst))
             return real_replace(src, dst, *a, **kw)
+
         monkeypatch.setattr(os, "replace", replace)
     fakes.apply = 0
     with pytest.raises(OSError):
@@ -181,8 +207,12 @@ def test_fault_while_checkpointing_the_model_leaves_a_resumable_run(fakes, unint
 
 
 # ---------------------------------------------------------------- results.json
-def test_fault_while_writing_results_keeps_samples_and_the_rerun_only_writes(fakes, uninterrupted, tmp_path,  # noqa: F811
-                                                                             monkeypatch):
+def test_fault_while_writing_results_keeps_samples_and_the_rerun_only_writes(
+    fakes,
+    uninterrupted,
+    tmp_path,  # noqa: F811
+    monkeypatch,
+):
     out = tmp_path / "run"
     real_replace = os.replace
     fail = [True]
@@ -291,8 +321,9 @@ def test_damaged_line_in_the_middle_is_skipped_with_a_warning(fakes, uninterrupt
 
 # ---------------------------------------------------------------- the run lock
 def test_stale_lock_file_with_a_dead_pid_does_not_block(fakes, tmp_path):  # noqa: F811
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True, timeout=60).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
     out = tmp_path / "run"
     out.mkdir()
     (out / ".lock").write_text(dead)
@@ -304,10 +335,19 @@ def test_lock_of_a_live_process_refuses_and_of_a_killed_one_does_not(fakes, tmp_
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom mmunlearn.harness.app.runner import run_lock\n"
-                               "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n"
-                               "    time.sleep(300)\n", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\nfrom mmunlearn.harness.app.runner import run_lock\n"
+            "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n"
+            "    time.sleep(300)\n",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([holder.stdout], [], [], 120)
         assert ready and holder.stdout.readline().strip() == "locked"

@@ -2,6 +2,7 @@
 
 Two protocols: "official" (eval_gpt.py: gpt-4o-mini, its rubric and system message, max_tokens
 700, its line-based parsing) and "strict" (JSON-only reply, temperature 0, gpt-4o)."""
+
 from __future__ import annotations
 
 import time
@@ -26,27 +27,46 @@ def api_key(monkeypatch):
 
 
 def make_judge(server, tmp_path, **kw):
-    kw = {"model": "judge-model", "base_url": server.base_url, "cache_dir": tmp_path / "cache",
-          "max_retries": 3, "timeout": 5, "backoff_base": 0.001, "max_concurrency": 2, **kw}
+    kw = {
+        "model": "judge-model",
+        "base_url": server.base_url,
+        "cache_dir": tmp_path / "cache",
+        "max_retries": 3,
+        "timeout": 5,
+        "backoff_base": 0.001,
+        "max_concurrency": 2,
+        **kw,
+    }
     return Judge(**kw)
 
 
-@pytest.mark.parametrize("reply,score", [
-    (GOOD, 8.0),
-    ('```json\n{"Factuality Score": 9, "Justification": "ok"}\n```', 9.0),
-    ('Here is my verdict: {"Factuality Score": "3", "Justification": "no"} Hope it helps.', 3.0),
-    ('{"factuality_score": "10/10", "justification": "exact"}', 10.0),
-    ('{"Factuality Score": 1, "Justification": "wrong"}', 1.0),
-])
+@pytest.mark.parametrize(
+    "reply,score",
+    [
+        (GOOD, 8.0),
+        ('```json\n{"Factuality Score": 9, "Justification": "ok"}\n```', 9.0),
+        ('Here is my verdict: {"Factuality Score": "3", "Justification": "no"} Hope it helps.', 3.0),
+        ('{"factuality_score": "10/10", "justification": "exact"}', 10.0),
+        ('{"Factuality Score": 1, "Justification": "wrong"}', 1.0),
+    ],
+)
 def test_parse_reply_accepts_fenced_wrapped_and_string_scores(reply, score):
     assert parse_reply(reply)[0] == score
 
 
-@pytest.mark.parametrize("reply", [
-    "", "The answer is correct, 9/10.", '{"Factuality Score": 11}', '{"Factuality Score": 0}',
-    '{"Factuality Score": "high"}', '{"Factuality Score": true}', '{"Justification": "no score"}',
-    "{'Factuality Score': 8}",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "The answer is correct, 9/10.",
+        '{"Factuality Score": 11}',
+        '{"Factuality Score": 0}',
+        '{"Factuality Score": "high"}',
+        '{"Factuality Score": true}',
+        '{"Justification": "no score"}',
+        "{'Factuality Score': 8}",
+    ],
+)
 def test_parse_reply_rejects_replies_without_a_valid_score(reply):
     with pytest.raises(ValueError):
         parse_reply(reply)
@@ -88,9 +108,14 @@ OFFICIAL_RUBRIC = """
 
 def test_official_body_is_eval_gpt_py_request():
     body = official_body("gpt-4o-mini", *ITEM, "42")
-    assert body == {"model": "gpt-4o-mini", "max_tokens": 700, "messages": [
-        {"role": "system", "content": "You are an expert at evaluating the factuality of responses."},
-        {"role": "user", "content": OFFICIAL_RUBRIC}]}  # no temperature: the API default, as there
+    assert body == {
+        "model": "gpt-4o-mini",
+        "max_tokens": 700,
+        "messages": [
+            {"role": "system", "content": "You are an expert at evaluating the factuality of responses."},
+            {"role": "user", "content": OFFICIAL_RUBRIC},
+        ],
+    }  # no temperature: the API default, as there
 
 
 def test_official_protocol_is_the_default_and_sends_eval_gpt_py_request(tmp_path):
@@ -123,39 +148,49 @@ def test_unknown_protocol_is_refused(tmp_path):
         Judge(protocol="loose", cache_dir=tmp_path)
 
 
-@pytest.mark.parametrize("reply,score,justification", [
-    (GOOD, 8.0, '"right job"'),
-    ('{\n"Factuality Score": 10,\n"Justification": "Same meaning."\n}', 10.0, '"Same meaning."'),
-    ("Factuality Score: 3\nJustification: wrong city", 3.0, "wrong city"),
-    ('```json\n{\n  "Factuality Score": 1,\n  "Justification": "no: not at all"\n}\n```', 1.0, '"no: not at all"'),
-    ('"Factuality Score": 7,\n"Factuality Score": 2,\n"Justification": x', 7.0, "x"),  # the first line counts
-])
+@pytest.mark.parametrize(
+    "reply,score,justification",
+    [
+        (GOOD, 8.0, '"right job"'),
+        ('{\n"Factuality Score": 10,\n"Justification": "Same meaning."\n}', 10.0, '"Same meaning."'),
+        ("Factuality Score: 3\nJustification: wrong city", 3.0, "wrong city"),
+        ('```json\n{\n  "Factuality Score": 1,\n  "Justification": "no: not at all"\n}\n```', 1.0, '"no: not at all"'),
+        ('"Factuality Score": 7,\n"Factuality Score": 2,\n"Justification": x', 7.0, "x"),  # the first line counts
+    ],
+)
 def test_parse_official_reply_reads_the_score_line_as_eval_gpt_py(reply, score, justification):
     assert parse_official_reply(reply) == (score, justification)
 
 
-@pytest.mark.parametrize("reply", [
-    "", None,
-    ONE_LINE,  # one line: its text after the last ':' is ' "right job"}', not an integer (as in eval_gpt.py)
-    '{\n"Factuality Score": 8\n}',  # no Justification line: eval_gpt.py fails on it too
-    '"Factuality Score": 8.5,\n"Justification": x',  # not an integer
-    '"Factuality Score": "8",\n"Justification": x',
-    '"Factuality Score": eight,\n"Justification": x',
-    '"Factuality Score": [Insert score from 1-10],\n"Justification": x',
-    "The answer is right.\nJustification: 9/10",
-    '"Factuality Score": 11,\n"Justification": x',  # out of 1-10: a failure here (eval_gpt.py averaged it)
-    '"Factuality Score": 0,\n"Justification": x',
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        None,
+        ONE_LINE,  # one line: its text after the last ':' is ' "right job"}', not an integer (as in eval_gpt.py)
+        '{\n"Factuality Score": 8\n}',  # no Justification line: eval_gpt.py fails on it too
+        '"Factuality Score": 8.5,\n"Justification": x',  # not an integer
+        '"Factuality Score": "8",\n"Justification": x',
+        '"Factuality Score": eight,\n"Justification": x',
+        '"Factuality Score": [Insert score from 1-10],\n"Justification": x',
+        "The answer is right.\nJustification: 9/10",
+        '"Factuality Score": 11,\n"Justification": x',  # out of 1-10: a failure here (eval_gpt.py averaged it)
+        '"Factuality Score": 0,\n"Justification": x',
+    ],
+)
 def test_parse_official_reply_failures(reply):
     with pytest.raises(ValueError):
         parse_official_reply(reply)
 
 
-@pytest.mark.parametrize("reply,error", [
-    (ONE_LINE, "not an integer"),
-    ("I think it is right. Score: 8", "no 'Factuality Score' line"),
-    ('"Factuality Score": 12,\n"Justification": too high', "outside 1-10"),
-])
+@pytest.mark.parametrize(
+    "reply,error",
+    [
+        (ONE_LINE, "not an integer"),
+        ("I think it is right. Score: 8", "no 'Factuality Score' line"),
+        ('"Factuality Score": 12,\n"Justification": too high', "outside 1-10"),
+    ],
+)
 def test_malformed_official_reply_is_a_counted_failure_and_not_cached(tmp_path, reply, error):
     with FakeOpenAIServer([("ok", reply)] * 2) as server:
         judge = make_judge(server, tmp_path)
@@ -237,7 +272,8 @@ def test_cache_makes_a_rerun_free_and_is_keyed_by_judge_model(tmp_path):
         assert len(server.requests) == 2
         again = make_judge(server, tmp_path)
         assert again.score_many([ITEM, ITEM[:2] + ("other truth",)]) == [
-            JudgeResult(r.score, r.justification, cached=True) for r in first]
+            JudgeResult(r.score, r.justification, cached=True) for r in first
+        ]
         assert len(server.requests) == 2 and again.stats["cache_hits"] == 2
         make_judge(server, tmp_path, model="another-judge").score(*ITEM)
         assert len(server.requests) == 3
@@ -297,7 +333,11 @@ def test_generation_task_with_the_official_judge_end_to_end(tmp_path):
         judge = make_judge(server, tmp_path, model=None, max_concurrency=1)
         samples = get_task("generation").evaluate(vlm, qs, TaskContext(judge=judge))
     sent = [body["messages"][1]["content"] for _p, _h, body in server.requests]
-    assert [p.split("- **Generated Answer**: ")[1].split("\n")[0] for p in sent] == ["She is a painter.", "A doctor.", "?"]
+    assert [p.split("- **Generated Answer**: ")[1].split("\n")[0] for p in sent] == [
+        "She is a painter.",
+        "A doctor.",
+        "?",
+    ]
     assert [p.split("- **Image ID**: ")[1].split("\n")[0] for p in sent] == ["p1", "p2", "p3"]
     assert all(body["model"] == "gpt-4o-mini" for _p, _h, body in server.requests)
     assert [s.scores["factuality"] for s in samples] == [8.0, 3.0, None]

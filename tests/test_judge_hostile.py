@@ -5,6 +5,7 @@ scored, never cached, never fatal to the run. Both judge protocols where parsing
 
 Everything runs against tests/fake_openai_server.py on 127.0.0.1 with sub-second timeouts.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,10 @@ from tests.fake_openai_server import FakeOpenAIServer
 
 KEY = "sk-test-hostile-0123456789"
 ITEM = ("What is her job?", "She is a painter.", "She works as a painter.")
-GOOD = {"official": '{\n    "Factuality Score": 8,\n    "Justification": "right job"\n}',
-        "strict": '{"Factuality Score": 8, "Justification": "right job"}'}
+GOOD = {
+    "official": '{\n    "Factuality Score": 8,\n    "Justification": "right job"\n}',
+    "strict": '{"Factuality Score": 8, "Justification": "right job"}',
+}
 PROTOCOLS = ("official", "strict")
 SLACK = 2.5  # seconds of scheduling slack on a loaded 2-core machine (unbounded would be 8-30 s)
 
@@ -29,8 +32,18 @@ def api_key(monkeypatch):
 
 
 def make_judge(server, tmp_path, **kw):
-    kw = {"model": "judge-model", "base_url": server.base_url, "cache_dir": tmp_path / "cache", "max_retries": 2,
-          "timeout": 0.4, "backoff_base": 0.01, "backoff_max": 0.05, "max_concurrency": 2, "max_seconds": 3, **kw}
+    kw = {
+        "model": "judge-model",
+        "base_url": server.base_url,
+        "cache_dir": tmp_path / "cache",
+        "max_retries": 2,
+        "timeout": 0.4,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "max_concurrency": 2,
+        "max_seconds": 3,
+        **kw,
+    }
     return Judge(**kw)
 
 
@@ -101,8 +114,9 @@ def test_a_dropped_connection_then_a_reply_is_scored(tmp_path):
     assert result.score == 8.0 and len(server.requests) == 3 and judge.stats["failures"] == 0
 
 
-@pytest.mark.parametrize("code,error", [(429, "RateLimitError"), (500, "InternalServerError"),
-                                        (503, "InternalServerError")])
+@pytest.mark.parametrize(
+    "code,error", [(429, "RateLimitError"), (500, "InternalServerError"), (503, "InternalServerError")]
+)
 def test_rate_limits_and_server_errors_are_retried_then_failed(tmp_path, code, error):
     with FakeOpenAIServer(default=("status", code)) as server:
         judge = make_judge(server, tmp_path)
@@ -129,16 +143,30 @@ def test_non_json_body_is_a_failure_not_a_crash(tmp_path, protocol):
 
 # ---------------------------------------------------------------- replies without a valid score: not retried
 OUT_OF_RANGE = {
-    "official": ['{\n    "Factuality Score": 42,\n    "Justification": "x"\n}',
-                 '{\n    "Factuality Score": 0,\n    "Justification": "x"\n}',
-                 '{\n    "Factuality Score": -3,\n    "Justification": "x"\n}',
-                 '{\n    "Factuality Score": 10.5,\n    "Justification": "x"\n}'],
-    "strict": ['{"Factuality Score": 42, "Justification": "x"}', '{"Factuality Score": 0, "Justification": "x"}',
-               '{"Factuality Score": -3}', '{"Factuality Score": 10.5}', '{"Factuality Score": 1e308}',
-               '{"Factuality Score": NaN}'],
+    "official": [
+        '{\n    "Factuality Score": 42,\n    "Justification": "x"\n}',
+        '{\n    "Factuality Score": 0,\n    "Justification": "x"\n}',
+        '{\n    "Factuality Score": -3,\n    "Justification": "x"\n}',
+        '{\n    "Factuality Score": 10.5,\n    "Justification": "x"\n}',
+    ],
+    "strict": [
+        '{"Factuality Score": 42, "Justification": "x"}',
+        '{"Factuality Score": 0, "Justification": "x"}',
+        '{"Factuality Score": -3}',
+        '{"Factuality Score": 10.5}',
+        '{"Factuality Score": 1e308}',
+        '{"Factuality Score": NaN}',
+    ],
 }
-NO_SCORE = ["I cannot grade this answer.", "", "Score: 8/10", '{"Justification": "fine"}', "{" * 5000,
-            "Factuality Score\n", "\x00\xff" * 10]
+NO_SCORE = [
+    "I cannot grade this answer.",
+    "",
+    "Score: 8/10",
+    '{"Justification": "fine"}',
+    "{" * 5000,
+    "Factuality Score\n",
+    "\x00\xff" * 10,
+]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -184,19 +212,25 @@ def test_mixed_hostile_endpoint_through_the_generation_task(tmp_path):
     pids = [f"p{i}" for i in range(7)]
     qs = [question("generation", pid=p, answer="She works as a painter.") for p in pids]
     vlm = FakeVLM({p: f"answer {p}" for p in pids})
-    script = [("ok", GOOD["official"]),                                   # p0: scored 8
-              ("hang", 30), ("hang", 30), ("hang", 30),                  # p1: timeouts, retries spent
-              ("drop",), ("ok", GOOD["official"].replace("8", "3")),     # p2: dropped, then scored 3
-              ("status", 429), ("status", 500), ("status", 500),        # p3: errors, retries spent
-              ("ok", '{\n    "Factuality Score": 11,\n    "Justification": "x"\n}'),  # p4: out of range
-              ("ok", "no score here"),                                   # p5: unparsable
-              ("drip", 0.1, GOOD["official"])]                           # p6: trickled past the bound
+    script = [
+        ("ok", GOOD["official"]),  # p0: scored 8
+        ("hang", 30),
+        ("hang", 30),
+        ("hang", 30),  # p1: timeouts, retries spent
+        ("drop",),
+        ("ok", GOOD["official"].replace("8", "3")),  # p2: dropped, then scored 3
+        ("status", 429),
+        ("status", 500),
+        ("status", 500),  # p3: errors, retries spent
+        ("ok", '{\n    "Factuality Score": 11,\n    "Justification": "x"\n}'),  # p4: out of range
+        ("ok", "no score here"),  # p5: unparsable
+        ("drip", 0.1, GOOD["official"]),
+    ]  # p6: trickled past the bound
     with FakeOpenAIServer(script, default=("status", 400)) as server:
         judge = make_judge(server, tmp_path, max_concurrency=1, max_seconds=1.2, give_up_after=100)
         samples, elapsed = timed(get_task("generation").evaluate, vlm, qs, TaskContext(judge=judge))
     assert [s.scores["factuality"] for s in samples] == [8.0, None, 3.0, None, None, None, None]
-    assert [s.extra["judge"] for s in samples] == ["scored", "failed", "scored", "failed", "failed", "failed",
-                                                   "failed"]
+    assert [s.extra["judge"] for s in samples] == ["scored", "failed", "scored", "failed", "failed", "failed", "failed"]
     agg = get_task("generation").aggregate(samples)
     assert agg["factuality"] == pytest.approx(5.5)
     assert (agg["factuality_scored"], agg["factuality_failed"]) == (2, 5)

@@ -1,6 +1,7 @@
 """The layers (docs/architecture.md) hold: a module imports only from its own layer and the
 layers below it. Imports are read from the source (also those inside functions), so a lazy
 import cannot hide a dependency that points upwards."""
+
 from __future__ import annotations
 
 import ast
@@ -74,6 +75,5 @@ def test_the_core_and_the_embedded_demo_never_import_a_plugin():
     wrong = []
     for folder in ("harness/core", "harness/embedded", "harness/app"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            wrong += [f"{path.relative_to(ROOT)} imports {m}" for m in imports(path)
-                      if layer_of(m) == "plugins"]
+            wrong += [f"{path.relative_to(ROOT)} imports {m}" for m in imports(path) if layer_of(m) == "plugins"]
     assert not wrong, "\n".join(wrong)

@@ -1,4 +1,5 @@
 """Leaderboard: tables show both modes, mark best/worst by set direction, plots are written."""
+
 import csv
 
 import pytest
@@ -10,28 +11,44 @@ from mmunlearn.harness.core.results import write_results
 
 
 def metrics(forget, retain, text_penalty=0.0):
-    cell = lambda v: {m: {"accuracy": v - (text_penalty if m == "text_only" else 0), "n": 10}  # noqa: E731
-                      for m in ("image_text", "text_only")}
-    gen = lambda v: {m: {"rougeL": v, "rouge1": v, "factuality": None, "n": 10}  # noqa: E731
-                     for m in ("image_text", "text_only")}
-    return {s: {"classification": cell(v), "generation": gen(v), "cloze": cell(v)}
-            for s, v in (("forget", forget), ("test", forget), ("retain", retain), ("celebrity", retain))}
+    cell = lambda v: {
+        m: {"accuracy": v - (text_penalty if m == "text_only" else 0), "n": 10}  # noqa: E731
+        for m in ("image_text", "text_only")
+    }
+    gen = lambda v: {
+        m: {"rougeL": v, "rouge1": v, "factuality": None, "n": 10}  # noqa: E731
+        for m in ("image_text", "text_only")
+    }
+    return {
+        s: {"classification": cell(v), "generation": gen(v), "cloze": cell(v)}
+        for s, v in (("forget", forget), ("test", forget), ("retain", retain), ("celebrity", retain))
+    }
 
 
 def make(tmp_path, name, method, params, forget, retain, fp="fp", forget_split=5, seed=0, **kw):
     d = tmp_path / name
-    write_results(d, metrics(forget, retain, **kw), {
-        "benchmark": {"fingerprint": fp, "source": "embedded:minibench"}, "forget": forget_split, "seed": seed,
-        "method": {"name": method, "params": params}, "model": {"source": "embedded:tiny-llava"}})
+    write_results(
+        d,
+        metrics(forget, retain, **kw),
+        {
+            "benchmark": {"fingerprint": fp, "source": "embedded:minibench"},
+            "forget": forget_split,
+            "seed": seed,
+            "method": {"name": method, "params": params},
+            "model": {"source": "embedded:tiny-llava"},
+        },
+    )
     return str(d)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("runs")
-    return [make(tmp_path, "vanilla", "vanilla", {}, 0.9, 0.9),
-            make(tmp_path, "ga", "ga", {"lr": 1e-4}, 0.2, 0.5, text_penalty=-0.3),
-            make(tmp_path, "npo", "npo", {"beta": 0.4}, 0.5, 0.85)]
+    return [
+        make(tmp_path, "vanilla", "vanilla", {}, 0.9, 0.9),
+        make(tmp_path, "ga", "ga", {"lr": 1e-4}, 0.2, 0.5, text_penalty=-0.3),
+        make(tmp_path, "npo", "npo", {"beta": 0.4}, 0.5, 0.85),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +61,16 @@ def board(runs, tmp_path_factory):
 
 def test_leaderboard_writes_tables_and_plots(board):
     out = board
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "modality_gap.csv", "bars_classification.png",
-                 "bars_generation.png", "bars_cloze.png", "tradeoff.png"):
+    for name in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.html",
+        "modality_gap.csv",
+        "bars_classification.png",
+        "bars_generation.png",
+        "bars_cloze.png",
+        "tradeoff.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "bars_cloze.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "leaderboard.md").read_text()

@@ -1,5 +1,6 @@
 """MANU: the importance equations on hand-computed tables, selection per pool, the statistics file,
 and the method end to end on a tiny random LLaVA."""
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,12 @@ def test_official_scores_hand_computed():
     r_text = table(n=[4, 0], sum_abs=[2, 0], sum=[0, 0], sum_sq=[2, 0], n_active=[2, 0])
     f_img = table(n=[9, 2], sum_abs=[9, 1], sum=[9, 1], sum_sq=[9, 0.5], n_active=[9, 0])
     r_img = table(n=[9, 2], sum_abs=[9, 2], sum=[9, 2], sum_sq=[9, 2], n_active=[9, 2])
-    stats = {"forget_text_only": f_text, "retain_text_only": r_text, "forget_image_text": f_img,
-             "retain_image_text": r_img}
+    stats = {
+        "forget_text_only": f_text,
+        "retain_text_only": r_text,
+        "forget_image_text": f_img,
+        "retain_image_text": r_img,
+    }
     e = 1e-5
     # language: abs 1 vs 0.5; std sqrt(2) vs sqrt(0.5); rms sqrt(2) vs sqrt(0.5); freq weight 0
     lang = 2 * (1 / (0.5 + e) - 1) + 2 * (math.sqrt(2) / (math.sqrt(0.5) + e) - 1) * 2
@@ -170,8 +175,9 @@ def test_batched_statistics_equal_one_sample_at_a_time(vlm, data, variant):
             out.append(collect_statistics(vlm, data, rec, bs, len(index.tower)))
     for bucket in out[0]:
         for stat in STAT_KEYS:
-            np.testing.assert_allclose(out[0][bucket][stat], out[1][bucket][stat], rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{bucket} {stat}")
+            np.testing.assert_allclose(
+                out[0][bucket][stat], out[1][bucket][stat], rtol=1e-5, atol=1e-6, err_msg=f"{bucket} {stat}"
+            )
     if variant == "official":  # per-token counts
         return
     # language neurons saw 3 samples of each bucket; vision neurons none on text-only passes
@@ -198,9 +204,11 @@ def test_stats_file_round_trips_and_reproduces_the_pruned_mask(vlm, data, tmp_pa
     # pruned = the top 10% of the recomputed scores within each pool
     scores = paper_scores(saved["stats"], FUNCTIONS, saved["eps"])
     idx = saved["index"]
-    groups = {"global": [np.ones(len(scores), bool)],
-              "tower": [idx.tower == t for t in ("language", "vision")],
-              "layer": [(idx.tower == t) & (idx.layer == l) for t, l in set(zip(idx.tower, idx.layer))]}[pool]
+    groups = {
+        "global": [np.ones(len(scores), bool)],
+        "tower": [idx.tower == t for t in ("language", "vision")],
+        "layer": [(idx.tower == t) & (idx.layer == l) for t, l in set(zip(idx.tower, idx.layer))],
+    }[pool]
     for g in groups:
         k = int(math.floor(0.1 * g.sum() + 0.5))
         chosen = np.flatnonzero(g & saved["pruned"])
@@ -247,7 +255,8 @@ def test_official_variant_prunes_output_rows_top_k_per_tower(vlm, data, tmp_path
         assert saved["pruned"][in_tower].sum() == int(math.floor(0.1 * in_tower.sum() + 0.5))
     # every module of every layer is eligible (the authors' last-three-layers bug is not copied)
     assert {m.split(".mlp.")[0] for m in modules[saved["pruned"]]} >= {
-        m.split(".mlp.")[0] for m in modules if "language_model" in m}
+        m.split(".mlp.")[0] for m in modules if "language_model" in m
+    }
     sd = vlm.model.state_dict()
     for m, u in zip(modules[saved["pruned"]], saved["index"].unit[saved["pruned"]]):
         assert (sd[f"{m}.weight"][u] == 0).all()
@@ -257,22 +266,26 @@ def test_manu_is_deterministic(data):
     from mmunlearn.harness.core.model import wrap_vlm
     from tests.tiny_vlms import build_tiny_vlm
 
-    hashes = {run_manu(wrap_vlm(*build_tiny_vlm("llava", seed=0)), data, alpha="0.05")[0].weights_hash()
-              for _ in range(2)}
+    hashes = {
+        run_manu(wrap_vlm(*build_tiny_vlm("llava", seed=0)), data, alpha="0.05")[0].weights_hash() for _ in range(2)
+    }
     assert len(hashes) == 1
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("alpha", "1.5", "between 0 and 1"),
-    ("alpha", "-0.1", "between 0 and 1"),
-    ("alpha", "two", "a number"),
-    ("pool", "neuron", "one of global, tower, layer"),
-    ("functions", "abs,size", "one of abs, freq, var, rms"),
-    ("functions", "abs,abs", "without repeats"),
-    ("variant", "authors", "one of paper, official"),
-    ("tau", "-1", ">= 0"),
-    ("batch_size", "0", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("alpha", "1.5", "between 0 and 1"),
+        ("alpha", "-0.1", "between 0 and 1"),
+        ("alpha", "two", "a number"),
+        ("pool", "neuron", "one of global, tower, layer"),
+        ("functions", "abs,size", "one of abs, freq, var, rms"),
+        ("functions", "abs,abs", "without repeats"),
+        ("variant", "authors", "one of paper, official"),
+        ("tau", "-1", ">= 0"),
+        ("batch_size", "0", ">= 1"),
+    ],
+)
 def test_bad_parameters_name_method_key_value_and_allowed(key, value, needle):
     with pytest.raises(ConfigError) as err:
         parse_params(get_method("manu"), {key: value})
@@ -287,6 +300,8 @@ def test_official_variant_needs_a_weighted_function():
 
 
 def test_params_parse_to_typed_values():
-    p = parse_params(get_method("manu"), {"alpha": "0.05", "functions": "abs, var", "save_stats": "none",
-                                          "eps": "1e-6", "pool": "layer"})
+    p = parse_params(
+        get_method("manu"),
+        {"alpha": "0.05", "functions": "abs, var", "save_stats": "none", "eps": "1e-6", "pool": "layer"},
+    )
     assert (p.alpha, p.functions, p.save_stats, p.eps, p.pool) == (0.05, ("abs", "var"), None, 1e-6, "layer")

@@ -1,6 +1,7 @@
 """Every registered method, built-in or added, keeps the method contract (harness/core/contracts.py):
 the same seed gives the same model, the model is left in eval mode, the report has the
 documented keys, and a run of it resumes from its checkpoint to identical metrics."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from mmunlearn.harness.embedded.minibench import build_minibench
 from mmunlearn.harness.app.runner import RunConfig, run_benchmark
 from mmunlearn.harness.core.contracts import MethodResult, UnlearnData, get_method, parse_params, registered_methods
 from mmunlearn.harness.core.contracts import REPORT_KEYS
-
 
 
 METHODS = list(registered_methods())
@@ -53,8 +53,19 @@ def test_same_seed_same_model_eval_mode_and_documented_report(name, world):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_a_run_resumes_from_its_checkpoint_to_identical_metrics(name, world, tmp_path):
-    cfg = dict(model=str(world / "tiny" / "llava"), bench=str(world / "bench"), forget=15, method=name,
-               sets=("forget",), tasks=("cloze",), limit=2, shots=0, max_new_tokens=2, judge=None, keep_model=True)
+    cfg = dict(
+        model=str(world / "tiny" / "llava"),
+        bench=str(world / "bench"),
+        forget=15,
+        method=name,
+        sets=("forget",),
+        tasks=("cloze",),
+        limit=2,
+        shots=0,
+        max_new_tokens=2,
+        judge=None,
+        keep_model=True,
+    )
     out = tmp_path / "run"
     first = run_benchmark(RunConfig(**cfg), out, progress=False)
     for f in ("samples.jsonl", "results.json", "method.json"):  # as if killed right after the method ran

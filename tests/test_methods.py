@@ -1,5 +1,6 @@
 """The method plugin API (registry, parameter parsing, data) and every registered method on a tiny
 random LLaVA: each runs, reports, and does what its name promises."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,16 @@ import torch
 
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import MethodResult
-from mmunlearn.harness.core.contracts import METHOD_REGISTRY, Method, MethodParams, UnlearnData, get_method, parse_params, register_method, registered_methods
+from mmunlearn.harness.core.contracts import (
+    METHOD_REGISTRY,
+    Method,
+    MethodParams,
+    UnlearnData,
+    get_method,
+    parse_params,
+    register_method,
+    registered_methods,
+)
 from mmunlearn.harness.core.contracts import encode_pairs
 from mmunlearn.methods.training import language_linear_modules, mean_answer_nll
 
@@ -68,25 +78,45 @@ def test_a_new_method_is_one_registered_class(toy_method):
 
 
 def test_parse_params_converts_cli_strings_to_field_types(toy_method):
-    p = parse_params(toy_method, {"flag": "true", "steps": "7", "rate": "1e-3", "label": "hello", "mode": "b",
-                                  "modes": "image_text,text_only", "path": "none"})
+    p = parse_params(
+        toy_method,
+        {
+            "flag": "true",
+            "steps": "7",
+            "rate": "1e-3",
+            "label": "hello",
+            "mode": "b",
+            "modes": "image_text,text_only",
+            "path": "none",
+        },
+    )
     assert (p.flag, p.steps, p.rate, p.label, p.mode, p.modes, p.path) == (
-        True, 7, 1e-3, "hello", "b", ("image_text", "text_only"), None)
+        True,
+        7,
+        1e-3,
+        "hello",
+        "b",
+        ("image_text", "text_only"),
+        None,
+    )
     assert parse_params(toy_method, {"flag": "no", "path": "/tmp/x"}).flag is False
     assert parse_params(toy_method, {}) == toy_method.Params()
     assert parse_params(toy_method, {"steps": 4}).steps == 4  # typed values pass through
     assert parse_params(toy_method, {"modes": ["text_only"]}).modes == ("text_only",)  # JSON lists
 
 
-@pytest.mark.parametrize("raw,needles", [
-    ({"stepz": "3"}, ["unknown parameter 'stepz'", "known: flag, steps, rate"]),
-    ({"steps": "three"}, ["steps='three'", "an integer"]),
-    ({"steps": "0"}, ["steps=0", "an integer >= 1"]),
-    ({"rate": "fast"}, ["rate='fast'", "a number"]),
-    ({"flag": "maybe"}, ["flag='maybe'", "true or false"]),
-    ({"mode": "c"}, ["mode='c'", "one of a, b"]),
-    ({"modes": "image_text,audio"}, ["modes='image_text,audio'", "one of image_text, text_only"]),
-])
+@pytest.mark.parametrize(
+    "raw,needles",
+    [
+        ({"stepz": "3"}, ["unknown parameter 'stepz'", "known: flag, steps, rate"]),
+        ({"steps": "three"}, ["steps='three'", "an integer"]),
+        ({"steps": "0"}, ["steps=0", "an integer >= 1"]),
+        ({"rate": "fast"}, ["rate='fast'", "a number"]),
+        ({"flag": "maybe"}, ["flag='maybe'", "true or false"]),
+        ({"mode": "c"}, ["mode='c'", "one of a, b"]),
+        ({"modes": "image_text,audio"}, ["modes='image_text,audio'", "one of image_text, text_only"]),
+    ],
+)
 def test_bad_parameters_raise_config_error_naming_method_key_value_allowed(toy_method, raw, needles):
     with pytest.raises(ConfigError) as err:
         parse_params(toy_method, raw)
@@ -172,8 +202,9 @@ def test_every_method_runs_and_reports(name, data):
     assert report["method"] == name and report["seed"] == 0
     assert isinstance(report["changed"], dict) and report["changed"]
     assert all(isinstance(s, float) for s in report["seconds"].values())
-    assert report["params"] == {k: list(v) if isinstance(v, tuple) else v
-                                for k, v in vars(get_method(name).Params()).items()}
+    assert report["params"] == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in vars(get_method(name).Params()).items()
+    }
     assert not vlm.model.training
     from mmunlearn.harness.core.model import Request
 

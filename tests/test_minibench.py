@@ -1,4 +1,5 @@
 """The mini-bench generator: layout, schema, determinism, and the properties the tiny model needs."""
+
 from __future__ import annotations
 
 import io
@@ -13,15 +14,33 @@ from PIL import Image
 from mmunlearn.harness.app.cli import main
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 from mmunlearn.harness.core.errors import ConfigError
-from mmunlearn.harness.embedded.minibench import (ATTRIBUTES, FORGET_PERCENTS, IMAGE_SIZE, PARQUET_NAME, build_minibench,
-                               forget_count)
+from mmunlearn.harness.embedded.minibench import (
+    ATTRIBUTES,
+    FORGET_PERCENTS,
+    IMAGE_SIZE,
+    PARQUET_NAME,
+    build_minibench,
+    forget_count,
+)
 
 from .conftest import SMALL
 
-CONFIGS = {"Full_Set", "Test_Set", "Retain_Set", "ft_Data"} | {f"forget_{p}" for p in FORGET_PERCENTS} | {
-    f"retain_{100 - p}" for p in FORGET_PERCENTS}
-PROFILE_COLUMNS = ["image", "ID", "Directory", "biography", "question", "answer",
-                   "Classification_Task", "Generation_Task", "Mask_Task"]
+CONFIGS = (
+    {"Full_Set", "Test_Set", "Retain_Set", "ft_Data"}
+    | {f"forget_{p}" for p in FORGET_PERCENTS}
+    | {f"retain_{100 - p}" for p in FORGET_PERCENTS}
+)
+PROFILE_COLUMNS = [
+    "image",
+    "ID",
+    "Directory",
+    "biography",
+    "question",
+    "answer",
+    "Classification_Task",
+    "Generation_Task",
+    "Mask_Task",
+]
 SIMPLE_TEXT = re.compile(r"^[A-Za-z0-9 ?.,_]+$")
 
 
@@ -119,9 +138,13 @@ def test_modes_name_the_person_only_in_text(small_bench):
 
 
 def _templates(row: dict) -> tuple[str, ...]:
-    return tuple(t.replace(row["answer"], "NAME") for t in (
-        [q["Question"] for qs in row["Classification_Task"].values() for q in qs]
-        + [q["Question"] for q in row["Generation_Task"]]))
+    return tuple(
+        t.replace(row["answer"], "NAME")
+        for t in (
+            [q["Question"] for qs in row["Classification_Task"].values() for q in qs]
+            + [q["Question"] for q in row["Generation_Task"]]
+        )
+    )
 
 
 def test_templates_fixed_across_profiles_and_paraphrased_in_test_set(small_bench):
@@ -173,8 +196,22 @@ def test_portraits_are_distinct_32px_and_test_images_transformed(small_bench):
 
 def test_build_minibench_command(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["build-minibench", "--out", str(out), "--seed", "0",
-                 "--profiles", str(SMALL["n_profiles"]), "--celebrities", str(SMALL["n_celebrities"])]) == 0
+    assert (
+        main(
+            [
+                "build-minibench",
+                "--out",
+                str(out),
+                "--seed",
+                "0",
+                "--profiles",
+                str(SMALL["n_profiles"]),
+                "--celebrities",
+                str(SMALL["n_celebrities"]),
+            ]
+        )
+        == 0
+    )
     assert str(out) in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == CONFIGS
 

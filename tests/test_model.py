@@ -1,4 +1,5 @@
 """mmunlearn.harness.core.model: loading, prompt styles, batched inference == one-at-a-time, encode labels."""
+
 from __future__ import annotations
 
 import json
@@ -55,6 +56,7 @@ def mixed_requests():
 
 
 # ---- loading -------------------------------------------------------------------------------
+
 
 def test_table_covers_every_tiny_arch_and_names_real_classes():
     import transformers
@@ -124,6 +126,7 @@ def test_bad_dtype_and_prompt_style(saved):
 
 # ---- prompts -------------------------------------------------------------------------------
 
+
 def test_llava_official_prompt_strings(loaded):
     vlm = loaded("llava")
     img = tiny_images(1)[0]
@@ -145,13 +148,18 @@ def test_official_archs_get_the_official_strings(loaded, arch):
 
     vlm = loaded(arch)
     img = tiny_images(1)[0]
-    req = Request(user_text("classification", "image_text", "Q?", {"A": "a", "B": "b", "C": "c", "D": "d"}), img,
-                  task="classification")
-    assert vlm.prompt(req) == ("USER: <image>\nQ?\nA: a\nB: b\nC: c\nD: d\n"
-                               "Just give ONE letter representing the answer directly.\nASSISTANT:")
+    req = Request(
+        user_text("classification", "image_text", "Q?", {"A": "a", "B": "b", "C": "c", "D": "d"}),
+        img,
+        task="classification",
+    )
+    assert vlm.prompt(req) == (
+        "USER: <image>\nQ?\nA: a\nB: b\nC: c\nD: d\nJust give ONE letter representing the answer directly.\nASSISTANT:"
+    )
     gen = Request(user_text("generation", "text_only", "Q?"), task="generation")
-    assert vlm.prompt(gen) == ("USER: Q?\nAnswer the question based on your trained knowledge in one sentence "
-                               "in ENGLISH.\nASSISTANT:")
+    assert vlm.prompt(gen) == (
+        "USER: Q?\nAnswer the question based on your trained knowledge in one sentence in ENGLISH.\nASSISTANT:"
+    )
 
 
 def test_dtype_auto_is_float16_on_gpu_and_float32_on_cpu(saved):
@@ -167,9 +175,11 @@ def test_dtype_auto_is_float16_on_gpu_and_float32_on_cpu(saved):
 
 def test_llava_with_chat_template_defaults_to_official_style_but_can_switch(tmp_path):
     model, proc = build_tiny_vlm("llava")
-    proc.chat_template = "{% for m in messages %}<<{{ m['role'] }}>>{% for c in m['content'] %}" \
-                         "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}" \
-                         "{% endfor %}{% endfor %}{% if add_generation_prompt %}<<assistant>>{% endif %}"
+    proc.chat_template = (
+        "{% for m in messages %}<<{{ m['role'] }}>>{% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+        "{% endfor %}{% endfor %}{% if add_generation_prompt %}<<assistant>>{% endif %}"
+    )
     model.save_pretrained(tmp_path)
     proc.save_pretrained(tmp_path)
     assert load_vlm(tmp_path).prompt_style == "official"
@@ -192,6 +202,7 @@ def test_chat_template_image_entry_only_in_image_mode(loaded, saved, arch):
 
 
 # ---- inference -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_batched_generation_equals_one_at_a_time(loaded, arch):
@@ -244,8 +255,9 @@ def manual_option_logprob(vlm, req, option):
     mask = torch.ones_like(ids)
     extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     if "mm_token_type_ids" in batch:
-        extra["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros(1, len(opt_ids),
-                                                                                       dtype=torch.long)], 1)
+        extra["mm_token_type_ids"] = torch.cat(
+            [batch["mm_token_type_ids"], torch.zeros(1, len(opt_ids), dtype=torch.long)], 1
+        )
     with torch.no_grad():
         logp = torch.log_softmax(vlm.model(input_ids=ids, attention_mask=mask, **extra).logits[0].float(), -1)
     start = batch["input_ids"].shape[1]
@@ -286,7 +298,7 @@ def test_encode_labels_mask_exactly_prompt_and_padding(loaded, arch):
         ans_ids = vlm.tokenizer(" " + ans, add_special_tokens=False)["input_ids"] + [vlm.eos_id]
         assert ids[i, n_pad:].tolist() == prompt_ids + ans_ids
         assert (labels[i, : n_pad + len(prompt_ids)] == -100).all()
-        assert labels[i, n_pad + len(prompt_ids):].tolist() == ans_ids
+        assert labels[i, n_pad + len(prompt_ids) :].tolist() == ans_ids
     n_images = sum(r.image is not None for r in reqs)
     pix = batch["pixel_values"]
     assert pix.device == vlm.device
@@ -320,6 +332,7 @@ def test_encode_loss_trains(loaded, saved):
 
 
 # ---- persistence ---------------------------------------------------------------------------
+
 
 def test_weights_hash_is_stable_and_tracks_weights(saved, tmp_path):
     a, b = load_vlm(saved("llava")), load_vlm(saved("llava"))

@@ -1,4 +1,5 @@
 """mmunlearn.harness.core.neurons: neuron map per architecture, streamed statistics, exact pruning."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,6 +49,7 @@ def vision_depth(config):
 
 # ---- map -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ARCHES)
 def test_neuron_map_covers_both_towers(vlms, arch):
     model = vlms(arch).model
@@ -56,8 +58,12 @@ def test_neuron_map_covers_both_towers(vlms, arch):
     vis = [b for b in nmap.blocks if b.tower == "vision"]
     assert [b.layer for b in lang] == list(range(model.config.text_config.num_hidden_layers))
     assert [b.layer for b in vis] == list(range(vision_depth(model.config)))
-    assert all(b.units == model.config.text_config.intermediate_size and b.down == "down_proj"
-               and b.ups == ("gate_proj", "up_proj") for b in lang)
+    assert all(
+        b.units == model.config.text_config.intermediate_size
+        and b.down == "down_proj"
+        and b.ups == ("gate_proj", "up_proj")
+        for b in lang
+    )
     for b in nmap.blocks:
         mlp = model.get_submodule(b.path)
         assert mlp._modules[b.down].in_features == b.units
@@ -72,7 +78,8 @@ def test_neuron_map_covers_both_towers(vlms, arch):
 def test_vision_mlp_kinds_per_architecture(vlms):
     assert {b.down for b in neuron_map(vlms("qwen2_vl").model).blocks if b.tower == "vision"} == {"fc2"}
     assert {b.ups for b in neuron_map(vlms("qwen2_5_vl").model).blocks if b.tower == "vision"} == {
-        ("gate_proj", "up_proj")}
+        ("gate_proj", "up_proj")
+    }
     assert {b.ups for b in neuron_map(vlms("llava").model).blocks if b.tower == "vision"} == {("fc1",)}
 
 
@@ -84,6 +91,7 @@ def test_connector_mlps_are_not_neurons(vlms):
 
 
 # ---- recorder ------------------------------------------------------------------------------
+
 
 def record(vlm, nmap, batches, tau=0.05):
     with ActivationRecorder(vlm.model, nmap, tau) as rec:
@@ -169,6 +177,7 @@ def test_recorder_misuse_is_a_clear_error(vlms):
 
 
 # ---- pruning -------------------------------------------------------------------------------
+
 
 def _pick(nmap, rng):
     """Two units in the first language block and one in the last vision block."""

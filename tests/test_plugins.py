@@ -1,6 +1,7 @@
 """Open registries: a user's own installed package adds a task and a method through entry points
 (`mmunlearn.tasks` / `mmunlearn.methods`), with no edit to this repository; the new task is one
 file, is scored by a run, and gets its own leaderboard columns."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ import pytest
 from mmunlearn.harness.embedded.minibench import build_minibench
 
 ROOT = Path(__file__).resolve().parent.parent
+
 
 def _worked_example(doc: str) -> str:
     """The python block of a docs/ guide: the guides' examples are what this test runs."""
@@ -39,20 +41,28 @@ def plugin_site(tmp_path_factory):
     info = site / "my_unlearning_plugins-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-unlearning-plugins\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [mmunlearn.methods]
         polite = my_unlearning_plugins.polite
 
         [mmunlearn.tasks]
         first_word = my_unlearning_plugins.first_word
-        """))
+        """)
+    )
     return site
 
 
 def _cli(site: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "mmunlearn.harness.app.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mmunlearn.harness.app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_an_installed_package_adds_a_task_and_a_method(plugin_site, tmp_path):
@@ -65,10 +75,35 @@ def test_an_installed_package_adds_a_task_and_a_method(plugin_site, tmp_path):
     runs = []
     for method in ("vanilla", "polite_refusal"):
         out = tmp_path / method
-        done = _cli(plugin_site, "run", "--model", str(tmp_path / "tiny" / "llava"), "--bench", str(tmp_path / "bench"),
-                    "--forget", "15", "--method", method, "--sets", "forget", "retain", "--tasks", "cloze",
-                    "cloze_first_word", "--shots", "0", "--limit", "3", "--max-new-tokens", "3", "--judge", "none",
-                    "--out", str(out), "--quiet")
+        done = _cli(
+            plugin_site,
+            "run",
+            "--model",
+            str(tmp_path / "tiny" / "llava"),
+            "--bench",
+            str(tmp_path / "bench"),
+            "--forget",
+            "15",
+            "--method",
+            method,
+            "--sets",
+            "forget",
+            "retain",
+            "--tasks",
+            "cloze",
+            "cloze_first_word",
+            "--shots",
+            "0",
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "3",
+            "--judge",
+            "none",
+            "--out",
+            str(out),
+            "--quiet",
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         runs.append(out)
     res = json.loads((tmp_path / "polite_refusal" / "results.json").read_text())

@@ -4,6 +4,7 @@ Every expected prompt below is written out literally from the published strings 
 "Tasks: the official MLLMU-Bench protocol, exactly"), never computed with the module under
 test: a changed space or newline anywhere must fail here.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -40,24 +41,24 @@ def official(task, mode, text, options=None, examples=()):
 # ----------------------------------------------------------------------------- zero-shot strings
 
 ZERO_SHOT = {
-    ("classification", "image_text"):
-        "USER: <image>\nWhat is the job of this person?\nA: doctor\nB: painter\nC: teacher\nD: pilot\n"
-        "Just give ONE letter representing the answer directly.\nASSISTANT:",
-    ("classification", "text_only"):
-        "USER:\nWhat is the job of this person?\nA: doctor\nB: painter\nC: teacher\nD: pilot\n"
-        "Just give ONE letter representing the answer directly.\nASSISTANT:",
-    ("cloze", "image_text"):
-        "USER: <image>\nThis person works as a [Blank] in Paris.\n"
-        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:",
-    ("cloze", "text_only"):
-        "USER:\nThis person works as a [Blank] in Paris.\n"
-        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:",
-    ("generation", "image_text"):
-        "USER: <image>\nWhat is the job of this person?\n"
-        "Answer the question based on your trained knowledge in one sentence accurately in ENGLISH.\nASSISTANT: ",
-    ("generation", "text_only"):
-        "USER: What is the job of this person?\n"
-        "Answer the question based on your trained knowledge in one sentence in ENGLISH.\nASSISTANT:",
+    (
+        "classification",
+        "image_text",
+    ): "USER: <image>\nWhat is the job of this person?\nA: doctor\nB: painter\nC: teacher\nD: pilot\n"
+    "Just give ONE letter representing the answer directly.\nASSISTANT:",
+    (
+        "classification",
+        "text_only",
+    ): "USER:\nWhat is the job of this person?\nA: doctor\nB: painter\nC: teacher\nD: pilot\n"
+    "Just give ONE letter representing the answer directly.\nASSISTANT:",
+    ("cloze", "image_text"): "USER: <image>\nThis person works as a [Blank] in Paris.\n"
+    "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:",
+    ("cloze", "text_only"): "USER:\nThis person works as a [Blank] in Paris.\n"
+    "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:",
+    ("generation", "image_text"): "USER: <image>\nWhat is the job of this person?\n"
+    "Answer the question based on your trained knowledge in one sentence accurately in ENGLISH.\nASSISTANT: ",
+    ("generation", "text_only"): "USER: What is the job of this person?\n"
+    "Answer the question based on your trained knowledge in one sentence in ENGLISH.\nASSISTANT:",
 }
 
 
@@ -82,13 +83,16 @@ def test_tiny_llava_adapter_sends_the_published_string(task, mode, tmp_path_fact
 
 def test_options_are_listed_in_letter_order_whatever_the_dict_order():
     shuffled = {"C": "teacher", "A": "doctor", "D": "pilot", "B": "painter"}
-    assert official("classification", "text_only", "What is the job of this person?", shuffled) == \
-        ZERO_SHOT[("classification", "text_only")]
+    assert (
+        official("classification", "text_only", "What is the job of this person?", shuffled)
+        == ZERO_SHOT[("classification", "text_only")]
+    )
 
 
 def test_every_blank_is_replaced():
     assert user_text("cloze", "text_only", "__ was born in __.") == (
-        "[Blank] was born in [Blank].\nPlease **ONLY** provide the correct answer that should replace the [Blank].")
+        "[Blank] was born in [Blank].\nPlease **ONLY** provide the correct answer that should replace the [Blank]."
+    )
 
 
 def test_generic_frame_and_system_prompt():
@@ -98,7 +102,8 @@ def test_generic_frame_and_system_prompt():
     req = Request(user_text("cloze", "text_only", "Born in __."), task="cloze")
     assert official_prompt(req, system="Be private.") == (
         "Be private.\nUSER:\nBorn in [Blank].\n"
-        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:")
+        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:"
+    )
     assert official_prompt(Request("Q", IMG), image_token="<img>") == "USER: <img>\nQ\nASSISTANT:"
 
 
@@ -109,36 +114,53 @@ EX_OPTIONS = {"A": "rome", "B": "oslo", "C": "paris", "D": "lima"}
 
 def _cls_examples(mode):
     img = IMG if mode == "image_text" else None
-    return [Example(example_text("classification", "Where was this person born?", "C", EX_OPTIONS), img),
-            Example(example_text("classification", "What is this person's hobby?", "A",
-                                 {"A": "chess", "B": "golf", "C": "tennis", "D": "yoga"}), img)]
+    return [
+        Example(example_text("classification", "Where was this person born?", "C", EX_OPTIONS), img),
+        Example(
+            example_text(
+                "classification",
+                "What is this person's hobby?",
+                "A",
+                {"A": "chess", "B": "golf", "C": "tennis", "D": "yoga"},
+            ),
+            img,
+        ),
+    ]
 
 
 def test_classification_image_examples_are_the_published_blocks():
-    got = official("classification", "image_text", "What is the job of this person?", OPTIONS, _cls_examples("image_text"))
+    got = official(
+        "classification", "image_text", "What is the job of this person?", OPTIONS, _cls_examples("image_text")
+    )
     assert got == (
         "USER: <image>\nQuestion: Where was this person born?\nA: rome\nB: oslo\nC: paris\nD: lima\n"
         "Correct Answer: C\n"
         "USER: <image>\nQuestion: What is this person's hobby?\nA: chess\nB: golf\nC: tennis\nD: yoga\n"
         "Correct Answer: A\n"
         "USER: <image>\nWhat is the job of this person?\nA: doctor\nB: painter\nC: teacher\nD: pilot\n"
-        "Just give ONE letter representing the answer directly.\nASSISTANT:")
+        "Just give ONE letter representing the answer directly.\nASSISTANT:"
+    )
 
 
 def test_classification_text_examples_are_the_published_blocks():
-    got = official("classification", "text_only", "What is the job of this person?", OPTIONS, _cls_examples("text_only"))
+    got = official(
+        "classification", "text_only", "What is the job of this person?", OPTIONS, _cls_examples("text_only")
+    )
     assert got == (
         "USER:\nQuestion: Where was this person born?\nA: rome\nB: oslo\nC: paris\nD: lima\n"
         "Correct Answer: C\n"
         "USER:\nQuestion: What is this person's hobby?\nA: chess\nB: golf\nC: tennis\nD: yoga\n"
         "Correct Answer: A\n"
         "USER:\nWhat is the job of this person?\nA: doctor\nB: painter\nC: teacher\nD: pilot\n"
-        "Just give ONE letter representing the answer directly.\nASSISTANT:")
+        "Just give ONE letter representing the answer directly.\nASSISTANT:"
+    )
 
 
 def test_cloze_image_examples_have_no_space_after_user():
-    ex = [Example(example_text("cloze", "This person was born in __.", "Oslo"), IMG),
-          Example(example_text("cloze", "This person has a pet __.", "cat"), IMG)]
+    ex = [
+        Example(example_text("cloze", "This person was born in __.", "Oslo"), IMG),
+        Example(example_text("cloze", "This person has a pet __.", "cat"), IMG),
+    ]
     got = official("cloze", "image_text", "This person works as a __ in Paris.", examples=ex)
     assert got == (
         "USER:<image>\nThis person was born in [Blank].\n"
@@ -146,7 +168,8 @@ def test_cloze_image_examples_have_no_space_after_user():
         "USER:<image>\nThis person has a pet [Blank].\n"
         "Please **ONLY** provide the correct answer that should replace the [Blank].\nCorrect Answer: cat\n"
         "USER: <image>\nThis person works as a [Blank] in Paris.\n"
-        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:")
+        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:"
+    )
 
 
 def test_cloze_text_examples():
@@ -156,7 +179,8 @@ def test_cloze_text_examples():
         "USER:\nAlice was born in [Blank].\n"
         "Please **ONLY** provide the correct answer that should replace the [Blank].\nCorrect Answer: Oslo\n"
         "USER:\nBob works as a [Blank] in Paris.\n"
-        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:")
+        "Please **ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:"
+    )
 
 
 def test_generation_has_no_official_examples():
@@ -174,9 +198,11 @@ def test_request_images_put_example_images_first():
 
 # ----------------------------------------------------------------------------- chat templates
 
-CHAT = ("{% for m in messages %}<<{{ m['role'] }}>>{% for c in m['content'] %}"
-        "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
-        "{% endfor %}{% endfor %}{% if add_generation_prompt %}<<assistant>>{% endif %}")
+CHAT = (
+    "{% for m in messages %}<<{{ m['role'] }}>>{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}<<assistant>>{% endif %}"
+)
 
 
 def test_chat_template_gets_the_same_user_text_examples_first_and_one_image_entry_per_image(tmp_path):
@@ -185,22 +211,31 @@ def test_chat_template_gets_the_same_user_text_examples_first_and_one_image_entr
     model.save_pretrained(tmp_path)
     proc.save_pretrained(tmp_path)
     vlm = load_vlm(tmp_path, prompt_style="chat-template")
-    ex = (Example("Alice was born in [Blank].\nCorrect Answer: Oslo", IMG),
-          Example("Bob has a [Blank].\nCorrect Answer: cat", IMG))
+    ex = (
+        Example("Alice was born in [Blank].\nCorrect Answer: Oslo", IMG),
+        Example("Bob has a [Blank].\nCorrect Answer: cat", IMG),
+    )
     q = user_text("cloze", "image_text", "Carol works as a __.")
     req = Request(q, IMG, task="cloze", examples=ex)
-    assert chat_user_text(req) == ("Alice was born in [Blank].\nCorrect Answer: Oslo\n"
-                                   "Bob has a [Blank].\nCorrect Answer: cat\n"
-                                   "Carol works as a [Blank].\n"
-                                   "Please **ONLY** provide the correct answer that should replace the [Blank].")
+    assert chat_user_text(req) == (
+        "Alice was born in [Blank].\nCorrect Answer: Oslo\n"
+        "Bob has a [Blank].\nCorrect Answer: cat\n"
+        "Carol works as a [Blank].\n"
+        "Please **ONLY** provide the correct answer that should replace the [Blank]."
+    )
     assert vlm.prompt(req) == "<<user>><image><image><image>" + chat_user_text(req) + "<<assistant>>"
     # text-only: no image entry at all, same text
-    text_req = Request(user_text("cloze", "text_only", "Carol works as a __."), task="cloze",
-                       examples=(Example("Alice was born in [Blank].\nCorrect Answer: Oslo"),))
-    assert vlm.prompt(text_req) == ("<<user>>Alice was born in [Blank].\nCorrect Answer: Oslo\n"
-                                    "Carol works as a [Blank].\n"
-                                    "Please **ONLY** provide the correct answer that should replace the [Blank]."
-                                    "<<assistant>>")
+    text_req = Request(
+        user_text("cloze", "text_only", "Carol works as a __."),
+        task="cloze",
+        examples=(Example("Alice was born in [Blank].\nCorrect Answer: Oslo"),),
+    )
+    assert vlm.prompt(text_req) == (
+        "<<user>>Alice was born in [Blank].\nCorrect Answer: Oslo\n"
+        "Carol works as a [Blank].\n"
+        "Please **ONLY** provide the correct answer that should replace the [Blank]."
+        "<<assistant>>"
+    )
     assert vlm.generate([req, text_req], max_new_tokens=2)
 
 
@@ -227,15 +262,24 @@ def _llava(tmp_path_factory):
 
 def multi_image_requests():
     a, b, c, d = tiny_images(4, seed=9)
-    cloze_ex = (Example(example_text("cloze", "who is alice ? she is __", "doctor"), a),
-                Example(example_text("cloze", "bob is born in __", "paris"), b))
+    cloze_ex = (
+        Example(example_text("cloze", "who is alice ? she is __", "doctor"), a),
+        Example(example_text("cloze", "bob is born in __", "paris"), b),
+    )
     cls_ex = (Example(example_text("classification", "what is the job ?", "B", OPTIONS), a),)
     return [
         Request(user_text("cloze", "image_text", "this person is born in __"), c, task="cloze", examples=cloze_ex),
-        Request(user_text("cloze", "text_only", "carol is a __"), task="cloze",
-                examples=(Example(example_text("cloze", "alice is a __", "doctor")),)),
-        Request(user_text("classification", "image_text", "who is this ?", OPTIONS), d, task="classification",
-                examples=cls_ex),
+        Request(
+            user_text("cloze", "text_only", "carol is a __"),
+            task="cloze",
+            examples=(Example(example_text("cloze", "alice is a __", "doctor")),),
+        ),
+        Request(
+            user_text("classification", "image_text", "who is this ?", OPTIONS),
+            d,
+            task="classification",
+            examples=cls_ex,
+        ),
         Request(user_text("generation", "image_text", "what is the job of this person ?"), c, task="generation"),
         Request(user_text("classification", "text_only", "what city ?", OPTIONS), task="classification"),
     ]
@@ -266,33 +310,51 @@ def test_multi_image_requests_run_and_batched_equals_one_at_a_time(arch, tmp_pat
 
 # ----------------------------------------------------------------------------- answer extraction
 
-@pytest.mark.parametrize("response,answer", [
-    ("Paris", "Paris"),
-    ("  Paris.  \n", "Paris."),
-    ("Paris\nASSISTANT: London", "Paris"),  # a generated second turn is cut
-    ("Paris ASSISTANT: London ASSISTANT: Rome", "Paris"),
-    ("ASSISTANT: London", ""),  # everything after a leading generated ASSISTANT: is dropped
-    ("Paris\nUSER: and where was she born?", "Paris\nUSER: and where was she born?"),  # not cut
-    ("Answer: Paris", "Answer: Paris"),  # the official "Answer:" branch never runs
-    ("", ""),
-    ("   \n\t ", ""),
-])
+
+@pytest.mark.parametrize(
+    "response,answer",
+    [
+        ("Paris", "Paris"),
+        ("  Paris.  \n", "Paris."),
+        ("Paris\nASSISTANT: London", "Paris"),  # a generated second turn is cut
+        ("Paris ASSISTANT: London ASSISTANT: Rome", "Paris"),
+        ("ASSISTANT: London", ""),  # everything after a leading generated ASSISTANT: is dropped
+        ("Paris\nUSER: and where was she born?", "Paris\nUSER: and where was she born?"),  # not cut
+        ("Answer: Paris", "Answer: Paris"),  # the official "Answer:" branch never runs
+        ("", ""),
+        ("   \n\t ", ""),
+    ],
+)
 def test_extract_answer_is_what_eval_py_reads(response, answer):
     assert extract_answer(response) == answer
 
 
-@pytest.mark.parametrize("response,letter", [
-    ("C\nASSISTANT: B", "C"), ("ASSISTANT: D", None), ("USER: which one? A", None), ("Answer: C", "A"),
-    ("", None), ("  \n ", None), ("d\nUSER: next", "D"),
-])
+@pytest.mark.parametrize(
+    "response,letter",
+    [
+        ("C\nASSISTANT: B", "C"),
+        ("ASSISTANT: D", None),
+        ("USER: which one? A", None),
+        ("Answer: C", "A"),
+        ("", None),
+        ("  \n ", None),
+        ("d\nUSER: next", "D"),
+    ],
+)
 def test_classification_letter_on_degenerate_outputs(response, letter):
     assert first_letter(response) == letter
     assert parse_letter(response) == letter
 
 
 def test_classification_task_scores_degenerate_outputs_officially():
-    responses = {"p1": "B\nASSISTANT: C", "p2": "ASSISTANT: B", "p3": "USER: B", "p4": "Answer: B",
-                 "p5": "", "p6": " \n "}
+    responses = {
+        "p1": "B\nASSISTANT: C",
+        "p2": "ASSISTANT: B",
+        "p3": "USER: B",
+        "p4": "Answer: B",
+        "p5": "",
+        "p6": " \n ",
+    }
     qs = [question("classification", pid=p, answer="B") for p in responses]
     samples = get_task("classification").evaluate(FakeVLM(responses), qs, TaskContext())
     assert [s.scores["accuracy"] for s in samples] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -301,13 +363,15 @@ def test_classification_task_scores_degenerate_outputs_officially():
 
 
 def test_cloze_task_scores_the_extracted_answer():
-    cases = [("p1", "Paris\nASSISTANT: London", "London", 0.0, "Paris"),
-             ("p2", "Paris\nASSISTANT: London", "Paris", 1.0, "Paris"),
-             ("p3", "USER: is it paris?", "Paris", 1.0, None),  # a generated USER turn stays in the answer
-             ("p4", "Answer: Paris", "Paris", 1.0, None),
-             ("p5", "", "Paris", 0.0, None),
-             ("p6", "   ", "Paris", 0.0, ""),
-             ("p7", "ASSISTANT: Paris", "Paris", 0.0, "")]
+    cases = [
+        ("p1", "Paris\nASSISTANT: London", "London", 0.0, "Paris"),
+        ("p2", "Paris\nASSISTANT: London", "Paris", 1.0, "Paris"),
+        ("p3", "USER: is it paris?", "Paris", 1.0, None),  # a generated USER turn stays in the answer
+        ("p4", "Answer: Paris", "Paris", 1.0, None),
+        ("p5", "", "Paris", 0.0, None),
+        ("p6", "   ", "Paris", 0.0, ""),
+        ("p7", "ASSISTANT: Paris", "Paris", 0.0, ""),
+    ]
     qs = [question("cloze", pid=p, answer=gt) for p, _r, gt, _a, _x in cases]
     samples = get_task("cloze").evaluate(FakeVLM({p: r for p, r, *_ in cases}), qs, TaskContext())
     assert [s.scores["accuracy"] for s in samples] == [c[3] for c in cases]
@@ -319,11 +383,22 @@ def test_generation_scores_rouge_and_bleu_on_the_extracted_answer():
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
     truth = "She works as a painter in Paris"
-    cases = {"p1": "She works as a painter in Paris\nASSISTANT: She works as a doctor",
-             "p2": "USER: She works as a painter", "p3": "Answer: a painter", "p4": "", "p5": "  \n  ",
-             "p6": "ASSISTANT: She works as a painter in Paris"}
-    extracted = {"p1": "She works as a painter in Paris", "p2": "USER: She works as a painter",
-                 "p3": "Answer: a painter", "p4": "", "p5": "", "p6": ""}
+    cases = {
+        "p1": "She works as a painter in Paris\nASSISTANT: She works as a doctor",
+        "p2": "USER: She works as a painter",
+        "p3": "Answer: a painter",
+        "p4": "",
+        "p5": "  \n  ",
+        "p6": "ASSISTANT: She works as a painter in Paris",
+    }
+    extracted = {
+        "p1": "She works as a painter in Paris",
+        "p2": "USER: She works as a painter",
+        "p3": "Answer: a painter",
+        "p4": "",
+        "p5": "",
+        "p6": "",
+    }
     qs = [question("generation", pid=p, answer=truth) for p in cases]
     samples = get_task("generation").evaluate(FakeVLM(cases), qs, TaskContext())
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
@@ -332,8 +407,11 @@ def test_generation_scores_rouge_and_bleu_on_the_extracted_answer():
         r = scorer.score(truth, want)
         assert s.scores["rouge1"] == pytest.approx(r["rouge1"].fmeasure)
         assert s.scores["rougeL"] == pytest.approx(r["rougeL"].fmeasure)
-        bleu = sentence_bleu([truth.split()], want.split(), smoothing_function=SmoothingFunction().method1) \
-            if want else 0.0
+        bleu = (
+            sentence_bleu([truth.split()], want.split(), smoothing_function=SmoothingFunction().method1)
+            if want
+            else 0.0
+        )
         assert s.scores["bleu"] == pytest.approx(bleu)
         assert s.response == cases[s.profile_id]
     by = {s.profile_id: s.scores for s in samples}

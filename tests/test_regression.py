@@ -1,6 +1,7 @@
 """The committed reference results (results/demo, the output of `make run`) are what the current
 code produces: re-run the demo's vanilla and MANU rows on the embedded default and `check` them
 against the committed runs. A change that weakens forgetting or costs utility fails here."""
+
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,5 @@
 """results.py: atomic writes, the resume store survives torn writes, run.json guards configs."""
+
 import json
 import os
 
@@ -17,8 +18,17 @@ from mmunlearn.harness.core.results import (
 
 
 def _sample(qid, acc=1.0):
-    return {"qid": qid, "set": "forget", "task": "classification", "mode": "image_text", "profile_id": "1",
-            "prompt_hash": "h", "response": "A", "scores": {"accuracy": acc}, "extra": {}}
+    return {
+        "qid": qid,
+        "set": "forget",
+        "task": "classification",
+        "mode": "image_text",
+        "profile_id": "1",
+        "prompt_hash": "h",
+        "response": "A",
+        "scores": {"accuracy": acc},
+        "extra": {},
+    }
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
@@ -86,10 +96,17 @@ def test_claim_run_dir_refuses_different_config_naming_keys(tmp_path):
 
 
 def test_modality_gap_is_image_minus_text_and_skips_missing():
-    metrics = {"forget": {"classification": {
-        "image_text": {"accuracy": 0.75, "n": 4}, "text_only": {"accuracy": 0.25, "n": 4}}},
-        "retain": {"generation": {"image_text": {"rougeL": 0.5, "factuality": None, "factuality_failed": 3, "n": 2},
-                                  "text_only": {"rougeL": 0.5, "factuality": None, "factuality_failed": 0, "n": 2}}}}
+    metrics = {
+        "forget": {
+            "classification": {"image_text": {"accuracy": 0.75, "n": 4}, "text_only": {"accuracy": 0.25, "n": 4}}
+        },
+        "retain": {
+            "generation": {
+                "image_text": {"rougeL": 0.5, "factuality": None, "factuality_failed": 3, "n": 2},
+                "text_only": {"rougeL": 0.5, "factuality": None, "factuality_failed": 0, "n": 2},
+            }
+        },
+    }
     gap = modality_gap(metrics)
     assert gap["forget"]["classification"] == {"accuracy": 0.5}
     assert gap["retain"]["generation"] == {"rougeL": 0.0, "factuality": None}
@@ -115,5 +132,8 @@ def test_load_results_errors_name_the_file(tmp_path):
 
 
 def test_to_jsonable_handles_tuples_and_paths(tmp_path):
-    assert to_jsonable({"a": (1, 2), "p": tmp_path, "inf": float("inf")}) == {"a": [1, 2], "p": str(tmp_path),
-                                                                              "inf": None}
+    assert to_jsonable({"a": (1, 2), "p": tmp_path, "inf": float("inf")}) == {
+        "a": [1, 2],
+        "p": str(tmp_path),
+        "inf": None,
+    }

@@ -1,5 +1,6 @@
 """runner.py: one run end to end with small fakes (fast), plus a real interrupted-and-resumed
 subprocess on a tiny model (slow)."""
+
 import hashlib
 import json
 import os
@@ -24,10 +25,22 @@ class FakeBench:
 
     def __init__(self, per_cell=5):
         self.profiles = {s: tuple(SimpleNamespace(id=f"p{i}") for i in range(3)) for s in SETS}
-        self.qs = [Question(qid=f"{s}/p{i % 3}/{t}/{m}/{i}", set=s, task=t, mode=m, profile_id=f"p{i % 3}",
-                            text=f"q{i}", answer="A", image=b"img" if m == "image_text" else None)
-                   for s in ("forget", "test", "retain", "celebrity") for t in ("classification", "cloze")
-                   for m in MODES for i in range(per_cell)]
+        self.qs = [
+            Question(
+                qid=f"{s}/p{i % 3}/{t}/{m}/{i}",
+                set=s,
+                task=t,
+                mode=m,
+                profile_id=f"p{i % 3}",
+                text=f"q{i}",
+                answer="A",
+                image=b"img" if m == "image_text" else None,
+            )
+            for s in ("forget", "test", "retain", "celebrity")
+            for t in ("classification", "cloze")
+            for m in MODES
+            for i in range(per_cell)
+        ]
 
     def questions(self, sets, tasks, modes):
         return [q for q in self.qs if q.set in sets and q.task in tasks and q.mode in modes]
@@ -145,7 +158,8 @@ def test_run_writes_metrics_gap_and_manifest(fakes, tmp_path):
     assert set(cell) == set(MODES) and cell["image_text"]["n"] == 5
     assert 0.0 <= cell["image_text"]["accuracy"] <= 1.0
     assert res["modality_gap"]["forget"]["classification"]["accuracy"] == pytest.approx(
-        cell["image_text"]["accuracy"] - cell["text_only"]["accuracy"])
+        cell["image_text"]["accuracy"] - cell["text_only"]["accuracy"]
+    )
     man = res["manifest"]
     assert man["method"] == {**man["method"], "name": "fake", "params": {"shift": 2.0}, "report": {"shifted": 2.0}}
     assert man["benchmark"]["fingerprint"] == "bench-fp" and man["forget"] == 5
@@ -156,7 +170,16 @@ def test_run_writes_metrics_gap_and_manifest(fakes, tmp_path):
     assert "git_commit" in man and man["started"] <= man["finished"]
     lines = (tmp_path / "r" / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 4 * 2 * 2 * 5
-    assert set(json.loads(lines[0])) >= {"qid", "set", "task", "mode", "profile_id", "prompt_hash", "response", "scores"}
+    assert set(json.loads(lines[0])) >= {
+        "qid",
+        "set",
+        "task",
+        "mode",
+        "profile_id",
+        "prompt_hash",
+        "response",
+        "scores",
+    }
     assert not (tmp_path / "r" / "model").exists()  # checkpoint is only a resume aid
 
 
@@ -244,8 +267,9 @@ def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fa
     assert (man["shots"], man["test_images"], man["config"]["dtype"]) == ("official", "random", "auto")
     assert man["judge_protocol"] is None and man["config"]["judge_protocol"] is None  # no judge scored
     bench, tasks = FakeBench(), ("classification", "cloze")
-    assert man["examples"] == {s: {t: plan_examples(bench, s, t, "official", 0, "fake").record() for t in tasks}
-                               for s in SETS}
+    assert man["examples"] == {
+        s: {t: plan_examples(bench, s, t, "official", 0, "fake").record() for t in tasks} for s in SETS
+    }
     assert [len(man["examples"]["retain"][t]["drawn"]) for t in tasks] == [1, 2]  # official counts
     assert man["examples"]["test"]["cloze"]["drawn"] != []
     assert fakes.load_benchmark == [{"test_images": "random", "seed": 0}]
@@ -253,11 +277,16 @@ def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fa
     assert fakes.judge == [("auto", {"protocol": "official"})]  # the protocol picks its judge (gpt-4o-mini)
 
     fakes.load_benchmark, fakes.load_vlm, fakes.judge = [], [], []
-    man = run_benchmark(cfg(shots=2, test_images="all", dtype="bfloat16", seed=4, judge_protocol="strict"),
-                        tmp_path / "custom", progress=False)["manifest"]
+    man = run_benchmark(
+        cfg(shots=2, test_images="all", dtype="bfloat16", seed=4, judge_protocol="strict"),
+        tmp_path / "custom",
+        progress=False,
+    )["manifest"]
     assert (man["shots"], man["test_images"], man["config"]["dtype"]) == (2, "all", "bfloat16")
-    assert man["examples"]["forget"]["classification"] == plan_examples(bench, "forget", "classification", 2, 4,
-                                                                        "fake").record()
+    assert (
+        man["examples"]["forget"]["classification"]
+        == plan_examples(bench, "forget", "classification", 2, 4, "fake").record()
+    )
     assert all(len(man["examples"][s][t]["drawn"]) == 2 for s in SETS for t in tasks)
     assert fakes.load_benchmark == [{"test_images": "all", "seed": 4}]
     assert fakes.load_vlm == [("fake-model", "bfloat16")]
@@ -272,23 +301,32 @@ def test_judge_protocol_is_recorded_when_a_judge_scores(fakes, tmp_path, monkeyp
         available, model, stats = True, "gpt-4o", {"calls": 0, "cache_hits": 0, "failures": 0}
 
     monkeypatch.setattr(runner, "Judge", SimpleNamespace(from_args=lambda model, **kw: Available()))
-    man = run_benchmark(cfg(sets=("forget",), judge="gpt-4o", judge_protocol="strict"), tmp_path / "r",
-                        progress=False)["manifest"]
+    man = run_benchmark(cfg(sets=("forget",), judge="gpt-4o", judge_protocol="strict"), tmp_path / "r", progress=False)[
+        "manifest"
+    ]
     assert (man["judge"], man["judge_protocol"], man["config"]["judge_protocol"]) == ("gpt-4o", "strict", "strict")
 
 
 def test_protocol_settings_are_part_of_the_run_identity(fakes, tmp_path):
     run_benchmark(cfg(sets=("forget",)), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError) as exc:
-        run_benchmark(cfg(sets=("forget",), shots=0, test_images="first", dtype="float32"), tmp_path / "r",
-                      progress=False)
+        run_benchmark(
+            cfg(sets=("forget",), shots=0, test_images="first", dtype="float32"), tmp_path / "r", progress=False
+        )
     differing = [line.split(":")[0].strip() for line in str(exc.value).splitlines()[1:-1]]
     assert differing == ["dtype", "shots", "test_images"]
 
 
-@pytest.mark.parametrize("kw,match", [({"shots": -1}, "shots must be >= 0"), ({"shots": "some"}, "shots"),
-                                      ({"test_images": "each"}, "--test-images"), ({"dtype": "int8"}, "--dtype"),
-                                      ({"judge_protocol": "loose"}, "--judge-protocol")])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"shots": -1}, "shots must be >= 0"),
+        ({"shots": "some"}, "shots"),
+        ({"test_images": "each"}, "--test-images"),
+        ({"dtype": "int8"}, "--dtype"),
+        ({"judge_protocol": "loose"}, "--judge-protocol"),
+    ],
+)
 def test_bad_protocol_settings_are_config_errors(fakes, tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         run_benchmark(cfg(**kw), tmp_path / "r", progress=False)
@@ -315,13 +353,15 @@ class PromptVLM:
         return ["A"] * len(reqs)
 
 
-def test_official_shots_change_the_prompt_hash_exactly_where_examples_are_prompted(small_bench, tmp_path,
-                                                                                  monkeypatch):
+def test_official_shots_change_the_prompt_hash_exactly_where_examples_are_prompted(small_bench, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "load_vlm", lambda source, device=None, dtype=None, **kw: PromptVLM())
 
     def run(shots, name):
-        res = run_benchmark(RunConfig(model="m", bench=str(small_bench), forget=15, method="vanilla", shots=shots,
-                                      judge=None), tmp_path / name, progress=False)
+        res = run_benchmark(
+            RunConfig(model="m", bench=str(small_bench), forget=15, method="vanilla", shots=shots, judge=None),
+            tmp_path / name,
+            progress=False,
+        )
         rows = map(json.loads, (tmp_path / name / "samples.jsonl").read_text().splitlines())
         return res, {r["qid"]: r for r in rows}
 
@@ -330,21 +370,32 @@ def test_official_shots_change_the_prompt_hash_exactly_where_examples_are_prompt
     assert zero.keys() == official.keys()
     for qid, z in zero.items():
         o = official[qid]
-        prompted = (o["task"] == "classification" and o["set"] in ("forget", "test", "retain")
-                    or o["task"] == "cloze" and o["set"] != "celebrity")  # celebrity IDs are not in Full_Set
+        prompted = (
+            o["task"] == "classification"
+            and o["set"] in ("forget", "test", "retain")
+            or o["task"] == "cloze"
+            and o["set"] != "celebrity"
+        )  # celebrity IDs are not in Full_Set
         assert (o["prompt_hash"] != z["prompt_hash"]) == prompted, qid
     assert not any(z["extra"].get("excluded") for z in zero.values())
     examples = res["manifest"]["examples"]
     for s in SETS:
         for t in ("classification", "cloze", "generation"):
-            excluded = {o["profile_id"] for o in official.values() if o["set"] == s and o["task"] == t
-                        and o["extra"].get("excluded")}
+            excluded = {
+                o["profile_id"]
+                for o in official.values()
+                if o["set"] == s and o["task"] == t and o["extra"].get("excluded")
+            }
             assert excluded == set(examples[s][t]["used"]), (s, t)
             assert len(examples[s][t]["used"]) == {"classification": 1, "cloze": 2, "generation": 0}[t] * (
-                s != "celebrity")
+                s != "celebrity"
+            )
     n = res["metrics"]["retain"]["cloze"]["text_only"]["n"]
-    assert n == sum(1 for o in official.values() if o["set"] == "retain" and o["task"] == "cloze"
-                    and o["mode"] == "text_only" and not o["extra"].get("excluded"))
+    assert n == sum(
+        1
+        for o in official.values()
+        if o["set"] == "retain" and o["task"] == "cloze" and o["mode"] == "text_only" and not o["extra"].get("excluded")
+    )
 
 
 # ---------------------------------------------------------------- CLI
@@ -371,17 +422,28 @@ def test_cli_parses_shots_test_images_dtype_and_judge_protocol():
     assert _parse("--shots", "0").shots == 0 and _parse("--shots", "2").shots == 2
     default = config_from_args(_parse())
     assert (default.shots, default.test_images, default.dtype, default.judge, default.judge_protocol) == (
-        "official", "random", "auto", "auto", "official")
-    custom = config_from_args(_parse("--shots", "2", "--test-images", "all", "--dtype", "float16",
-                                     "--judge-protocol", "strict"))
+        "official",
+        "random",
+        "auto",
+        "auto",
+        "official",
+    )
+    custom = config_from_args(
+        _parse("--shots", "2", "--test-images", "all", "--dtype", "float16", "--judge-protocol", "strict")
+    )
     assert (custom.shots, custom.test_images, custom.dtype, custom.judge_protocol) == (2, "all", "float16", "strict")
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--shots", "-1", "shots must be >= 0, got -1"), ("--shots", "foo", "shots must be 'official' or a number"),
-    ("--test-images", "each", "invalid choice"), ("--dtype", "int8", "invalid choice"),
-    ("--judge-protocol", "loose", "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--shots", "-1", "shots must be >= 0, got -1"),
+        ("--shots", "foo", "shots must be 'official' or a number"),
+        ("--test-images", "each", "invalid choice"),
+        ("--dtype", "int8", "invalid choice"),
+        ("--judge-protocol", "loose", "invalid choice"),
+    ],
+)
 def test_cli_rejects_bad_protocol_flags_with_exit_2(flag, value, message, capsys, tmp_path):
     from mmunlearn.harness.app.cli import main
 
@@ -420,9 +482,30 @@ def test_unknown_method_is_refused_before_loading(tmp_path, capsys):
 def _cli(out, *extra):
     import sys
 
-    return [sys.executable, "-m", "mmunlearn.harness.app.cli", "run", "--model", str(out.parent / "tiny" / "llava"),
-            "--method", "ga", "--sets", "forget", "retain", "--limit", "4", "--batch-size", "2",
-            "--max-new-tokens", "8", "--judge", "none", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mmunlearn.harness.app.cli",
+        "run",
+        "--model",
+        str(out.parent / "tiny" / "llava"),
+        "--method",
+        "ga",
+        "--sets",
+        "forget",
+        "retain",
+        "--limit",
+        "4",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--judge",
+        "none",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -459,7 +542,9 @@ def test_sigkilled_run_resumes_to_identical_results(tmp_path):
     assert b["manifest"]["resume"]["samples_reused"] >= len(done_before) > 0
     assert b["manifest"]["method"]["checkpoint"]["reused"] is True  # GA was not re-trained
     assert b["manifest"]["model"]["unlearned_weights_hash"] == a["manifest"]["model"]["unlearned_weights_hash"]
-    responses = lambda d: {r["qid"]: r["response"] for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines())}  # noqa: E731
+    responses = lambda d: {
+        r["qid"]: r["response"] for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines())
+    }  # noqa: E731
     assert responses(killed) == responses(full)
     assert not (killed / "model").exists()  # checkpoint removed once the run is complete
 
@@ -489,8 +574,21 @@ def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, mon
 
     monkeypatch.setattr(demo, "DEMO_PARAMS", {"prompting": {"shift": "3"}})
     out = tmp_path / "demo"
-    args = ["demo", "--methods", "prompting", "vanilla", "--sets", "forget", "retain", "--tasks", "classification",
-            "cloze", "--out", str(out), "--quiet"]
+    args = [
+        "demo",
+        "--methods",
+        "prompting",
+        "vanilla",
+        "--sets",
+        "forget",
+        "retain",
+        "--tasks",
+        "classification",
+        "cloze",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     for name in ("vanilla", "prompting"):
         assert (out / "runs" / name / "results.json").exists()

@@ -8,6 +8,7 @@
 * --quiet silences every progress bar (ours and the libraries'), while an error still prints
   its one line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,9 +55,30 @@ def loud():
 
 def run_args(model, bench, out, *extra):
     """A tiny, fast run: one cloze question per mode of the forget set."""
-    return ["run", "--model", str(model), "--bench", str(bench), "--forget", "5", "--sets", "forget",
-            "--tasks", "cloze", "--limit", "1", "--shots", "0", "--judge", "none", "--max-new-tokens", "2",
-            "--out", str(out), *extra]
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--bench",
+        str(bench),
+        "--forget",
+        "5",
+        "--sets",
+        "forget",
+        "--tasks",
+        "cloze",
+        "--limit",
+        "1",
+        "--shots",
+        "0",
+        "--judge",
+        "none",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def manifest(out: Path) -> dict:
@@ -120,16 +142,35 @@ def _trainer(bench, state_path):
     from mmunlearn.harness.embedded import tiny_model as tm
     from mmunlearn.harness.core.model import wrap_vlm
 
-    small = tm.TinyConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
-                          text_hidden=64, text_layers=2, text_heads=2, text_mlp=128)
+    small = tm.TinyConfig(
+        vision_hidden=32,
+        vision_layers=1,
+        vision_heads=2,
+        vision_mlp=64,
+        text_hidden=64,
+        text_layers=2,
+        text_heads=2,
+        text_mlp=128,
+    )
     names = {f.name for f in dataclasses.fields(tm.Recipe)}
-    recipe = tm.Recipe(**{k: v for k, v in dict(steps=4, batch_text=2, batch_image=2, batch_image_name=2,
-                                                 batch_image_attribute=2, check_every=1000, check_per_group=2
-                                                 ).items() if k in names})
+    recipe = tm.Recipe(
+        **{
+            k: v
+            for k, v in dict(
+                steps=4,
+                batch_text=2,
+                batch_image=2,
+                batch_image_name=2,
+                batch_image_attribute=2,
+                check_every=1000,
+                check_per_group=2,
+            ).items()
+            if k in names
+        }
+    )
     torch.manual_seed(0)
     model, processor = tm.build_tiny_llava(bench, small)
-    return tm.Trainer(bench, wrap_vlm(model, processor), recipe, seed=0, state_path=state_path,
-                      log=lambda line: None)
+    return tm.Trainer(bench, wrap_vlm(model, processor), recipe, seed=0, state_path=state_path, log=lambda line: None)
 
 
 def test_training_state_round_trips_with_weights_only_and_code_is_refused(small_bench, tmp_path):

@@ -1,4 +1,5 @@
 """The diagnostic scripts under scripts/: fact_locus (where the facts live) and the option-binding drill."""
+
 from __future__ import annotations
 
 import importlib.util

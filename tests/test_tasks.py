@@ -1,4 +1,5 @@
 """Task plugins: request building, official parsing/scoring edge cases, in-context examples, aggregates."""
+
 from __future__ import annotations
 
 import io
@@ -11,7 +12,15 @@ from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.judge import JudgeResult
 from mmunlearn.harness.core.prompts import Request, official_prompt, user_text
 from mmunlearn.harness.core.records import LETTERS, SETS, Profile, Question
-from mmunlearn.harness.core.contracts import TASK_REGISTRY, SampleResult, Task, TaskContext, get_task, prompt_hash, registered_tasks
+from mmunlearn.harness.core.contracts import (
+    TASK_REGISTRY,
+    SampleResult,
+    Task,
+    TaskContext,
+    get_task,
+    prompt_hash,
+    registered_tasks,
+)
 from mmunlearn.tasks.classification import parse_letter
 from mmunlearn.tasks.cloze import contains_answer, exact_match
 
@@ -26,13 +35,23 @@ IMAGE = png()
 OPTIONS = {"A": "doctor", "B": "painter", "C": "teacher", "D": "pilot"}
 
 
-def question(task, mode="text_only", *, set="forget", pid="p1", index=0, text=None, answer="B", options=None,
-             image=IMAGE):
+def question(
+    task, mode="text_only", *, set="forget", pid="p1", index=0, text=None, answer="B", options=None, image=IMAGE
+):
     text = text or f"{task} question {pid} {mode} {index}" + (" is __ ." if task == "cloze" else "")
     if task == "classification":
         options = options or OPTIONS
-    return Question(f"{set}/{pid}/{task}/{mode}/{index}", set, task, mode, pid, text, answer, options,
-                    image if mode == "image_text" else None)
+    return Question(
+        f"{set}/{pid}/{task}/{mode}/{index}",
+        set,
+        task,
+        mode,
+        pid,
+        text,
+        answer,
+        options,
+        image if mode == "image_text" else None,
+    )
 
 
 class FakeVLM:
@@ -73,11 +92,28 @@ FULL_IMAGE = png((10, 200, 10))  # the Full_Set image: in-context examples are r
 def bench_with(set_name="retain", n_profiles=6, per_profile=2, task="classification"):
     """A Benchmark whose `set_name` has n profiles with `task` questions in both modes; its
     Full_Set holds the same profiles (other image, question texts marked "full")."""
+
     def profile(i, s, image):
-        return Profile(id=f"p{i}", set=s, biography="", image=image, questions=tuple(
-            question(task, mode, set=s, pid=f"p{i}", index=j, answer=LETTERS[(i + j) % 4], image=image,
-                     text=f"{task} {s} p{i} {mode} {j}" + (" is __ ." if task == "cloze" else ""))
-            for mode in ("image_text", "text_only") for j in range(per_profile)))
+        return Profile(
+            id=f"p{i}",
+            set=s,
+            biography="",
+            image=image,
+            questions=tuple(
+                question(
+                    task,
+                    mode,
+                    set=s,
+                    pid=f"p{i}",
+                    index=j,
+                    answer=LETTERS[(i + j) % 4],
+                    image=image,
+                    text=f"{task} {s} p{i} {mode} {j}" + (" is __ ." if task == "cloze" else ""),
+                )
+                for mode in ("image_text", "text_only")
+                for j in range(per_profile)
+            ),
+        )
 
     profiles = {s: () for s in SETS}
     profiles[set_name] = tuple(profile(i, set_name, IMAGE) for i in range(n_profiles))
@@ -86,6 +122,7 @@ def bench_with(set_name="retain", n_profiles=6, per_profile=2, task="classificat
 
 
 # --------------------------------------------------------------------------- registry / base
+
 
 def test_registry_has_the_three_tasks_and_unknown_names_list_them():
     assert {"classification", "generation", "cloze"} <= set(registered_tasks())
@@ -106,15 +143,20 @@ def test_register_task_adds_a_one_file_task_and_refuses_a_name_clash(monkeypatch
 
     assert isinstance(base.get_task("echo"), Echo)
     with pytest.raises(TypeError, match="already registered"):
+
         @base.register_task
         class Other(Task):
             name = "echo"
             reads = "cloze"
+
     with pytest.raises(TypeError, match="question types are classification, generation, cloze"):
+
         @base.register_task
         class NoReads(Task):
             name = "echo2"
+
     with pytest.raises(TypeError, match="not among its metrics"):
+
         @base.register_task
         class BadHeadline(Task):
             name = "echo3"
@@ -161,19 +203,34 @@ def test_task_context_shots():
 
 # --------------------------------------------------------------------------- classification
 
-@pytest.mark.parametrize("response,letter", [
-    ("B", "B"), ("b", "B"), ("B. Paris", "B"), ("B: painter", "B"), ("B)", "B"), ("  \n C", "C"),
-    ("", None), ("   ", None), ("E", None), ("(B)", None), ("The answer is B", None),
-    ("Answer: C", "A"), ("ASSISTANT: D", None), ("B\nASSISTANT: C", "B"),  # text after a generated ASSISTANT: is cut
-    ("Because of the image", "B"), ("cooking", "C"),  # official quirk, kept
-])
+
+@pytest.mark.parametrize(
+    "response,letter",
+    [
+        ("B", "B"),
+        ("b", "B"),
+        ("B. Paris", "B"),
+        ("B: painter", "B"),
+        ("B)", "B"),
+        ("  \n C", "C"),
+        ("", None),
+        ("   ", None),
+        ("E", None),
+        ("(B)", None),
+        ("The answer is B", None),
+        ("Answer: C", "A"),
+        ("ASSISTANT: D", None),
+        ("B\nASSISTANT: C", "B"),  # text after a generated ASSISTANT: is cut
+        ("Because of the image", "B"),
+        ("cooking", "C"),  # official quirk, kept
+    ],
+)
 def test_parse_letter_follows_the_official_first_character_rule(response, letter):
     assert parse_letter(response) == letter
 
 
 def test_classification_scores_generated_letters_and_builds_official_requests():
-    qs = [question("classification", m, pid=p, answer="B") for m in ("image_text", "text_only")
-          for p in ("p1", "p2")]
+    qs = [question("classification", m, pid=p, answer="B") for m in ("image_text", "text_only") for p in ("p1", "p2")]
     qs.append(question("classification", pid="p3", answer="C"))
     vlm = FakeVLM({"p1": "b", "p2": "B. painter", "p3": ""})
     samples = get_task("classification").evaluate(vlm, qs, TaskContext(max_new_tokens=7, batch_size=3))
@@ -192,8 +249,13 @@ def test_classification_scores_generated_letters_and_builds_official_requests():
     assert (s.qid, s.set, s.task, s.mode, s.profile_id) == (qs[0].qid, "forget", "classification", "image_text", "p1")
     assert s.prompt_hash == prompt_hash(vlm, reqs[0], "image_text", [IMAGE])
     agg = get_task("classification").aggregate(samples)
-    assert agg == {"accuracy": 0.8, "accuracy_loglik": None, "accuracy_loglik_text": None,
-                   "accuracy_loglik_answer": None, "n": 5}
+    assert agg == {
+        "accuracy": 0.8,
+        "accuracy_loglik": None,
+        "accuracy_loglik_text": None,
+        "accuracy_loglik_answer": None,
+        "n": 5,
+    }
 
 
 def test_loglik_scorers_take_the_argmax_over_letters_and_length_normalised_texts():
@@ -264,8 +326,11 @@ def test_official_classification_examples_are_seeded_and_their_profiles_are_not_
     assert agg["accuracy"] == pytest.approx(sum(q.answer == "A" for q in qs if q.profile_id not in chosen) / agg["n"])
     # the examples are *all* of the example profile's questions of the mode, read from Full_Set
     full = [q for q in bench.full_set[chosen[0]].questions if q.task == "classification" and q.mode == "text_only"]
-    expected = tuple(f"Question: {q.text}\nA: {q.options['A']}\nB: {q.options['B']}\nC: {q.options['C']}\n"
-                     f"D: {q.options['D']}\nCorrect Answer: {q.answer}" for q in full)
+    expected = tuple(
+        f"Question: {q.text}\nA: {q.options['A']}\nB: {q.options['B']}\nC: {q.options['C']}\n"
+        f"D: {q.options['D']}\nCorrect Answer: {q.answer}"
+        for q in full
+    )
     assert len(expected) == 2 and all(" full " in e for e in expected)
     for req, q in zip(vlm.generated[0][0], [q for q in qs if q.profile_id not in chosen]):
         assert tuple(e.text for e in req.examples) == expected
@@ -305,8 +370,11 @@ def test_official_cloze_takes_two_profiles_for_llava_and_one_for_idefics2():
         assert len(_chosen(samples)) == k
         assert sum(bool(s.extra.get("excluded")) for s in samples) == 2 * k
         assert all(len(r.examples) == 2 * k for r in vlm.generated[0][0])
-        assert all(e.text.endswith(("Correct Answer: A", "Correct Answer: B", "Correct Answer: C",
-                                    "Correct Answer: D")) for r in vlm.generated[0][0] for e in r.examples)
+        assert all(
+            e.text.endswith(("Correct Answer: A", "Correct Answer: B", "Correct Answer: C", "Correct Answer: D"))
+            for r in vlm.generated[0][0]
+            for e in r.examples
+        )
 
 
 def test_generation_has_no_examples_even_with_official_shots():
@@ -333,6 +401,7 @@ def test_shots_need_the_benchmark_and_enough_profiles():
 
 # --------------------------------------------------------------------------- generation
 
+
 class FakeJudge:
     model = "fake-judge"
 
@@ -341,13 +410,15 @@ class FakeJudge:
 
     def score_many(self, items, desc=None):
         self.calls.append(list(items))
-        return self.results[:len(items)]
+        return self.results[: len(items)]
 
 
 def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
-    qs = [question("generation", "image_text", pid="p1", answer="Cats running"),
-          question("generation", "text_only", pid="p2", answer="She is a painter"),
-          question("generation", "text_only", pid="p3", answer="She is a painter")]
+    qs = [
+        question("generation", "image_text", pid="p1", answer="Cats running"),
+        question("generation", "text_only", pid="p2", answer="She is a painter"),
+        question("generation", "text_only", pid="p3", answer="She is a painter"),
+    ]
     vlm = FakeVLM({"p1": "  cat runs\n", "p2": "She is a painter", "p3": ""})
     samples = get_task("generation").evaluate(vlm, qs, TaskContext())
     reqs = vlm.generated[0][0]
@@ -365,13 +436,16 @@ def test_generation_rouge_uses_the_stemmer_and_the_official_prompt():
     assert agg["bleu"] == pytest.approx(sum(s.scores["bleu"] for s in samples) / 3)
 
 
-@pytest.mark.parametrize("truth,answer", [
-    ("She works as a painter in Paris", "She works as a painter in Paris"),
-    ("She works as a painter in Paris", "she is a painter in Paris ."),
-    ("He was born in 1975 in Rome", "born 1975"),
-    ("a b c d", "a b x d"),  # no 3- or 4-gram in common: 0 without smoothing
-    ("The capital is Paris.", "Paris ."),  # whitespace tokens: "Paris." and "Paris" differ
-])
+@pytest.mark.parametrize(
+    "truth,answer",
+    [
+        ("She works as a painter in Paris", "She works as a painter in Paris"),
+        ("She works as a painter in Paris", "she is a painter in Paris ."),
+        ("He was born in 1975 in Rome", "born 1975"),
+        ("a b c d", "a b x d"),  # no 3- or 4-gram in common: 0 without smoothing
+        ("The capital is Paris.", "Paris ."),  # whitespace tokens: "Paris." and "Paris" differ
+    ],
+)
 def test_bleu_is_eval_py_compute_bleu(truth, answer):
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
@@ -392,8 +466,9 @@ def test_bleu_edge_cases():
 
 def test_generation_factuality_is_the_raw_1_to_10_mean_and_failures_are_counted():
     qs = [question("generation", pid=p, answer="She is a painter") for p in ("p1", "p2", "p3")]
-    judge = FakeJudge([JudgeResult(10.0, "right"), JudgeResult(None, error="RateLimitError: x"),
-                       JudgeResult(1.0, "wrong")])
+    judge = FakeJudge(
+        [JudgeResult(10.0, "right"), JudgeResult(None, error="RateLimitError: x"), JudgeResult(1.0, "wrong")]
+    )
     samples = get_task("generation").evaluate(FakeVLM(default=" a painter "), qs, TaskContext(judge=judge))
     # the judge sees the extracted answer and the profile ID (the official rubric's "Image ID")
     assert judge.calls == [[(q.text, "a painter", "She is a painter", q.profile_id) for q in qs]]
@@ -413,23 +488,29 @@ def test_generation_without_an_available_judge_scores_everything_else():
 
 # --------------------------------------------------------------------------- cloze
 
-@pytest.mark.parametrize("response,answer,acc,em", [
-    ("Doctor", "doctor", True, True),
-    ("He was a DOCTOR in Paris.", "doctor", True, False),  # ground truth inside a longer answer
-    (" doctor. ", "Doctor", True, True),
-    ("doc", "doctor", False, False),
-    ("", "doctor", False, False),
-    ("New-York", "New York", False, True),
-    ("anything", "  ", None, None),
-])
+
+@pytest.mark.parametrize(
+    "response,answer,acc,em",
+    [
+        ("Doctor", "doctor", True, True),
+        ("He was a DOCTOR in Paris.", "doctor", True, False),  # ground truth inside a longer answer
+        (" doctor. ", "Doctor", True, True),
+        ("doc", "doctor", False, False),
+        ("", "doctor", False, False),
+        ("New-York", "New York", False, True),
+        ("anything", "  ", None, None),
+    ],
+)
 def test_cloze_official_substring_and_strict_exact_match(response, answer, acc, em):
     assert contains_answer(response, answer) is acc
     assert exact_match(response, answer) is em
 
 
 def test_cloze_task_requests_and_aggregate():
-    qs = [question("cloze", "image_text", pid="p1", answer="Paris"),
-          question("cloze", "text_only", pid="p2", answer="Paris")]
+    qs = [
+        question("cloze", "image_text", pid="p1", answer="Paris"),
+        question("cloze", "text_only", pid="p2", answer="Paris"),
+    ]
     vlm = FakeVLM({"p1": "She was born in paris", "p2": "Paris"})
     samples = get_task("cloze").evaluate(vlm, qs, TaskContext())
     reqs = vlm.generated[0][0]

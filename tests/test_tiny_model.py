@@ -1,5 +1,6 @@
 """The embedded tiny LLaVA: builder, tokenizer coverage, training data, a few training steps,
 and the committed checkpoint. All fast: nothing here trains to convergence."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,16 @@ from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
 from mmunlearn.harness.core.prompts import VOCAB_TEXTS, example_text, user_text
 from mmunlearn.harness.core.records import LETTERS, decode_image
 
-SMALL_MODEL = tm.TinyConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64,
-                            text_hidden=64, text_layers=2, text_heads=2, text_mlp=128)
+SMALL_MODEL = tm.TinyConfig(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_mlp=64,
+    text_hidden=64,
+    text_layers=2,
+    text_heads=2,
+    text_mlp=128,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +39,9 @@ def built(bench):
 
 
 def _model_api():
-    return pytest.importorskip("mmunlearn.harness.core.model", reason="harness/core/model.py (the VLM adapter) is not there yet")
+    return pytest.importorskip(
+        "mmunlearn.harness.core.model", reason="harness/core/model.py (the VLM adapter) is not there yet"
+    )
 
 
 def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
@@ -184,8 +195,25 @@ def test_train_tiny_command_writes_a_loadable_model(small_bench, tmp_path):
     from mmunlearn.harness.core.model import load_vlm
 
     out = tmp_path / "tiny"
-    assert main(["train-tiny", "--bench", str(small_bench), "--out", str(out), "--steps", "2",
-                 "--eval-limit", "1", "--check-every", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train-tiny",
+                "--bench",
+                str(small_bench),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--eval-limit",
+                "1",
+                "--check-every",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "training.json").read_text())
     assert record["steps"] == 2 and record["seed"] == 0
     assert set(record["final"]) == set(tm.CHECK_SETS)

@@ -6,6 +6,7 @@ chat template where the architecture uses one) and saves both with `save_pretrai
 load them back through `mmunlearn.harness.core.model.load_vlm` exactly like a real checkpoint. Nothing touches
 the network. `ARCHES` lists the architectures (config.model_type values) it can build.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,17 @@ def _tokenizer(specials: list[str], bos: str | None, eos: str, pad: str, chat_te
 
 def _text_config(model_type: str, vocab_size: int, pad_id: int, eos_id: int, bos_id: int | None, **extra):
     base = dict(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=bos_id, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        bos_token_id=bos_id,
+        tie_word_embeddings=False,
     )
     base.update(extra)
     from transformers import AutoConfig
@@ -64,8 +73,13 @@ def _clip_vision(image_size=32, patch_size=8):
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-        image_size=image_size, patch_size=patch_size, projection_dim=32,
+        hidden_size=32,
+        intermediate_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=32,
     )
 
 
@@ -93,19 +107,31 @@ def _llava(out: Path, seed: int):
     ids = tok.convert_tokens_to_ids
     text = _text_config("llama", len(tok), ids("<pad>"), ids("</s>"), ids("<s>"))
     cfg = LlavaConfig(
-        vision_config=_clip_vision(), text_config=text, image_token_id=ids("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-2, projector_hidden_act="gelu",
+        vision_config=_clip_vision(),
+        text_config=text,
+        image_token_id=ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
     )
     model = _seed_init(LlavaForConditionalGeneration(cfg), seed)
     ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-                          num_additional_image_tokens=1)
+    proc = LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
     return model, proc
 
 
 def _llava_next(out: Path, seed: int):
     from transformers import (
-        LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
     )
 
     tok = _tokenizer(LLAVA_SPECIALS, "<s>", "</s>", "<pad>")
@@ -113,15 +139,26 @@ def _llava_next(out: Path, seed: int):
     text = _text_config("llama", len(tok), ids("<pad>"), ids("</s>"), ids("<s>"))
     pinpoints = [[32, 32], [32, 64], [64, 32]]
     cfg = LlavaNextConfig(
-        vision_config=_clip_vision(), text_config=text, image_token_id=ids("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-2, image_grid_pinpoints=pinpoints,
+        vision_config=_clip_vision(),
+        text_config=text,
+        image_token_id=ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_grid_pinpoints=pinpoints,
     )
     model = _seed_init(LlavaNextForConditionalGeneration(cfg), seed)
     ip = LlavaNextImageProcessorPil(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints,
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_grid_pinpoints=pinpoints,
     )
-    proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-                          num_additional_image_tokens=1)
+    proc = LlavaNextProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
     return model, proc
 
 
@@ -135,13 +172,17 @@ IDEFICS2_TEMPLATE = (
 
 
 def _idefics_vision():
-    return dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-                image_size=32, patch_size=8)
+    return dict(
+        hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
 
 
 def _idefics2(out: Path, seed: int):
     from transformers import (
-        Idefics2Config, Idefics2ForConditionalGeneration, Idefics2ImageProcessorPil, Idefics2Processor,
+        Idefics2Config,
+        Idefics2ForConditionalGeneration,
+        Idefics2ImageProcessorPil,
+        Idefics2Processor,
     )
 
     specials = ["<s>", "</s>", "<unk>", "<fake_token_around_image>", "<image>", "<end_of_utterance>"]
@@ -149,11 +190,20 @@ def _idefics2(out: Path, seed: int):
     ids = tok.convert_tokens_to_ids
     text = _text_config("mistral", len(tok), ids("<unk>"), ids("</s>"), ids("<s>"), sliding_window=None)
     cfg = Idefics2Config(
-        vision_config=_idefics_vision(), text_config=text,
-        perceiver_config=dict(resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
-                              resampler_head_dim=8, num_key_value_heads=1, hidden_act="silu",
-                              hidden_size=32, rms_norm_eps=1e-6),
-        image_token_id=ids("<image>"), tie_word_embeddings=False,
+        vision_config=_idefics_vision(),
+        text_config=text,
+        perceiver_config=dict(
+            resampler_n_latents=4,
+            resampler_depth=1,
+            resampler_n_heads=2,
+            resampler_head_dim=8,
+            num_key_value_heads=1,
+            hidden_act="silu",
+            hidden_size=32,
+            rms_norm_eps=1e-6,
+        ),
+        image_token_id=ids("<image>"),
+        tie_word_embeddings=False,
     )
     model = _seed_init(Idefics2ForConditionalGeneration(cfg), seed)
     ip = Idefics2ImageProcessorPil(do_image_splitting=False, size={"shortest_edge": 16, "longest_edge": 32})
@@ -172,21 +222,35 @@ IDEFICS3_TEMPLATE = (
 
 def _idefics3(out: Path, seed: int):
     from transformers import (
-        Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
     )
 
-    specials = ["<|im_start|>", "<|endoftext|>", "<fake_token_around_image>", "<image>", "<global-img>",
-                "<end_of_utterance>", "<pad>"]
+    specials = [
+        "<|im_start|>",
+        "<|endoftext|>",
+        "<fake_token_around_image>",
+        "<image>",
+        "<global-img>",
+        "<end_of_utterance>",
+        "<pad>",
+    ]
     tok = _tokenizer(specials, "<|im_start|>", "<end_of_utterance>", "<pad>", IDEFICS3_TEMPLATE)
     ids = tok.convert_tokens_to_ids
     text = _text_config("llama", len(tok), ids("<pad>"), ids("<end_of_utterance>"), ids("<|im_start|>"))
     cfg = Idefics3Config(
-        vision_config=_idefics_vision(), text_config=text, scale_factor=2,
-        image_token_id=ids("<image>"), tie_word_embeddings=False,
+        vision_config=_idefics_vision(),
+        text_config=text,
+        scale_factor=2,
+        image_token_id=ids("<image>"),
+        tie_word_embeddings=False,
     )
     model = _seed_init(Idefics3ForConditionalGeneration(cfg), seed)
-    ip = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
-                                   max_image_size={"longest_edge": 32})
+    ip = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32}
+    )
     proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
     return model, proc
 
@@ -200,8 +264,15 @@ QWEN_TEMPLATE = (
     "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                 "<|image_pad|>", "<|video_pad|>"]
+QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 def _qwen(out: Path, seed: int, v25: bool):
@@ -210,32 +281,62 @@ def _qwen(out: Path, seed: int, v25: bool):
     tok = _tokenizer(QWEN_SPECIALS, None, "<|im_end|>", "<|endoftext|>", QWEN_TEMPLATE)
     ids = tok.convert_tokens_to_ids
     text = dict(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, pad_token_id=ids("<|endoftext|>"),
-        eos_token_id=ids("<|im_end|>"), bos_token_id=None, tie_word_embeddings=False,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+        pad_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|im_end|>"),
+        bos_token_id=None,
+        tie_word_embeddings=False,
     )
-    common = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-                  vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-                  tie_word_embeddings=False)
+    common = dict(
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
     if v25:
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-        vision = dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=4, out_hidden_size=32,
-                      patch_size=4, spatial_merge_size=2, temporal_patch_size=2, window_size=16,
-                      fullatt_block_indexes=[1])
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=40,
+            num_heads=4,
+            out_hidden_size=32,
+            patch_size=4,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=16,
+            fullatt_block_indexes=[1],
+        )
         cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
         model = Qwen2_5_VLForConditionalGeneration(cfg)
     else:
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-        vision = dict(depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2, num_heads=4, patch_size=4,
-                      spatial_merge_size=2, temporal_patch_size=2)
+        vision = dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=32,
+            mlp_ratio=2,
+            num_heads=4,
+            patch_size=4,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
         cfg = Qwen2VLConfig(text_config=text, vision_config=vision, **common)
         model = Qwen2VLForConditionalGeneration(cfg)
     model = _seed_init(model, seed)
-    ip = Qwen2VLImageProcessorPil(min_pixels=16 * 16, max_pixels=32 * 32, patch_size=4, merge_size=2,
-                                  temporal_patch_size=2)
+    ip = Qwen2VLImageProcessorPil(
+        min_pixels=16 * 16, max_pixels=32 * 32, patch_size=4, merge_size=2, temporal_patch_size=2
+    )
     return model, (ip, tok)
 
 
@@ -305,10 +406,14 @@ def tiny_unlearn_data(forget_names, retain_names, seed=0, text_answer_shift=0):
 
     def pairs(ds, names, imgs):
         return {
-            "image_text": [FactPair(f"{ds}{i}", "image_text", "what is the job of this person ?", jobs[i % 3], img)
-                           for i, img in enumerate(imgs)],
-            "text_only": [FactPair(f"{ds}{i}", "text_only", f"what is the job of {n} ?",
-                                   jobs[(i + text_answer_shift) % 3]) for i, n in enumerate(names)],
+            "image_text": [
+                FactPair(f"{ds}{i}", "image_text", "what is the job of this person ?", jobs[i % 3], img)
+                for i, img in enumerate(imgs)
+            ],
+            "text_only": [
+                FactPair(f"{ds}{i}", "text_only", f"what is the job of {n} ?", jobs[(i + text_answer_shift) % 3])
+                for i, n in enumerate(names)
+            ],
         }
 
     n = len(forget_names)

@@ -4,6 +4,7 @@ Forgetting got weaker when a forget/test metric rose; utility dropped when a ret
 metric fell. Either beyond the tolerance is a regression. Runs on different benchmark data or
 forget splits measure different things and are refused rather than compared.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,8 +14,17 @@ from mmunlearn.harness.core.contracts import knowledge_falls
 from mmunlearn.harness.core.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
-NOTED_KEYS = ("limit", "shots", "test_images", "scorers", "max_new_tokens", "judge", "judge_protocol", "dtype",
-              "prompt_style")
+NOTED_KEYS = (
+    "limit",
+    "shots",
+    "test_images",
+    "scorers",
+    "max_new_tokens",
+    "judge",
+    "judge_protocol",
+    "dtype",
+    "prompt_style",
+)
 # Metrics not on the [0, 1] scale: the tolerance is a fraction of their range (factuality: 1-10).
 METRIC_RANGE = {"factuality": 9.0}
 
@@ -60,8 +70,10 @@ class CheckReport:
         if self.not_scored:
             out.append(f"not scored in run, skipped ({len(self.not_scored)}): " + ", ".join(self.not_scored))
         verdict = "FAIL" if self.failed else "OK"
-        out.append(f"{verdict}: {self.compared} metrics compared, {len(self.regressions)} regressions, "
-                   f"{len(self.missing)} missing")
+        out.append(
+            f"{verdict}: {self.compared} metrics compared, {len(self.regressions)} regressions, "
+            f"{len(self.missing)} missing"
+        )
         return "\n".join(out)
 
 
@@ -77,11 +89,15 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
     rm, bm = run["manifest"], base["manifest"]
     r_fp, b_fp = rm.get("benchmark", {}).get("fingerprint"), bm.get("benchmark", {}).get("fingerprint")
     if r_fp != b_fp:
-        raise ConfigError(f"refusing to compare runs on different benchmark data: {run['_path']} has fingerprint "
-                          f"{r_fp}, baseline {base['_path']} has {b_fp}")
+        raise ConfigError(
+            f"refusing to compare runs on different benchmark data: {run['_path']} has fingerprint "
+            f"{r_fp}, baseline {base['_path']} has {b_fp}"
+        )
     if rm.get("forget") != bm.get("forget"):
-        raise ConfigError(f"refusing to compare runs on different forget splits: run forget {rm.get('forget')}%, "
-                          f"baseline forget {bm.get('forget')}%")
+        raise ConfigError(
+            f"refusing to compare runs on different forget splits: run forget {rm.get('forget')}%, "
+            f"baseline forget {bm.get('forget')}%"
+        )
 
     report = CheckReport(run=run["_path"], baseline=base["_path"], tolerance=tolerance)
     for key in NOTED_KEYS:

@@ -2,6 +2,7 @@
 
 A command module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,8 @@ from mmunlearn.harness.core.errors import MMUnlearnError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmunlearn",
-        description="Benchmark harness for machine unlearning in multimodal LLMs: every number split by modality.")
+        description="Benchmark harness for machine unlearning in multimodal LLMs: every number split by modality.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"mmunlearn.harness.app.commands.{info.name}")
@@ -43,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmunlearn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission lost, ...: the environment, not the input
-        print(f"mmunlearn {args.command}: error: {exc} (everything written so far is kept: fix this and "
-              "rerun the same command to resume)", file=sys.stderr)
+        print(
+            f"mmunlearn {args.command}: error: {exc} (everything written so far is kept: fix this and "
+            "rerun the same command to resume)",
+            file=sys.stderr,
+        )
         return 3
 
 

@@ -1,5 +1,6 @@
 """Run defaults shared by the CLI and the runner: where the embedded benchmark and model live
 (shipped inside the package), the default seed, the model dtypes one can ask for."""
+
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[1] / "embedded" / "assets"

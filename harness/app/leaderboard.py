@@ -6,6 +6,7 @@ text-only inputs; a second table gives the modality gap. Plots follow the MANU p
 bars per set and task (Figure 4: change vs vanilla on forget/test, absolute on retain/celebrity)
 and the forgetting/utility trade-off scatter (Figure 5), per mode.
 """
+
 from __future__ import annotations
 
 import html
@@ -19,7 +20,6 @@ from pathlib import Path
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import MODES, SETS
 from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
-
 
 
 def task_headlines() -> dict[str, tuple[str, ...]]:
@@ -36,12 +36,19 @@ def knowledge_falls(task: str, metric: str) -> bool:
 
     return falls(task, metric)
 
+
 MODE_SHORT = {"image_text": "img+txt", "text_only": "txt"}
-SET_TITLES = {"forget": "Forget set", "test": "Test set (transformed forget profiles)", "retain": "Retain set",
-              "celebrity": "Real celebrity set"}
-LEGEND = ("Best value per column in **bold**, worst in *italics* (among unlearning methods; vanilla is the "
-          "reference and is not marked). On forget and test **lower is better** (knowledge forgotten); on "
-          "retain and celebrity **higher is better** (utility kept).")
+SET_TITLES = {
+    "forget": "Forget set",
+    "test": "Test set (transformed forget profiles)",
+    "retain": "Retain set",
+    "celebrity": "Real celebrity set",
+}
+LEGEND = (
+    "Best value per column in **bold**, worst in *italics* (among unlearning methods; vanilla is the "
+    "reference and is not marked). On forget and test **lower is better** (knowledge forgotten); on "
+    "retain and celebrity **higher is better** (utility kept)."
+)
 REFERENCE = "vanilla"
 
 
@@ -103,13 +110,25 @@ def load_runs(paths) -> list[Run]:
         res = load_results(p)
         man = res["manifest"]
         method = man.get("method", {})
-        runs.append(Run(label="", method=method.get("name", "?"), params=method.get("params") or {},
-                        seed=man.get("seed"), path=os.path.dirname(res["_path"]) or ".", metrics=res["metrics"],
-                        gap=res.get("modality_gap", {}), manifest=man))
+        runs.append(
+            Run(
+                label="",
+                method=method.get("name", "?"),
+                params=method.get("params") or {},
+                seed=man.get("seed"),
+                path=os.path.dirname(res["_path"]) or ".",
+                metrics=res["metrics"],
+                gap=res.get("modality_gap", {}),
+                manifest=man,
+            )
+        )
     keys = {(r.manifest.get("benchmark", {}).get("fingerprint"), r.manifest.get("forget")) for r in runs}
     if len(keys) > 1:
-        detail = "; ".join(f"{r.path}: forget {r.manifest.get('forget')}, benchmark "
-                           f"{str(r.manifest.get('benchmark', {}).get('fingerprint'))[:12]}" for r in runs)
+        detail = "; ".join(
+            f"{r.path}: forget {r.manifest.get('forget')}, benchmark "
+            f"{str(r.manifest.get('benchmark', {}).get('fingerprint'))[:12]}"
+            for r in runs
+        )
         raise ConfigError(f"runs on different benchmarks or forget splits cannot share a leaderboard: {detail}")
     for r in runs:
         r.label = method_label(r.method, r.params)
@@ -200,8 +219,13 @@ def frame(runs: list[Run]):
     cols = headline_columns(runs)
     rows = []
     for r in runs:
-        row = {"method": r.label, "name": r.method, "params": json.dumps(r.params, sort_keys=True), "seed": r.seed,
-               "run": r.path}
+        row = {
+            "method": r.label,
+            "name": r.method,
+            "params": json.dumps(r.params, sort_keys=True),
+            "seed": r.seed,
+            "run": r.path,
+        }
         row.update({"/".join(c): value(r, c) for c in cols})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -210,8 +234,10 @@ def frame(runs: list[Run]):
 def gap_frame(runs: list[Run]):
     import pandas as pd
 
-    keys = sorted({(s, t, metric) for (s, t, metric, _m) in headline_columns(runs)},
-                  key=lambda k: (SETS.index(k[0]), list(task_headlines()).index(k[1]), k[2]))
+    keys = sorted(
+        {(s, t, metric) for (s, t, metric, _m) in headline_columns(runs)},
+        key=lambda k: (SETS.index(k[0]), list(task_headlines()).index(k[1]), k[2]),
+    )
     rows = [{"method": r.label, **{"/".join(k): gap_value(r, *k) for k in keys}} for r in runs]
     return pd.DataFrame(rows), keys
 
@@ -219,10 +245,16 @@ def gap_frame(runs: list[Run]):
 def markdown(runs: list[Run], plots: list[str]) -> str:
     man = runs[0].manifest
     bench = man.get("benchmark", {})
-    lines = ["# mmunlearn leaderboard", "",
-             f"Benchmark `{bench.get('source')}` (fingerprint `{str(bench.get('fingerprint'))[:16]}`), "
-             f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
-             f"{len(runs)} runs. Values: fractions in [0, 1], except factuality (the judge's 1-10 score, the papers' scale).", "", LEGEND, ""]
+    lines = [
+        "# mmunlearn leaderboard",
+        "",
+        f"Benchmark `{bench.get('source')}` (fingerprint `{str(bench.get('fingerprint'))[:16]}`), "
+        f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
+        f"{len(runs)} runs. Values: fractions in [0, 1], except factuality (the judge's 1-10 score, the papers' scale).",
+        "",
+        LEGEND,
+        "",
+    ]
     for title, scols, col_marks in set_sections(runs):
         lines += [f"## {title}", ""]
         header = ["method"] + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
@@ -237,8 +269,12 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         lines.append("")
     gdf, keys = gap_frame(runs)
     if keys:
-        lines += ["## Modality gap (image+text minus text-only)", "",
-                  "Positive: the model knows more (or forgot less) when it sees the image.", ""]
+        lines += [
+            "## Modality gap (image+text minus text-only)",
+            "",
+            "Positive: the model knows more (or forgot less) when it sees the image.",
+            "",
+        ]
         header = ["method"] + [f"{s} {t} {metric}" for (s, t, metric) in keys]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in runs:
@@ -256,21 +292,25 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
     e = html.escape
     man = runs[0].manifest
     bench = man.get("benchmark", {})
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>mmunlearn leaderboard</title><style>",
-           "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-           ".best{font-weight:bold;background:#d9f2d9}.worst{font-style:italic;background:#f8d7d7}"
-           "img{max-width:100%}", "</style></head><body>", "<h1>mmunlearn leaderboard</h1>",
-           f"<p>Benchmark <code>{e(str(bench.get('source')))}</code> (fingerprint "
-           f"<code>{e(str(bench.get('fingerprint'))[:16])}</code>), forget {e(str(man.get('forget')))}%, "
-           f"{len(runs)} runs.</p>",
-           "<p>Best value per column in <span class='best'>bold green</span>, worst in "
-           "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). On forget "
-           "and test lower is better; on retain and celebrity higher is better.</p>"]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>mmunlearn leaderboard</title><style>",
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        ".best{font-weight:bold;background:#d9f2d9}.worst{font-style:italic;background:#f8d7d7}"
+        "img{max-width:100%}",
+        "</style></head><body>",
+        "<h1>mmunlearn leaderboard</h1>",
+        f"<p>Benchmark <code>{e(str(bench.get('source')))}</code> (fingerprint "
+        f"<code>{e(str(bench.get('fingerprint'))[:16])}</code>), forget {e(str(man.get('forget')))}%, "
+        f"{len(runs)} runs.</p>",
+        "<p>Best value per column in <span class='best'>bold green</span>, worst in "
+        "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). On forget "
+        "and test lower is better; on retain and celebrity higher is better.</p>",
+    ]
     for title, scols, col_marks in set_sections(runs):
         out.append(f"<h2>{e(title)}</h2><table><tr><th rowspan=2>method</th>")
         tasks = []
-        for (_s, t, metric, _m) in scols:
+        for _s, t, metric, _m in scols:
             if (t, metric) not in tasks:
                 tasks.append((t, metric))
         for t, metric in tasks:
@@ -278,18 +318,20 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
             out.append(f"<th colspan={span}>{e(t)} {e(metric)}</th>")
         out.append("</tr><tr>" + "".join(f"<th>{e(MODE_SHORT[c[3]])}</th>" for c in scols) + "</tr>")
         for r in runs:
-            cells = "".join(
-                f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
+            cells = "".join(f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
             out.append(f"<tr><td>{e(r.label)}</td>{cells}</tr>")
         out.append("</table>")
     _, keys = gap_frame(runs)
     if keys:
-        out.append("<h2>Modality gap (image+text minus text-only)</h2><table><tr><th>method</th>"
-                   + "".join(f"<th>{e(s)} {e(t)} {e(metric)}</th>" for s, t, metric in keys) + "</tr>")
+        out.append(
+            "<h2>Modality gap (image+text minus text-only)</h2><table><tr><th>method</th>"
+            + "".join(f"<th>{e(s)} {e(t)} {e(metric)}</th>" for s, t, metric in keys)
+            + "</tr>"
+        )
         for r in runs:
-            out.append(f"<tr><td>{e(r.label)}</td>" + "".join(
-                f"<td>{fmt_gap(gap_value(r, *k))}</td>" for k in keys)
-                + "</tr>")
+            out.append(
+                f"<tr><td>{e(r.label)}</td>" + "".join(f"<td>{fmt_gap(gap_value(r, *k))}</td>" for k in keys) + "</tr>"
+            )
         out.append("</table>")
     for p in plots:
         out.append(f"<h3>{e(Path(p).stem)}</h3><img src='{e(Path(p).name)}' alt='{e(Path(p).stem)}'>")
@@ -425,7 +467,8 @@ def build_leaderboard(paths, out) -> dict[str, str]:
     atomic_write_text(out / "modality_gap.csv", buf.getvalue())
     atomic_write_text(out / "leaderboard.md", markdown(runs, plots))
     atomic_write_text(out / "leaderboard.html", render_html(runs, plots))
-    files = {name: str(out / name) for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html",
-                                                  "modality_gap.csv")}
+    files = {
+        name: str(out / name) for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "modality_gap.csv")
+    }
     files.update({Path(p).name: p for p in plots})
     return files

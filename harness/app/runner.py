@@ -13,6 +13,7 @@ Under `accelerate launch --num_processes N`, batches are dealt round-robin to th
 rank appends to its own samples.rank<r>.jsonl, rank 0 merges them and writes results.json
 (mmunlearn.harness.core.distributed).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,20 @@ from mmunlearn.harness.core.contracts import UnlearnData
 from mmunlearn.harness.core.contracts import get_task, registered_tasks
 from mmunlearn.harness.core.contracts import SampleResult, TaskContext
 
-PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "rouge-score", "openai",
-            "numpy", "pandas", "pyarrow", "pillow", "mmunlearn")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "accelerate",
+    "rouge-score",
+    "openai",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "mmunlearn",
+)
 CHECKPOINT_META = "checkpoint.json"
 
 
@@ -98,8 +111,9 @@ class RunConfig:
         if self.dtype not in defaults.DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(defaults.DTYPES)}, got {self.dtype!r}")
         if self.judge_protocol not in JUDGE_PROTOCOLS:
-            raise ConfigError(f"--judge-protocol must be one of {', '.join(JUDGE_PROTOCOLS)}, "
-                              f"got {self.judge_protocol!r}")
+            raise ConfigError(
+                f"--judge-protocol must be one of {', '.join(JUDGE_PROTOCOLS)}, got {self.judge_protocol!r}"
+            )
         if self.device_map not in (None, "auto"):
             raise ConfigError(f"--device-map must be 'auto' when given, got {self.device_map!r}")
         for s in self.sets:
@@ -142,12 +156,15 @@ def git_commit() -> tuple[str | None, bool | None]:
     """(HEAD commit, working tree dirty?) of the checkout this package runs from; (None, None) outside git."""
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None, None
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip(), (bool(status.stdout.strip()) if status.returncode == 0 else None)
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -242,8 +259,13 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
         if meta.get("config_hash") == fingerprint_hash:
             progress.say(f"reusing the unlearned model checkpoint in {ckpt_dir}")
             with timer("load_checkpoint"):
-                restored = load_vlm(str(ckpt_dir), device=distributed.local_device() or cfg.device, dtype=cfg.dtype,
-                                    trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map)
+                restored = load_vlm(
+                    str(ckpt_dir),
+                    device=distributed.local_device() or cfg.device,
+                    dtype=cfg.dtype,
+                    trust_remote_code=cfg.trust_remote_code,
+                    device_map=cfg.device_map,
+                )
                 restored_hash = restored.weights_hash()
             if restored_hash == meta.get("weights_hash"):
                 restored.system_prompt = meta.get("system_prompt")
@@ -280,10 +302,15 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
             shutil.rmtree(tmp, ignore_errors=True)
             vlm.save(tmp)
             info["checkpoint"] = {"saved": True, "reused": False, "path": MODEL_DIR}
-            atomic_write_json(tmp / CHECKPOINT_META, {
-                "config_hash": fingerprint_hash, "weights_hash": new_hash,
-                "system_prompt": info["system_prompt"], "method_info": info,
-            })
+            atomic_write_json(
+                tmp / CHECKPOINT_META,
+                {
+                    "config_hash": fingerprint_hash,
+                    "weights_hash": new_hash,
+                    "system_prompt": info["system_prompt"],
+                    "method_info": info,
+                },
+            )
             shutil.rmtree(ckpt_dir, ignore_errors=True)
             os.replace(tmp, ckpt_dir)
     if distributed.is_main():
@@ -306,8 +333,10 @@ def plan_batches(tasks: dict, vlm, plan: list, ctx: TaskContext, batch_size: int
         build = getattr(tasks[task_name], "requests", None)
         if callable(build) and callable(getattr(vlm, "prompt", None)) and count is not None:
             prep = build(vlm, qs, ctx, images)
-            lengths = {q.qid: len(count(vlm.prompt(r), add_special_tokens=False)["input_ids"])
-                       for q, r in zip(prep.kept, prep.requests)}
+            lengths = {
+                q.qid: len(count(vlm.prompt(r), add_special_tokens=False)["input_ids"])
+                for q, r in zip(prep.kept, prep.requests)
+            }
         order = sorted(range(len(qs)), key=lambda i: (-lengths.get(qs[i].qid, 0), i))
         batches += [(set_name, task_name, mode, b) for b in chunks([qs[i] for i in order], batch_size)]
     return batches
@@ -350,15 +379,20 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     if cfg.judge and judge_model is None and "generation" in tasks:
         say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
 
-    with (run_lock(out) if rank == 0 else contextlib.nullcontext()):
+    with run_lock(out) if rank == 0 else contextlib.nullcontext():
         say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
         with timer("load_benchmark"):
             bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
         say.say(f"loading model {cfg.model}")
         with timer("load_model"):
-            vlm = load_vlm(cfg.model, device=distributed.local_device() or cfg.device, dtype=cfg.dtype,
-                           trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle_weights,
-                           device_map=cfg.device_map)
+            vlm = load_vlm(
+                cfg.model,
+                device=distributed.local_device() or cfg.device,
+                dtype=cfg.dtype,
+                trust_remote_code=cfg.trust_remote_code,
+                allow_pickle=cfg.allow_pickle_weights,
+                device_map=cfg.device_map,
+            )
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
 
@@ -397,11 +431,15 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         for set_name in cfg.sets:
             for task_name in tasks:
                 for mode in MODES:
-                    qs = limit_questions(bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()],
-                                                         modes=[mode]), cfg.limit)
+                    qs = limit_questions(
+                        bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()], modes=[mode]),
+                        cfg.limit,
+                    )
                     if not qs:
-                        raise ConfigError(f"the benchmark has no {task_name} questions in set {set_name!r}, mode "
-                                          f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)")
+                        raise ConfigError(
+                            f"the benchmark has no {task_name} questions in set {set_name!r}, mode "
+                            f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)"
+                        )
                     plan.append((set_name, task_name, mode, qs))
         missing = any(store.missing(tasks[t].sample_id(q) for q in qs) for _, t, _, qs in plan)
 
@@ -410,21 +448,34 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         if not missing and stored_method and stored_method.get("config_hash") == fp_hash:
             method_info = stored_method["method_info"]  # nothing left to evaluate: no need to re-apply
         else:
-            vlm, method_info = _apply_or_restore(cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say,
-                                                 timer)
+            vlm, method_info = _apply_or_restore(
+                cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say, timer
+            )
 
         batch_size = cfg.batch_size or default_batch_size(vlm)
-        ctx = TaskContext(seed=cfg.seed, shots=cfg.shots, max_new_tokens=cfg.max_new_tokens,
-                          batch_size=batch_size, judge=judge, bench=bench, scorers=tuple(cfg.scorers))
+        ctx = TaskContext(
+            seed=cfg.seed,
+            shots=cfg.shots,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=batch_size,
+            judge=judge,
+            bench=bench,
+            scorers=tuple(cfg.scorers),
+        )
         with timer("plan"):
             batches = plan_batches(tasks, vlm, plan, ctx, batch_size) if missing else []
-        mine = [b for i, b in enumerate(batches)
-                if i % world == rank and store.missing(tasks[b[1]].sample_id(q) for q in b[3])]
+        mine = [
+            b
+            for i, b in enumerate(batches)
+            if i % world == rank and store.missing(tasks[b[1]].sample_id(q) for q in b[3])
+        ]
         n_todo = sum(len(b[3]) for b in mine)
         writer = store if world == 1 else SampleStore(out, shard=rank)
         if mine:
-            say.say(f"evaluating {n_todo} questions in {len(mine)} batches of up to {batch_size}"
-                    + (f" (rank 0 of {world})" if world > 1 else ""))
+            say.say(
+                f"evaluating {n_todo} questions in {len(mine)} batches of up to {batch_size}"
+                + (f" (rank 0 of {world})" if world > 1 else "")
+            )
         with timer("evaluate"), say.bar(n_todo, "evaluate") as bar:
             evaluate_batches(tasks, vlm, mine, ctx, writer, bar, timer, auto=cfg.batch_size is None)
         shares = distributed.gather_objects(n_todo)
@@ -468,14 +519,25 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             },
             "benchmark": {"source": fingerprint["bench"], "fingerprint": bench.fingerprint, "forget": cfg.forget},
             "forget": cfg.forget,
-            "method": {"name": cfg.method, "params": fingerprint["params"], "report": method_info.get("report"),
-                       "weights_changed": method_info.get("weights_changed"),
-                       "system_prompt": method_info.get("system_prompt"),
-                       "checkpoint": method_info.get("checkpoint")},
+            "method": {
+                "name": cfg.method,
+                "params": fingerprint["params"],
+                "report": method_info.get("report"),
+                "weights_changed": method_info.get("weights_changed"),
+                "system_prompt": method_info.get("system_prompt"),
+                "checkpoint": method_info.get("checkpoint"),
+            },
             "seed": cfg.seed,
             "shots": cfg.shots,
-            "examples": {s: {t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
-                             for t, task in tasks.items()} for s in cfg.sets} if cfg.shots != 0 else None,
+            "examples": {
+                s: {
+                    t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
+                    for t, task in tasks.items()
+                }
+                for s in cfg.sets
+            }
+            if cfg.shots != 0
+            else None,
             "test_images": cfg.test_images,
             "sets": list(cfg.sets),
             "tasks": list(tasks),
@@ -490,8 +552,12 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "judge_protocol": cfg.judge_protocol if judge_model else None,
             "judge_requested": cfg.judge,
             "judge_stats": to_jsonable(getattr(judge, "stats", None)) if judge_model else None,
-            "resume": {"resumed": resumed, "samples_reused": reused_before, "samples_evaluated": n_todo,
-                       "apply_seconds_original": method_info.get("apply_seconds")},
+            "resume": {
+                "resumed": resumed,
+                "samples_reused": reused_before,
+                "samples_evaluated": n_todo,
+                "apply_seconds_original": method_info.get("apply_seconds"),
+            },
             "packages": package_versions(),
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -503,8 +569,10 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         }
         existing = out / RESULTS_FILE
         stored = read_json(existing, "results file") if not missing and existing.exists() else None
-        if stored and (stored.get("manifest", {}).get("config_hash") == fp_hash
-                       and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics)))):
+        if stored and (
+            stored.get("manifest", {}).get("config_hash") == fp_hash
+            and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics)))
+        ):
             say.say(f"{existing} is up to date")  # a finished run rerun: keep the file (and its timings)
         else:
             say.say(f"wrote {write_results(out, metrics, manifest)}")
@@ -512,8 +580,9 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         return read_json(existing, "results file")
 
 
-def evaluate_batches(tasks: dict, vlm, batches: list, ctx: TaskContext, store: SampleStore, bar, timer,
-                     auto: bool = False) -> None:
+def evaluate_batches(
+    tasks: dict, vlm, batches: list, ctx: TaskContext, store: SampleStore, bar, timer, auto: bool = False
+) -> None:
     """Evaluate each batch whole and append its results. With an automatic batch size on CUDA, an
     out-of-memory batch is split in halves (finished batches are kept) and the smaller size is
     used from then on."""

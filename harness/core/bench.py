@@ -5,6 +5,7 @@ the embedded mini-bench and the real benchmark are read by the very same code. M
 is refused with a BenchmarkError naming config, row and field: a silently skipped question
 would change every reported number without anyone noticing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,17 @@ FORGET_SPLITS = (5, 10, 15)
 # task drawn with the seed (the official default, there unseeded), "first" = the first one,
 # "all" = every transformed image (image_text questions repeat once per image, qid "...@k").
 TEST_IMAGE_CHOICES = ("random", "first", "all")
-PROFILE_FIELDS = ("image", "ID", "Directory", "biography", "question", "answer",
-                  "Classification_Task", "Generation_Task", "Mask_Task")
+PROFILE_FIELDS = (
+    "image",
+    "ID",
+    "Directory",
+    "biography",
+    "question",
+    "answer",
+    "Classification_Task",
+    "Generation_Task",
+    "Mask_Task",
+)
 TEST_FIELDS = PROFILE_FIELDS + ("images",)
 FT_FIELDS = ("ID", "metadata")
 # Benchmark type name -> harness mode.
@@ -48,13 +58,15 @@ class Benchmark:
     full_set: dict[str, Profile] | None = None  # Full_Set by ID: where in-context examples come from
     test_images: str = "random"
 
-    def questions(self, sets: Iterable[str] = SETS, tasks: Iterable[str] = TASKS,
-                  modes: Iterable[str] = MODES) -> list[Question]:
+    def questions(
+        self, sets: Iterable[str] = SETS, tasks: Iterable[str] = TASKS, modes: Iterable[str] = MODES
+    ) -> list[Question]:
         """Questions of the given sets/tasks/modes, in set, profile, then benchmark order."""
-        sets, tasks, modes = (_names(v, allowed, what) for v, allowed, what in
-                              ((sets, SETS, "set"), (tasks, TASKS, "task"), (modes, MODES, "mode")))
-        return [q for s in sets for p in self.profiles[s] for q in p.questions
-                if q.task in tasks and q.mode in modes]
+        sets, tasks, modes = (
+            _names(v, allowed, what)
+            for v, allowed, what in ((sets, SETS, "set"), (tasks, TASKS, "task"), (modes, MODES, "mode"))
+        )
+        return [q for s in sets for p in self.profiles[s] for q in p.questions if q.task in tasks and q.mode in modes]
 
     def fact_pairs(self, set: str, mode: str) -> list[FactPair]:
         """Training/statistics samples about the profiles of one set in one mode.
@@ -71,7 +83,8 @@ class Benchmark:
         for p in self.profiles[set]:
             if mode == "image_text":
                 qa = list(p.ft_pairs) or [(p.vqa_question, p.vqa_answer)] + [
-                    (q.text, q.answer) for q in p.questions if q.task == "generation" and q.mode == mode]
+                    (q.text, q.answer) for q in p.questions if q.task == "generation" and q.mode == mode
+                ]
                 pairs += [FactPair(p.id, mode, question, answer, p.image) for question, answer in qa]
             else:
                 for q in p.questions:
@@ -102,6 +115,7 @@ def _names(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 class _Reader:
     """Reads one config as a pyarrow table and contributes to the fingerprint."""
@@ -153,6 +167,7 @@ class _Reader:
 
 # ----------------------------------------------------------------------------- validation
 
+
 def _show(value, limit: int = 80) -> str:
     """repr of a bad value, cut short: an error stays one readable line even for a 1 MB field."""
     text = repr(value)
@@ -162,8 +177,9 @@ def _show(value, limit: int = 80) -> str:
 def _rows(table: pa.Table, config: str, required: tuple[str, ...]) -> list[dict]:
     missing = [f for f in required if f not in table.column_names]
     if missing:
-        raise BenchmarkError(config, None, missing[0],
-                             f"missing field (columns present: {', '.join(table.column_names)})")
+        raise BenchmarkError(
+            config, None, missing[0], f"missing field (columns present: {', '.join(table.column_names)})"
+        )
     columns = {}
     for name in required:  # column by column, so a value Python cannot hold is named
         column = table.column(name)
@@ -219,8 +235,9 @@ def _item(item, keys: tuple[str, ...], config: str, row: int, field: str) -> dic
     return item
 
 
-def _questions(r: dict, set_name: str, pid: str, images: dict[str, list[tuple[str, bytes]]], config: str,
-               row: int) -> list[Question]:
+def _questions(
+    r: dict, set_name: str, pid: str, images: dict[str, list[tuple[str, bytes]]], config: str, row: int
+) -> list[Question]:
     """All questions of one row; index counts within (task, mode). images[task] lists the
     (qid suffix, image) pairs an image_text question is asked with (one, except test "all")."""
     out = []
@@ -247,13 +264,24 @@ def _questions(r: dict, set_name: str, pid: str, images: dict[str, list[tuple[st
             item = _item(item, ("Question", "Options", "Correct_Answer"), config, row, f)
             options = item["Options"]
             if not isinstance(options, dict) or any(not isinstance(options.get(L), str) for L in LETTERS):
-                raise BenchmarkError(config, row, f"{f}.Options", f"options must have text for A, B, C and D, "
-                                                                  f"got {_show(options)}")
+                raise BenchmarkError(
+                    config, row, f"{f}.Options", f"options must have text for A, B, C and D, got {_show(options)}"
+                )
             if item["Correct_Answer"] not in LETTERS:
-                raise BenchmarkError(config, row, f"{f}.Correct_Answer",
-                                     f"bad option letter {_show(item['Correct_Answer'])} (expected one of A, B, C, D)")
-            add("classification", mode, i, _text(item["Question"], config, row, f"{f}.Question"),
-                item["Correct_Answer"], {L: options[L] for L in LETTERS})
+                raise BenchmarkError(
+                    config,
+                    row,
+                    f"{f}.Correct_Answer",
+                    f"bad option letter {_show(item['Correct_Answer'])} (expected one of A, B, C, D)",
+                )
+            add(
+                "classification",
+                mode,
+                i,
+                _text(item["Question"], config, row, f"{f}.Question"),
+                item["Correct_Answer"],
+                {L: options[L] for L in LETTERS},
+            )
 
     for task, field_name in (("generation", "Generation_Task"), ("cloze", "Mask_Task")):
         items = r[field_name]
@@ -265,8 +293,12 @@ def _questions(r: dict, set_name: str, pid: str, images: dict[str, list[tuple[st
             item = _item(item, ("Type", "Question", "Ground_Truth"), config, row, f)
             mode = TYPE_TO_MODE.get(item["Type"]) if isinstance(item["Type"], str) else None
             if mode is None:
-                raise BenchmarkError(config, row, f"{f}.Type",
-                                     f"unknown type {_show(item['Type'])} (expected Image_Textual or Pure_Text)")
+                raise BenchmarkError(
+                    config,
+                    row,
+                    f"{f}.Type",
+                    f"unknown type {_show(item['Type'])} (expected Image_Textual or Pure_Text)",
+                )
             text = _text(item["Question"], config, row, f"{f}.Question")
             if task == "cloze" and "__" not in text:
                 raise BenchmarkError(config, row, f"{f}.Question", f'cloze question has no "__" blank: {_show(text)}')
@@ -287,8 +319,15 @@ def _test_images(images: list[bytes], pid: str, choice: str, seed: int) -> dict[
     return {t: [("", random.Random(f"test-image/{seed}/{pid}/{t}").choice(images))] for t in TASKS}
 
 
-def _profiles(table: pa.Table, config: str, set_name: str, ft: dict[str, tuple], ids=None,
-              test_images: str = "random", seed: int = 0) -> list[Profile]:
+def _profiles(
+    table: pa.Table,
+    config: str,
+    set_name: str,
+    ft: dict[str, tuple],
+    ids=None,
+    test_images: str = "random",
+    seed: int = 0,
+) -> list[Profile]:
     """Profile records of one config; `ids` keeps only those IDs (Test_Set filtering)."""
     is_test = set_name == "test"
     rows = _rows(table, config, TEST_FIELDS if is_test else PROFILE_FIELDS)
@@ -310,12 +349,19 @@ def _profiles(table: pa.Table, config: str, set_name: str, ft: dict[str, tuple],
         else:
             image = _image_bytes(r["image"], config, row, "image")
             by_task = {t: [("", image)] for t in TASKS}
-        profiles.append(Profile(
-            id=pid, set=set_name, biography=_text(r["biography"], config, row, "biography"), image=image,
-            directory=r["Directory"] or "", vqa_question=_text(r["question"], config, row, "question"),
-            vqa_answer=_text(str(r["answer"]), config, row, "answer"),
-            questions=tuple(_questions(r, set_name, pid, by_task, config, row)), ft_pairs=ft.get(pid, ()),
-        ))
+        profiles.append(
+            Profile(
+                id=pid,
+                set=set_name,
+                biography=_text(r["biography"], config, row, "biography"),
+                image=image,
+                directory=r["Directory"] or "",
+                vqa_question=_text(r["question"], config, row, "question"),
+                vqa_answer=_text(str(r["answer"]), config, row, "answer"),
+                questions=tuple(_questions(r, set_name, pid, by_task, config, row)),
+                ft_pairs=ft.get(pid, ()),
+            )
+        )
     return profiles
 
 
@@ -333,14 +379,17 @@ def _ft_pairs(table: pa.Table) -> dict[str, tuple[tuple[str, str], ...]]:
         pairs = []
         for i, item in enumerate(items):
             item = _item(item, ("Question", "Answer"), config, row, f"metadata[{i}]")
-            pairs.append((_text(item["Question"], config, row, f"metadata[{i}].Question"),
-                          _text(str(item["Answer"]), config, row, f"metadata[{i}].Answer")))
+            pairs.append(
+                (
+                    _text(item["Question"], config, row, f"metadata[{i}].Question"),
+                    _text(str(item["Answer"]), config, row, f"metadata[{i}].Answer"),
+                )
+            )
         out[pid] = tuple(pairs)
     return out
 
 
-def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str = "random",
-                   seed: int = 0) -> Benchmark:
+def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str = "random", seed: int = 0) -> Benchmark:
     """Read forget_N, retain_{100-N}, the forget IDs' Test_Set rows, Retain_Set, ft_Data and
     Full_Set (the source of in-context examples, as in the official evaluation).
 
@@ -357,15 +406,26 @@ def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str 
     forget_profiles = _profiles(reader.table(forget_cfg), forget_cfg, "forget", ft)
     retain_profiles = _profiles(reader.table(retain_cfg), retain_cfg, "retain", ft)
     forget_ids = [p.id for p in forget_profiles]
-    test_profiles = _profiles(reader.table("Test_Set"), "Test_Set", "test", ft, ids=set(forget_ids),
-                              test_images=test_images, seed=seed)
+    test_profiles = _profiles(
+        reader.table("Test_Set"), "Test_Set", "test", ft, ids=set(forget_ids), test_images=test_images, seed=seed
+    )
     found = {p.id for p in test_profiles}
     for row, pid in enumerate(forget_ids):
         if pid not in found:
             raise BenchmarkError(forget_cfg, row, "ID", f"forget profile {_show(pid)} has no Test_Set row")
     celebrity = _profiles(reader.table("Retain_Set"), "Retain_Set", "celebrity", ft)
     full = {p.id: p for p in _profiles(reader.table("Full_Set"), "Full_Set", "full", ft)}
-    profiles = {"forget": tuple(forget_profiles), "test": tuple(test_profiles),
-                "retain": tuple(retain_profiles), "celebrity": tuple(celebrity)}
-    return Benchmark(source=reader.source, forget=forget, fingerprint=reader.hash.hexdigest(), profiles=profiles,
-                     full_set=full, test_images=test_images)
+    profiles = {
+        "forget": tuple(forget_profiles),
+        "test": tuple(test_profiles),
+        "retain": tuple(retain_profiles),
+        "celebrity": tuple(celebrity),
+    }
+    return Benchmark(
+        source=reader.source,
+        forget=forget,
+        fingerprint=reader.hash.hexdigest(),
+        profiles=profiles,
+        full_set=full,
+        test_images=test_images,
+    )

@@ -32,6 +32,7 @@ Parameters arrive from the CLI as strings; `parse_params` converts them to the f
 the method's `Params` dataclass and every bad value becomes a ConfigError that names the
 method, the parameter, the value and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,9 +82,17 @@ class SampleResult:
     @classmethod
     def from_dict(cls, d: dict) -> "SampleResult":
         """Inverse of to_dict (samples.jsonl lines read back on resume)."""
-        return cls(qid=d["qid"], set=d["set"], task=d["task"], mode=d["mode"], profile_id=d["profile_id"],
-                   prompt_hash=d["prompt_hash"], response=d["response"], scores=dict(d["scores"]),
-                   extra=dict(d.get("extra") or {}))
+        return cls(
+            qid=d["qid"],
+            set=d["set"],
+            task=d["task"],
+            mode=d["mode"],
+            profile_id=d["profile_id"],
+            prompt_hash=d["prompt_hash"],
+            response=d["response"],
+            scores=dict(d["scores"]),
+            extra=dict(d.get("extra") or {}),
+        )
 
 
 @dataclass
@@ -188,8 +197,14 @@ class Task:
         out["n"] = len(samples)
         return out
 
-    def requests(self, vlm, questions: Sequence[Question], ctx: TaskContext, images: ImageDecoder,
-                 excluded_scores: Sequence[str] = ()) -> Prepared:
+    def requests(
+        self,
+        vlm,
+        questions: Sequence[Question],
+        ctx: TaskContext,
+        images: ImageDecoder,
+        excluded_scores: Sequence[str] = (),
+    ) -> Prepared:
         """Official requests (mmunlearn.harness.core.prompts) with the official in-context examples
         (mmunlearn.harness.core.examples); questions of an example profile are excluded, scores None."""
         arch = getattr(vlm, "arch", None)
@@ -204,14 +219,20 @@ class Task:
                 plans[q.set] = plan_examples(ctx.bench, q.set, self.question_type(), ctx.shots, ctx.seed, arch)
             plan = plans[q.set]
             examples = plan.examples(q.mode, images)
-            req = Request(text=user_text(self.question_type(), q.mode, q.text, q.options), image=images(q.image),
-                          task=self.question_type(), examples=examples)
-            digest = prompt_hash(vlm, req, q.mode, [e.source for e in examples if e.source] +
-                                 ([q.image] if q.image is not None else []))
+            req = Request(
+                text=user_text(self.question_type(), q.mode, q.text, q.options),
+                image=images(q.image),
+                task=self.question_type(),
+                examples=examples,
+            )
+            digest = prompt_hash(
+                vlm, req, q.mode, [e.source for e in examples if e.source] + ([q.image] if q.image is not None else [])
+            )
             extra = {"example_profiles": [p.id for p in plan.profiles]} if examples else {}
             if plan.skips(q):
-                prepared.excluded[q.qid] = self._result(q, digest, "", dict.fromkeys(excluded_scores),
-                                                        {"excluded": "in-context example profile"})
+                prepared.excluded[q.qid] = self._result(
+                    q, digest, "", dict.fromkeys(excluded_scores), {"excluded": "in-context example profile"}
+                )
                 continue
             prepared.kept.append(q)
             prepared.requests.append(req)
@@ -222,15 +243,25 @@ class Task:
     def _check(self, questions: Sequence[Question]) -> None:
         for q in questions:
             if q.task != self.question_type():
-                raise ValueError(f"task {self.name!r} reads {self.question_type()} questions, was given question "
-                                 f"{q.qid} of type {q.task!r}")
+                raise ValueError(
+                    f"task {self.name!r} reads {self.question_type()} questions, was given question "
+                    f"{q.qid} of type {q.task!r}"
+                )
             if q.mode not in MODES:
                 raise ValueError(f"question {q.qid} has unknown mode {q.mode!r}")
 
     def _result(self, q: Question, hash_: str, response: str, scores: dict, extra: dict | None = None):
-        return SampleResult(qid=self.sample_id(q), set=q.set, task=self.name, mode=q.mode, profile_id=q.profile_id,
-                            prompt_hash=hash_, response=response, scores=scores, extra=extra or {})
-
+        return SampleResult(
+            qid=self.sample_id(q),
+            set=q.set,
+            task=self.name,
+            mode=q.mode,
+            profile_id=q.profile_id,
+            prompt_hash=hash_,
+            response=response,
+            scores=scores,
+            extra=extra or {},
+        )
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -238,8 +269,10 @@ def register_task(cls: type[Task]) -> type[Task]:
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} must set a class attribute `name`")
     if cls.question_type() not in QUESTION_TYPES:
-        raise TypeError(f"task {cls.name!r} reads {cls.question_type()!r}; the benchmark's question types are "
-                        f"{', '.join(QUESTION_TYPES)} (set `reads`)")
+        raise TypeError(
+            f"task {cls.name!r} reads {cls.question_type()!r}; the benchmark's question types are "
+            f"{', '.join(QUESTION_TYPES)} (set `reads`)"
+        )
     unknown = [m for m in (*cls.headline, *cls.lower_means_known) if m not in cls.metrics]
     if unknown:
         raise TypeError(f"task {cls.name!r}: {unknown} are not among its metrics {cls.metrics}")

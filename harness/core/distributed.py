@@ -9,6 +9,7 @@ when nothing was launched, so every caller can use it unconditionally:
 - training methods: each step's batch is split across ranks and gradients are summed (the
   same update as one process on the whole batch, what DDP does).
 """
+
 from __future__ import annotations
 
 import os

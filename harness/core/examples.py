@@ -18,6 +18,7 @@ The skip covers every question of an example profile in the task; the official c
 position, which is the same thing when the example's Full_Set row and the evaluated row list
 the same number of questions (true of MLLMU-Bench and the mini-bench).
 """
+
 from __future__ import annotations
 
 import random
@@ -35,7 +36,7 @@ ID_SOURCE = {"test": "forget"}  # the test set draws from the forget IDs, as the
 
 
 def parse_shots(value) -> str | int:
-    """"official" or a non-negative integer (CLI strings accepted)."""
+    """ "official" or a non-negative integer (CLI strings accepted)."""
     if isinstance(value, str) and value.strip().lower() == OFFICIAL:
         return OFFICIAL
     try:
@@ -89,21 +90,23 @@ class ExamplePlan:
         return {"drawn": list(self.drawn), "used": [p.id for p in self.profiles], "prompted": self.prompted}
 
 
-def plan_examples(bench, set_name: str, task: str, shots: str | int, seed: int,
-                  arch: str | None = None) -> ExamplePlan:
+def plan_examples(bench, set_name: str, task: str, shots: str | int, seed: int, arch: str | None = None) -> ExamplePlan:
     """Draw the example profiles of one (set, task) with an RNG seeded by (seed, set, task)."""
     k = profile_count(shots, task, arch)
     if k == 0:
         return ExamplePlan(set_name, task, (), ())
     ids = [p.id for p in bench.profiles[ID_SOURCE.get(set_name, set_name)]]
     if len(ids) < k:
-        raise ConfigError(f"{k} in-context example profile(s) for {task} need at least {k} profiles in set "
-                          f"{set_name!r}; it has {len(ids)} (use --shots 0)")
+        raise ConfigError(
+            f"{k} in-context example profile(s) for {task} need at least {k} profiles in set "
+            f"{set_name!r}; it has {len(ids)} (use --shots 0)"
+        )
     drawn = tuple(random.Random(f"examples/{seed}/{set_name}/{task}").sample(ids, k))
     full = bench.full_set
     if full is None:
-        raise ConfigError("in-context examples are read from the benchmark's Full_Set config, which is missing "
-                          "(use --shots 0)")
+        raise ConfigError(
+            "in-context examples are read from the benchmark's Full_Set config, which is missing (use --shots 0)"
+        )
     # eval.py reads the examples with few_shot_df[few_shot_df['ID'].isin(selected_ids)]: in Full_Set
     # row order, not in draw order (full_set keeps the row order)
     chosen = set(drawn)

@@ -19,6 +19,7 @@ Why it is built this way:
   JSON parsing). Both count a reply without a valid 1-10 score as failed; the official script
   silently dropped it (and would have averaged an out-of-range score).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,37 +58,37 @@ Reply with JSON only, in this form:
 # The official eval_gpt.py rubric, character for character (a format template: {{ }} are braces).
 OFFICIAL_SYSTEM_PROMPT = "You are an expert at evaluating the factuality of responses."
 OFFICIAL_RUBRIC = (
-    '\n'
-    '        You will be provided with two types of questions: generation questions and description questions.\n'
+    "\n"
+    "        You will be provided with two types of questions: generation questions and description questions.\n"
     '        For each, you will evaluate the **factuality** of the "generated_answer" or "generated_description" \n'
     '        against the "ground_truth" or "ground_truth_description" respectively. Your task is to assess how well \n'
-    '        the generated response aligns with the factual content of the ground truth and assign a **factuality score** \n'
-    '        from 1 to 10 based on the following criteria:\n'
-    '\n'
-    '        1. **Factuality (core importance)**:\n'
-    '        - **10-9:** The generated response is fully factually correct and has the same meaning as the ground truth, even if phrased differently.\n'
-    '        - **8-7:** The response is mostly correct but may be missing minor details or contain slightly less important deviations.\n'
-    '        - **6-5:** The response is partially correct but has a noticeable factual error or significant missing information.\n'
-    '        - **4-3:** The response has major factual errors or lacks crucial elements of the ground truth.\n'
-    '        - **2-1:** The response is nonsensical, completely incorrect, or irrelevant.\n'
-    '\n'
-    '        2. **Relevance and Detail**:\n'
-    '        - More detail does not always improve the score; added details should be factually relevant.\n'
-    '        - If the generated response contains excessive or irrelevant details (e.g., adding personal information when only appearance is requested), lower the score accordingly.\n'
-    '\n'
-    '        ### Task Type: {task_type}\n'
-    '        - **Image ID**: {image_id}\n'
-    '        - **Question**: {question}\n'
-    '        - **Generated Answer**: {generated_answer}\n'
-    '        - **Ground Truth**: {ground_truth}\n'
-    '\n'
-    '        Please evaluate the factuality of the generated response based on the rubric above, and return a score (1-10) along with a short justification.\n'
-    '        Example Output:\n'
-    '        {{\n'
+    "        the generated response aligns with the factual content of the ground truth and assign a **factuality score** \n"
+    "        from 1 to 10 based on the following criteria:\n"
+    "\n"
+    "        1. **Factuality (core importance)**:\n"
+    "        - **10-9:** The generated response is fully factually correct and has the same meaning as the ground truth, even if phrased differently.\n"
+    "        - **8-7:** The response is mostly correct but may be missing minor details or contain slightly less important deviations.\n"
+    "        - **6-5:** The response is partially correct but has a noticeable factual error or significant missing information.\n"
+    "        - **4-3:** The response has major factual errors or lacks crucial elements of the ground truth.\n"
+    "        - **2-1:** The response is nonsensical, completely incorrect, or irrelevant.\n"
+    "\n"
+    "        2. **Relevance and Detail**:\n"
+    "        - More detail does not always improve the score; added details should be factually relevant.\n"
+    "        - If the generated response contains excessive or irrelevant details (e.g., adding personal information when only appearance is requested), lower the score accordingly.\n"
+    "\n"
+    "        ### Task Type: {task_type}\n"
+    "        - **Image ID**: {image_id}\n"
+    "        - **Question**: {question}\n"
+    "        - **Generated Answer**: {generated_answer}\n"
+    "        - **Ground Truth**: {ground_truth}\n"
+    "\n"
+    "        Please evaluate the factuality of the generated response based on the rubric above, and return a score (1-10) along with a short justification.\n"
+    "        Example Output:\n"
+    "        {{\n"
     '            "Factuality Score": [Insert score from 1-10],\n'
     '            "Justification": "[Optional] Provide a brief justification explaining why the factuality score was assigned."\n'
-    '        }}\n'
-    '    '
+    "        }}\n"
+    "    "
 )
 
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?$")
@@ -110,10 +111,14 @@ def build_messages(question: str, answer: str, ground_truth: str) -> list[dict]:
 
 def official_body(model: str, question: str, answer: str, ground_truth: str, image_id: str) -> dict:
     """The request eval_gpt.py sends for one generation answer (no temperature: the API default)."""
-    user = OFFICIAL_RUBRIC.format(task_type="Generation", image_id=image_id, question=question,
-                                  generated_answer=answer, ground_truth=ground_truth)
-    return {"model": model, "messages": [{"role": "system", "content": OFFICIAL_SYSTEM_PROMPT},
-                                         {"role": "user", "content": user}], "max_tokens": 700}
+    user = OFFICIAL_RUBRIC.format(
+        task_type="Generation", image_id=image_id, question=question, generated_answer=answer, ground_truth=ground_truth
+    )
+    return {
+        "model": model,
+        "messages": [{"role": "system", "content": OFFICIAL_SYSTEM_PROMPT}, {"role": "user", "content": user}],
+        "max_tokens": 700,
+    }
 
 
 def strict_body(model: str, question: str, answer: str, ground_truth: str, image_id: str) -> dict:
@@ -214,11 +219,21 @@ class Judge:
     and everything else still runs.
     """
 
-    def __init__(self, model: str | None = None, base_url: str | None = None, protocol: str = DEFAULT_PROTOCOL,
-                 api_key_env: str = "OPENAI_API_KEY", cache_dir: str | os.PathLike | None = None,
-                 max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60,
-                 backoff_base: float = 1.0, backoff_max: float = 60.0, give_up_after: int = 10,
-                 max_seconds: float = 300):
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
+        api_key_env: str = "OPENAI_API_KEY",
+        cache_dir: str | os.PathLike | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 60,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        give_up_after: int = 10,
+        max_seconds: float = 300,
+    ):
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or max_seconds <= 0:
             raise ValueError("judge needs max_concurrency >= 1, max_retries >= 0, timeout > 0 and max_seconds > 0")
         self.protocol = get_protocol(protocol)
@@ -242,8 +257,10 @@ class Judge:
         self.available = bool(os.environ.get(api_key_env) or self.base_url)
 
     def __repr__(self) -> str:  # never shows the key
-        return (f"Judge(model={self.model!r}, protocol={self.protocol.name!r}, base_url={self.base_url!r}, "
-                f"available={self.available})")
+        return (
+            f"Judge(model={self.model!r}, protocol={self.protocol.name!r}, base_url={self.base_url!r}, "
+            f"available={self.available})"
+        )
 
     @classmethod
     def from_args(cls, model_or_none: str | None, **kwargs) -> "Judge | None":
@@ -267,8 +284,9 @@ class Judge:
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             futures = [pool.submit(self._score_one, *item) for item in items]
-            results = [f.result() for f in progress_bar(futures, desc=desc, disable=desc is None or not items,
-                                                leave=False)]
+            results = [
+                f.result() for f in progress_bar(futures, desc=desc, disable=desc is None or not items, leave=False)
+            ]
         return results
 
     # -- internals --------------------------------------------------------------------------
@@ -294,8 +312,9 @@ class Judge:
         with self._lock:
             self._failed_in_a_row = 0
         try:
-            self._cache_write(key, {"model": self.model, "score": score, "justification": justification,
-                                    "reply": reply})
+            self._cache_write(
+                key, {"model": self.model, "score": score, "justification": justification, "reply": reply}
+            )
         except OSError:
             pass  # full disk or unwritable cache: the score stands, a rerun asks again
         return JudgeResult(score, justification)
@@ -303,8 +322,13 @@ class Judge:
     def _call(self, body: dict) -> str:
         import openai
 
-        retryable = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                     openai.InternalServerError, openai.ConflictError)
+        retryable = (
+            openai.RateLimitError,
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+            openai.InternalServerError,
+            openai.ConflictError,
+        )
         fatal = (openai.AuthenticationError, openai.PermissionDeniedError)
         attempt = 0
         deadline = time.monotonic() + self.max_seconds
@@ -325,7 +349,7 @@ class Judge:
                 error = exc
             except retryable as exc:
                 error = exc
-            delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.75, 1.25)
+            delay = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.75, 1.25)
             if attempt >= self.max_retries or time.monotonic() + delay >= deadline:
                 raise error
             time.sleep(delay)
@@ -359,8 +383,12 @@ class Judge:
                 import openai
 
                 # A local OpenAI-compatible server may need no key; the client insists on one.
-                self._client = openai.OpenAI(api_key=os.environ.get(self.api_key_env) or "no-key",
-                                             base_url=self.base_url, timeout=self.timeout, max_retries=0)
+                self._client = openai.OpenAI(
+                    api_key=os.environ.get(self.api_key_env) or "no-key",
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=0,
+                )
             return self._client
 
     def _scrub(self, message: str) -> str:

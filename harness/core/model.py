@@ -25,6 +25,7 @@ Encoding with answers appends `" " + answer` and the end-of-answer token (the ge
 config's first eos id, e.g. `</s>` for LLaVA, `<|im_end|>` for Qwen2-VL) and masks every
 prompt and padding position with -100 in `labels`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,9 @@ class SplitVLProcessor:
     corresponding image, exactly as Qwen2VLProcessor does.
     """
 
-    def __init__(self, image_processor, tokenizer, chat_template: str | None = None,
-                 image_token: str = "<|image_pad|>"):
+    def __init__(
+        self, image_processor, tokenizer, chat_template: str | None = None, image_token: str = "<|image_pad|>"
+    ):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
@@ -134,8 +136,14 @@ def _tokenizer_of(processor):
 
 def _resolve_dtype(dtype, device: torch.device):
     """None or "auto" -> float16 on GPU (what the official MLLMU-Bench runs used), float32 on CPU."""
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -159,8 +167,13 @@ def _resolve_device(device) -> torch.device:
 
 def _looks_like_path(source: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else (absolute, ./, ~, deeper) is a local path."""
-    return (os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
-            or os.sep != "/" and os.sep in source)
+    return (
+        os.path.isabs(source)
+        or source.startswith((".", "~"))
+        or source.count("/") > 1
+        or os.sep != "/"
+        and os.sep in source
+    )
 
 
 def _load_config(source: str, trust_remote_code: bool):
@@ -173,8 +186,7 @@ def _load_config(source: str, trust_remote_code: bool):
     elif _looks_like_path(source):
         raise ModelLoadError(f"model path {source!r} does not exist")
     try:
-        return AutoConfig.from_pretrained(str(path) if path.exists() else source,
-                                          trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(str(path) if path.exists() else source, trust_remote_code=trust_remote_code)
     except Exception as e:  # hub id not found, offline, unreadable config...
         raise ModelLoadError(f"cannot read model config from {source!r}: {e}") from e
 
@@ -209,13 +221,22 @@ def _refuse_pickle_weights(path: Path, source: str) -> None:
         return
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise ModelLoadError(f"model {source!r} has only pickle weights ({', '.join(pickles[:3])}), which can run "
-                             "arbitrary code when loaded; refused. Convert it to safetensors, or pass "
-                             "--allow-pickle-weights if you trust its origin")
+        raise ModelLoadError(
+            f"model {source!r} has only pickle weights ({', '.join(pickles[:3])}), which can run "
+            "arbitrary code when loaded; refused. Convert it to safetensors, or pass "
+            "--allow-pickle-weights if you trust its origin"
+        )
 
 
-def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
-             prompt_style: str | None = None, allow_pickle: bool = False, device_map: str | None = None) -> "VLM":
+def load_vlm(
+    source,
+    device=None,
+    dtype=None,
+    trust_remote_code: bool = False,
+    prompt_style: str | None = None,
+    allow_pickle: bool = False,
+    device_map: str | None = None,
+) -> "VLM":
     """Load a supported VLM (local directory or hub id) with `from_pretrained`.
 
     dtype default ("auto"): fp16 on GPU, as the official runs; fp32 on CPU.
@@ -238,8 +259,13 @@ def load_vlm(source, device=None, dtype=None, trust_remote_code: bool = False,
     src = str(path) if path.exists() else source
     cls = getattr(transformers, spec.model_class)
     try:
-        model = cls.from_pretrained(src, dtype=dt, device_map=device_map or str(dev), trust_remote_code=trust_remote_code,
-                                    use_safetensors=None if allow_pickle else True)
+        model = cls.from_pretrained(
+            src,
+            dtype=dt,
+            device_map=device_map or str(dev),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
     except Exception as e:
         raise ModelLoadError(f"cannot load {spec.model_class} weights from {source!r}: {e}") from e
     model.eval()
@@ -349,11 +375,13 @@ class VLM:
             kwargs["images"] = images
         out = self.processor(**kwargs)
         ids, mask = out["input_ids"], out["attention_mask"].bool()
-        per_token = [k for k, v in out.items() if k not in ("attention_mask", "token_type_ids")
-                     and isinstance(v, torch.Tensor) and v.shape == ids.shape]
+        per_token = [
+            k
+            for k, v in out.items()
+            if k not in ("attention_mask", "token_type_ids") and isinstance(v, torch.Tensor) and v.shape == ids.shape
+        ]
         rows = [{k: out[k][i][mask[i]].tolist() for k in per_token} for i in range(ids.shape[0])]
-        extra = {k: v for k, v in out.items()
-                 if k not in per_token and k not in ("attention_mask", "token_type_ids")}
+        extra = {k: v for k, v in out.items() if k not in per_token and k not in ("attention_mask", "token_type_ids")}
         return rows, extra
 
     def _rows(self, reqs: list[Request], texts: list[str]) -> tuple[list[dict], dict]:
@@ -363,8 +391,10 @@ class VLM:
         for i in img_idx:
             for image in reqs[i].images:
                 if not hasattr(image, "convert"):
-                    raise ConfigError(f"request {i}: image must be a PIL image, got {type(image).__name__} "
-                                      "(decode benchmark bytes with mmunlearn.harness.core.records.decode_image)")
+                    raise ConfigError(
+                        f"request {i}: image must be a PIL image, got {type(image).__name__} "
+                        "(decode benchmark bytes with mmunlearn.harness.core.records.decode_image)"
+                    )
         txt_idx = [i for i, r in enumerate(reqs) if not r.images]
         rows: list = [None] * len(reqs)
         extra: dict = {}
@@ -451,7 +481,7 @@ class VLM:
             for group in groups:
                 pos = 0
                 while pos < len(group):
-                    idx = group[pos:pos + size]
+                    idx = group[pos : pos + size]
                     try:
                         outs = fn(idx)
                     except torch.cuda.OutOfMemoryError:
@@ -468,8 +498,9 @@ class VLM:
 
     # ---- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, reqs, max_new_tokens: int = 50, batch_size: int | None = None,
-                 desc: str | None = None) -> list[str]:
+    def generate(
+        self, reqs, max_new_tokens: int = 50, batch_size: int | None = None, desc: str | None = None
+    ) -> list[str]:
         """Greedy decoding; returns the stripped new text per request, in input order."""
         reqs = list(reqs)
         if not reqs:
@@ -477,9 +508,10 @@ class VLM:
 
         def run(idx):
             batch = self._encode([reqs[i] for i in idx])
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                      pad_token_id=self.pad_id)
-            new = out[:, batch["input_ids"].shape[1]:]
+            out = self.model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.pad_id
+            )
+            new = out[:, batch["input_ids"].shape[1] :]
             return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
         was_training = self.model.training
@@ -499,8 +531,9 @@ class VLM:
         flat = [reqs[i] for i, _ in pairs]
 
         def run(idx):
-            batch = self._encode([flat[j] for j in idx], [options[pairs[j][0]][pairs[j][1]] for j in idx],
-                                 add_eos=False)
+            batch = self._encode(
+                [flat[j] for j in idx], [options[pairs[j][0]][pairs[j][1]] for j in idx], add_eos=False
+            )
             labels = batch.pop("labels")
             logits = self.model(**batch).logits[:, :-1].float()
             target = labels[:, 1:]

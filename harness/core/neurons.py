@@ -8,6 +8,7 @@ module with `down_proj` + `gate_proj`/`up_proj`, or `fc1` + `fc2`), and their to
 by whether they live under the model's vision-tower or language-model submodule (found through
 the model's attributes). Projectors/connectors between the towers are not counted.
 """
+
 from __future__ import annotations
 
 import re
@@ -67,9 +68,7 @@ def tower_paths(model) -> dict[str, str]:
     for tower, attrs in (("vision", VISION_ATTRS), ("language", LANGUAGE_ATTRS)):
         path = _find_child(model, attrs)
         if path is None:
-            raise ConfigError(
-                f"neuron_map: {type(model).__name__} has no {tower} tower submodule (looked for {attrs})"
-            )
+            raise ConfigError(f"neuron_map: {type(model).__name__} has no {tower} tower submodule (looked for {attrs})")
         out[tower] = path
     return out
 
@@ -100,7 +99,7 @@ def neuron_map(model) -> NeuronMap:
         tower = next((t for t, p in towers.items() if path.startswith(p + ".")), None)
         if tower is None:
             continue  # projector / connector between the towers
-        numbers = re.findall(r"\.(\d+)(?=\.|$)", path[len(towers[tower]):])
+        numbers = re.findall(r"\.(\d+)(?=\.|$)", path[len(towers[tower]) :])
         down, ups = kind
         units = module._modules[down].weight.shape[1]
         blocks.append(MLPBlock(tower, int(numbers[-1]) if numbers else 0, path, int(units), down, ups))
@@ -115,8 +114,9 @@ def prune_units(model, nmap: NeuronMap, mask) -> int:
     `VLM.save` (save_pretrained) keeps them and a reload gives the pruned model back."""
     mask = np.asarray(mask)
     if mask.shape != (nmap.total,) or mask.dtype != bool:
-        raise ConfigError(f"prune_units: mask must be a bool array of shape ({nmap.total},), "
-                          f"got {mask.dtype} {mask.shape}")
+        raise ConfigError(
+            f"prune_units: mask must be a bool array of shape ({nmap.total},), got {mask.dtype} {mask.shape}"
+        )
     with torch.no_grad():
         for i, block in enumerate(nmap.blocks):
             idx = np.flatnonzero(mask[nmap.block_slice(i)])
@@ -224,8 +224,9 @@ class ActivationRecorder:
             seq = x.reshape(-1, x.shape[-1]).double()  # packed patches of all images (Qwen2-VL)
             sizes = self._packed_sizes or [seq.shape[0]]
             if sum(sizes) != seq.shape[0]:
-                raise ConfigError(f"ActivationRecorder: {block.path} saw {seq.shape[0]} packed patches, "
-                                  f"grid_thw says {sum(sizes)}")
+                raise ConfigError(
+                    f"ActivationRecorder: {block.path} saw {seq.shape[0]} packed patches, grid_thw says {sum(sizes)}"
+                )
             return torch.stack([part.mean(0) for part in seq.split(sizes)])
         xd = x.double()
         if self._patch_mask is not None and tuple(self._patch_mask.shape) == tuple(x.shape[:2]):
@@ -236,10 +237,11 @@ class ActivationRecorder:
         groups = self._groups or [1] * x.shape[0]
         groups = [g for g in groups if g > 0]
         if sum(groups) != x.shape[0]:
-            raise ConfigError(f"ActivationRecorder: {block.path} saw {x.shape[0]} images/crops but the "
-                              f"call's pixel_values hold {sum(groups)}")
-        return torch.stack([s.sum(0) / c.sum(0).clamp(min=1)
-                            for s, c in zip(sums.split(groups), counts.split(groups))])
+            raise ConfigError(
+                f"ActivationRecorder: {block.path} saw {x.shape[0]} images/crops but the "
+                f"call's pixel_values hold {sum(groups)}"
+            )
+        return torch.stack([s.sum(0) / c.sum(0).clamp(min=1) for s, c in zip(sums.split(groups), counts.split(groups))])
 
     def _make_hook(self, i: int, block: MLPBlock):
         sl = self.nmap.block_slice(i)

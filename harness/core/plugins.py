@@ -4,6 +4,7 @@ declare its own the same way (`[project.entry-points."mmunlearn.methods"]` in it
 pyproject.toml, each pointing at a module that registers them). The registries
 (harness.core.contracts) import a group on first use, so a user's package adds a method or a
 task without touching this repository, and nothing in the harness imports a plugin by name."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """One switch for every progress bar: `--quiet` silences ours and those of the libraries we call
 (transformers' weight loading and saving, datasets' downloads). Errors still print."""
+
 from __future__ import annotations
 
 import os

@@ -22,6 +22,7 @@ the *frame* around it (`USER: ...`/`ASSISTANT:`, examples). The model adapter re
 frame: this module's `official_prompt` for LLaVA and Idefics2 (what the official code ran),
 the processor's chat template with the same user text for architectures it never ran.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Request:
 
 # ----------------------------------------------------------------------------- user texts
 
+
 def options_text(options: dict[str, str]) -> str:
     """`A: ...` lines in A-D order (the official code keeps the dict's order, which is A-D)."""
     return "\n".join(f"{letter}: {options[letter]}" for letter in LETTERS)
@@ -116,6 +118,7 @@ def example_text(task: str, question: str, answer: str, options: dict[str, str] 
 
 # ----------------------------------------------------------------------------- the official frame
 
+
 def _user_head(task: str | None, mode: str, image_token: str, example: bool = False) -> str:
     if mode == "image_text":
         return f"USER:{image_token}\n" if example and task == "cloze" else f"USER: {image_token}\n"
@@ -129,8 +132,10 @@ def official_prompt(req: Request, image_token: str = IMAGE_TOKEN, system: str | 
     template puts system text before `USER:`; the official evaluation has none.
     """
     head = f"{system}\n" if system else ""
-    shots = "".join(f"{_user_head(req.task, 'image_text' if e.image is not None else 'text_only', image_token, True)}"
-                     f"{e.text}\n" for e in req.examples)
+    shots = "".join(
+        f"{_user_head(req.task, 'image_text' if e.image is not None else 'text_only', image_token, True)}{e.text}\n"
+        for e in req.examples
+    )
     tail = " " if (req.task == "generation" and req.mode == "image_text") else ""
     return f"{head}{shots}{_user_head(req.task, req.mode, image_token)}{req.text}\n{ASSISTANT}{tail}"
 
@@ -141,6 +146,7 @@ def chat_user_text(req: Request) -> str:
 
 
 # ----------------------------------------------------------------------------- answers
+
 
 def extract_answer(response: str) -> str:
     """The answer as the official code reads it: the text after the prompt's `ASSISTANT:` up to

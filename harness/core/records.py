@@ -4,6 +4,7 @@ Every question knows its set (forget/test/retain/celebrity), task
 (classification/generation/cloze) and mode (image_text/text_only), so every number the
 harness reports can be split along those three axes.
 """
+
 from __future__ import annotations
 
 import io

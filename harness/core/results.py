@@ -10,6 +10,7 @@ A run directory holds
 The schema is documented in docs/results-schema.md. Everything here is plain JSON so other
 tools (and `check` in CI) can read results without importing torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -203,7 +204,7 @@ def merge_shards(run_dir: str | os.PathLike) -> int:
     run_dir = Path(run_dir)
     moved = 0
     for path in sorted(run_dir.glob("samples.rank*.jsonl")):
-        shard = SampleStore(run_dir, shard=int(path.name[len("samples.rank"):-len(".jsonl")]))
+        shard = SampleStore(run_dir, shard=int(path.name[len("samples.rank") : -len(".jsonl")]))
         SampleStore(run_dir).append(shard.records.values())
         moved += len(shard)
         path.unlink()
@@ -274,7 +275,12 @@ def write_results(run_dir: str | os.PathLike, metrics: Mapping, manifest: Mappin
     path = Path(run_dir) / RESULTS_FILE
     atomic_write_json(
         path,
-        {"schema_version": SCHEMA_VERSION, "metrics": metrics, "modality_gap": modality_gap(metrics), "manifest": manifest},
+        {
+            "schema_version": SCHEMA_VERSION,
+            "metrics": metrics,
+            "modality_gap": modality_gap(metrics),
+            "manifest": manifest,
+        },
     )
     return path
 
@@ -289,10 +295,18 @@ def load_results(run: str | os.PathLike) -> dict:
     """Read and shape-check a results.json (run directory or file path); errors name the file."""
     path = results_path(run)
     if not path.exists():
-        hint = " (the run has not finished; rerun it with the same arguments to resume)" if (path.parent / RUN_FILE).exists() else ""
+        hint = (
+            " (the run has not finished; rerun it with the same arguments to resume)"
+            if (path.parent / RUN_FILE).exists()
+            else ""
+        )
         raise ConfigError(f"no results at {path}{hint}")
     data = read_json(path, "results file")
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) or not isinstance(data.get("manifest"), dict):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("metrics"), dict)
+        or not isinstance(data.get("manifest"), dict)
+    ):
         raise ConfigError(f"{path} is not a mmunlearn results file (needs 'metrics' and 'manifest' objects)")
     for set_name, tasks in data["metrics"].items():
         if not isinstance(tasks, dict) or not all(

@@ -1,4 +1,5 @@
 """Seeding and fixed-size slicing: the two small pieces every layer needs for results that repeat."""
+
 from __future__ import annotations
 
 import random
@@ -16,4 +17,4 @@ def seed_everything(seed: int) -> None:
 
 def chunks(items: list, size: int) -> list[list]:
     """Consecutive slices of `size` items (the last may be shorter)."""
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -10,6 +10,7 @@ test set, and 32x32 portraits whose colours and shapes differ between profiles.
 The same seed rebuilds byte-identical parquet files (PIL and pyarrow are deterministic for
 identical input; no timestamps are written).
 """
+
 from __future__ import annotations
 
 import io
@@ -30,12 +31,48 @@ PARQUET_NAME = "train-00000-of-00001.parquet"
 IMAGE_SIZE = 32
 
 FIRST_NAMES = (
-    "Anna", "Bruno", "Clara", "Daniel", "Elena", "Felix", "Greta", "Hugo", "Irene", "Jonas",
-    "Karla", "Leon", "Maria", "Nico", "Olga", "Peter", "Rosa", "Simon", "Tina", "Victor",
+    "Anna",
+    "Bruno",
+    "Clara",
+    "Daniel",
+    "Elena",
+    "Felix",
+    "Greta",
+    "Hugo",
+    "Irene",
+    "Jonas",
+    "Karla",
+    "Leon",
+    "Maria",
+    "Nico",
+    "Olga",
+    "Peter",
+    "Rosa",
+    "Simon",
+    "Tina",
+    "Victor",
 )
 LAST_NAMES = (
-    "Adams", "Baker", "Carter", "Dalton", "Evans", "Fisher", "Garcia", "Harper", "Irwin", "Jensen",
-    "Keller", "Larsen", "Morgan", "Nolan", "Owens", "Porter", "Quinn", "Reed", "Stone", "Turner",
+    "Adams",
+    "Baker",
+    "Carter",
+    "Dalton",
+    "Evans",
+    "Fisher",
+    "Garcia",
+    "Harper",
+    "Irwin",
+    "Jensen",
+    "Keller",
+    "Larsen",
+    "Morgan",
+    "Nolan",
+    "Owens",
+    "Porter",
+    "Quinn",
+    "Reed",
+    "Stone",
+    "Turner",
 )
 
 
@@ -83,8 +120,18 @@ ATTRIBUTES = (
     ),
     Attribute(
         "education",
-        ("physics", "history", "biology", "music", "law", "chemistry", "economics", "medicine",
-         "philosophy", "mathematics"),
+        (
+            "physics",
+            "history",
+            "biology",
+            "music",
+            "law",
+            "chemistry",
+            "economics",
+            "medicine",
+            "philosophy",
+            "mathematics",
+        ),
         "What did {who} study at university?",
         "{Who} studied {value} at university.",
         ("Which subject did {who} study at university?", "What was the field of study of {who}?"),
@@ -92,8 +139,18 @@ ATTRIBUTES = (
     ),
     Attribute(
         "hobby",
-        ("chess", "gardening", "fishing", "hiking", "cooking", "dancing", "cycling", "swimming",
-         "knitting", "photography"),
+        (
+            "chess",
+            "gardening",
+            "fishing",
+            "hiking",
+            "cooking",
+            "dancing",
+            "cycling",
+            "swimming",
+            "knitting",
+            "photography",
+        ),
         "What is the hobby of {who}?",
         "{Who} enjoys {value} in free time.",
         ("What does {who} like to do in free time?", "Which hobby does {who} have?"),
@@ -120,13 +177,31 @@ NAME_PARAPHRASES = ("Who is this person?", "What is this person called?")
 THIS_PERSON = "this person"
 
 # Portrait palettes: background, skin, hair, eyes and accent shapes.
-BACKGROUNDS = ((235, 64, 52), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 89, 182),
-               (26, 188, 156), (230, 126, 34), (236, 240, 241), (44, 62, 80), (255, 105, 180))
+BACKGROUNDS = (
+    (235, 64, 52),
+    (52, 152, 219),
+    (46, 204, 113),
+    (241, 196, 15),
+    (155, 89, 182),
+    (26, 188, 156),
+    (230, 126, 34),
+    (236, 240, 241),
+    (44, 62, 80),
+    (255, 105, 180),
+)
 SKINS = ((255, 224, 189), (241, 194, 125), (198, 134, 66), (141, 85, 36), (224, 172, 105))
 HAIRS = ((20, 20, 20), (110, 60, 20), (230, 200, 80), (180, 50, 20), (160, 160, 160), (40, 40, 140))
 EYES = ((0, 0, 0), (30, 90, 200), (20, 140, 40), (120, 70, 20))
-ACCENTS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
-           (255, 128, 0), (255, 255, 255))
+ACCENTS = (
+    (255, 0, 0),
+    (0, 200, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (255, 0, 255),
+    (0, 255, 255),
+    (255, 128, 0),
+    (255, 255, 255),
+)
 SHAPES = ("circle", "square", "triangle")
 
 
@@ -136,6 +211,7 @@ def _fill(template: str, who: str, value: str = "") -> str:
 
 
 # ----------------------------------------------------------------------------- portraits
+
 
 def _portrait_spec(rng: random.Random, colours: tuple) -> dict:
     """Distinct-looking appearance: a (background, skin, hair) combination no other profile
@@ -185,7 +261,7 @@ def draw_portrait(spec: dict) -> Image.Image:
 
 
 def transform_portrait(img: Image.Image, rng: random.Random) -> Image.Image:
-    """"Another angle": small rotation, shift, scale and colour jitter; still recognisable."""
+    """ "Another angle": small rotation, shift, scale and colour jitter; still recognisable."""
     angle = rng.uniform(-12, 12)
     scale = rng.uniform(0.9, 1.1)
     dx, dy = rng.randint(-2, 2), rng.randint(-2, 2)
@@ -208,6 +284,7 @@ def _png(img: Image.Image) -> bytes:
 
 # ----------------------------------------------------------------------------- questions
 
+
 def _multiple_choice(rng: random.Random, question: str, correct: str, pool: tuple[str, ...]) -> dict:
     """4 options: the correct value at a seeded letter, 3 distractors from the same pool."""
     distractors = rng.sample([v for v in pool if v != correct], 3)
@@ -224,6 +301,7 @@ def _profile_questions(rng: random.Random, profile: dict, names: tuple[str, ...]
     paraphrase=False: the fixed templates (forget/retain/celebrity); True: a seeded choice
     among the paraphrase templates (test set).
     """
+
     def ask(attr: Attribute) -> str:
         return rng.choice(attr.paraphrases) if paraphrase else attr.question
 
@@ -238,12 +316,16 @@ def _profile_questions(rng: random.Random, profile: dict, names: tuple[str, ...]
     for mode, who in (("Image_Textual", THIS_PERSON), ("Pure_Text", name)):
         field = f"{mode}_Questions"
         for attr in ATTRIBUTES:
-            classification[field].append(
-                _multiple_choice(rng, _fill(ask(attr), who), profile[attr.key], attr.values))
+            classification[field].append(_multiple_choice(rng, _fill(ask(attr), who), profile[attr.key], attr.values))
         for key in GENERATION_ATTRIBUTES:
             attr = ATTRIBUTE_BY_KEY[key]
-            generation.append({"Type": mode, "Question": _fill(ask(attr), who),
-                               "Ground_Truth": _fill(attr.statement, who, profile[key])})
+            generation.append(
+                {
+                    "Type": mode,
+                    "Question": _fill(ask(attr), who),
+                    "Ground_Truth": _fill(attr.statement, who, profile[key]),
+                }
+            )
         for key in CLOZE_ATTRIBUTES:
             attr = ATTRIBUTE_BY_KEY[key]
             mask.append({"Type": mode, "Question": _fill(state(attr), who, "__"), "Ground_Truth": profile[key]})
@@ -252,34 +334,50 @@ def _profile_questions(rng: random.Random, profile: dict, names: tuple[str, ...]
 
 def _biography(p: dict) -> str:
     n = p["name"]
-    return (f"{n} was born in {p['birth_year']} in {p['birthplace']}. {n} works as a {p['occupation']} "
-            f"and studied {p['education']} at university. In free time {n} enjoys {p['hobby']} "
-            f"and has a pet {p['pet']}.")
+    return (
+        f"{n} was born in {p['birth_year']} in {p['birthplace']}. {n} works as a {p['occupation']} "
+        f"and studied {p['education']} at university. In free time {n} enjoys {p['hobby']} "
+        f"and has a pet {p['pet']}."
+    )
 
 
 def _ft_metadata(p: dict) -> str:
     """Image-mode Q/A pairs covering the name and every attribute (the fine-tuning facts)."""
     pairs = [{"Question": NAME_QUESTION, "Answer": f"This person is {p['name']}."}]
     for attr in ATTRIBUTES:
-        pairs.append({"Question": _fill(attr.question, THIS_PERSON),
-                      "Answer": _fill(attr.statement, THIS_PERSON, p[attr.key])})
+        pairs.append(
+            {"Question": _fill(attr.question, THIS_PERSON), "Answer": _fill(attr.statement, THIS_PERSON, p[attr.key])}
+        )
     return json.dumps(pairs)
 
 
 # ----------------------------------------------------------------------------- schema
 
 _IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-_MC = pa.struct([("Question", pa.string()),
-                 ("Options", pa.struct([(L, pa.string()) for L in LETTERS])),
-                 ("Correct_Answer", pa.string())])
+_MC = pa.struct(
+    [
+        ("Question", pa.string()),
+        ("Options", pa.struct([(L, pa.string()) for L in LETTERS])),
+        ("Correct_Answer", pa.string()),
+    ]
+)
 _QA = pa.struct([("Type", pa.string()), ("Question", pa.string()), ("Ground_Truth", pa.string())])
-PROFILE_SCHEMA = pa.schema([
-    ("image", _IMAGE), ("ID", pa.string()), ("Directory", pa.string()), ("biography", pa.string()),
-    ("question", pa.string()), ("answer", pa.string()),
-    ("Classification_Task", pa.struct([("Image_Textual_Questions", pa.list_(_MC)),
-                                       ("Pure_Text_Questions", pa.list_(_MC))])),
-    ("Generation_Task", pa.list_(_QA)), ("Mask_Task", pa.list_(_QA)),
-])
+PROFILE_SCHEMA = pa.schema(
+    [
+        ("image", _IMAGE),
+        ("ID", pa.string()),
+        ("Directory", pa.string()),
+        ("biography", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        (
+            "Classification_Task",
+            pa.struct([("Image_Textual_Questions", pa.list_(_MC)), ("Pure_Text_Questions", pa.list_(_MC))]),
+        ),
+        ("Generation_Task", pa.list_(_QA)),
+        ("Mask_Task", pa.list_(_QA)),
+    ]
+)
 TEST_SCHEMA = PROFILE_SCHEMA.append(pa.field("images", pa.list_(_IMAGE)))
 FT_SCHEMA = pa.schema([("image", _IMAGE), ("ID", pa.string()), ("metadata", pa.string())])
 
@@ -288,11 +386,11 @@ def _write(rows: list[dict], schema: pa.Schema, out: Path, config: str) -> None:
     folder = out / config
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=schema)
-    pq.write_table(table, folder / PARQUET_NAME, compression="zstd", write_statistics=False,
-                   store_schema=True)
+    pq.write_table(table, folder / PARQUET_NAME, compression="zstd", write_statistics=False, store_schema=True)
 
 
 # ----------------------------------------------------------------------------- build
+
 
 def forget_count(n_profiles: int, percent: int) -> int:
     """Profiles in forget_{percent}: percent% of the fictitious profiles (at least 1)."""
@@ -326,8 +424,11 @@ def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 60, n_cele
     def row(p: dict, paraphrase: bool) -> dict:
         return {
             "image": {"bytes": _png(p["portrait"]), "path": f"{p['ID']}.png"},
-            "ID": p["ID"], "Directory": p["name"].replace(" ", "_"), "biography": _biography(p),
-            "question": (rng.choice(NAME_PARAPHRASES) if paraphrase else NAME_QUESTION), "answer": p["name"],
+            "ID": p["ID"],
+            "Directory": p["name"].replace(" ", "_"),
+            "biography": _biography(p),
+            "question": (rng.choice(NAME_PARAPHRASES) if paraphrase else NAME_QUESTION),
+            "answer": p["name"],
             **_profile_questions(rng, p, names, paraphrase),
         }
 
@@ -338,21 +439,26 @@ def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 60, n_cele
     test_rows = []
     for p in fictitious:
         r = row(p, True)
-        r["images"] = [{"bytes": _png(transform_portrait(p["portrait"], rng)), "path": f"{p['ID']}_{k}.png"}
-                       for k in range(2)]
+        r["images"] = [
+            {"bytes": _png(transform_portrait(p["portrait"], rng)), "path": f"{p['ID']}_{k}.png"} for k in range(2)
+        ]
         test_rows.append(r)
 
     order = [p["ID"] for p in fictitious]
     rng.shuffle(order)
     _write(full, PROFILE_SCHEMA, out, "Full_Set")
     for pct in FORGET_PERCENTS:
-        forget_ids = set(order[:forget_count(n_profiles, pct)])
+        forget_ids = set(order[: forget_count(n_profiles, pct)])
         _write([r for r in full if r["ID"] in forget_ids], PROFILE_SCHEMA, out, f"forget_{pct}")
         _write([r for r in full if r["ID"] not in forget_ids], PROFILE_SCHEMA, out, f"retain_{100 - pct}")
     _write(test_rows, TEST_SCHEMA, out, "Test_Set")
     _write(celeb_rows, PROFILE_SCHEMA, out, "Retain_Set")
-    _write([{"image": r["image"], "ID": r["ID"], "metadata": _ft_metadata(p)} for r, p in zip(base_rows, profiles)],
-           FT_SCHEMA, out, "ft_Data")
+    _write(
+        [{"image": r["image"], "ID": r["ID"], "metadata": _ft_metadata(p)} for r, p in zip(base_rows, profiles)],
+        FT_SCHEMA,
+        out,
+        "ft_Data",
+    )
     return out
 
 
@@ -367,6 +473,7 @@ def expected_counts(n_profiles: int = 60, n_celebrities: int = 20, forget: int =
     sizes = {"forget": n_forget, "test": n_forget, "retain": n_profiles - n_forget, "celebrity": n_celebrities}
     return {
         "profiles": sizes,
-        "questions": {s: {t: {m: n * k for m, k in modes.items()} for t, modes in per_profile.items()}
-                      for s, n in sizes.items()},
+        "questions": {
+            s: {t: {m: n * k for m, k in modes.items()} for t, modes in per_profile.items()} for s, n in sizes.items()
+        },
     }

@@ -21,6 +21,7 @@ What the recipe rests on (probes in shared/DESIGN.md and docs/tiny-model.md):
 Every item is rendered through mmunlearn.harness.core.prompts (the official strings) and encoded by the same
 `VLM.encode` the evaluation uses, so the model answers the prompts it is scored on.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,15 +92,28 @@ class Recipe:
     def mix(self, phase: str, batch: str) -> dict[str, float]:
         """Share of each item kind in the text or image batch of a phase."""
         if batch == "text":
-            return {"facts": {"fact": 0.65, "short_drill": 0.35},
-                    "binding": {"fact": 0.4, "short_drill": 0.2, "drill": 0.4},
-                    "all": {"fact": 0.2, "short_drill": 0.05, "drill": 0.05, "mc": 0.25, "mc_bench": 0.1,
-                            "generation": 0.15, "cloze": 0.2}}[phase]
-        return {"facts": {"fact": 1.0}, "binding": {"fact": 1.0},
-                "all": {"fact": 0.25, "mc": 0.3, "mc_bench": 0.1, "generation": 0.15, "cloze": 0.2}}[phase]
+            return {
+                "facts": {"fact": 0.65, "short_drill": 0.35},
+                "binding": {"fact": 0.4, "short_drill": 0.2, "drill": 0.4},
+                "all": {
+                    "fact": 0.2,
+                    "short_drill": 0.05,
+                    "drill": 0.05,
+                    "mc": 0.25,
+                    "mc_bench": 0.1,
+                    "generation": 0.15,
+                    "cloze": 0.2,
+                },
+            }[phase]
+        return {
+            "facts": {"fact": 1.0},
+            "binding": {"fact": 1.0},
+            "all": {"fact": 0.25, "mc": 0.3, "mc_bench": 0.1, "generation": 0.15, "cloze": 0.2},
+        }[phase]
 
 
 # ----------------------------------------------------------------------------- building
+
 
 def _words(bench) -> list[str]:
     """Every text of the benchmark a prompt or an answer can contain (all sets, both modes)."""
@@ -139,8 +153,14 @@ def build_tokenizer(texts: Iterable[str], phrases: Iterable[str] = ()):
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces, tidies " ." -> "."
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, pad_token=PAD, bos_token=BOS,
-                                   eos_token=EOS, clean_up_tokenization_spaces=True)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=UNK,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        clean_up_tokenization_spaces=True,
+    )
     fast.add_tokens([AddedToken(letter, normalized=False, single_word=True) for letter in LETTERS])
     names = sorted({normalizer.normalize_str(p) for p in phrases if len(p.split()) > 1})
     fast.add_tokens([AddedToken(name, normalized=True, single_word=True) for name in names])
@@ -154,10 +174,16 @@ def build_processor(tokenizer):
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          image_token=IMAGE_TOKEN)
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=IMAGE_TOKEN,
+    )
 
 
 def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
@@ -166,18 +192,36 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
 
     ids = tokenizer.convert_tokens_to_ids
     vision = CLIPVisionConfig(
-        hidden_size=config.vision_hidden, intermediate_size=config.vision_mlp,
-        num_hidden_layers=config.vision_layers, num_attention_heads=config.vision_heads,
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=config.vision_hidden)
+        hidden_size=config.vision_hidden,
+        intermediate_size=config.vision_mlp,
+        num_hidden_layers=config.vision_layers,
+        num_attention_heads=config.vision_heads,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=config.vision_hidden,
+    )
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.text_hidden, intermediate_size=config.text_mlp,
-        num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
-        num_key_value_heads=config.text_heads, max_position_embeddings=config.max_positions,
-        pad_token_id=ids(PAD), bos_token_id=ids(BOS), eos_token_id=ids(EOS), tie_word_embeddings=False)
+        vocab_size=len(tokenizer),
+        hidden_size=config.text_hidden,
+        intermediate_size=config.text_mlp,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads,
+        num_key_value_heads=config.text_heads,
+        max_position_embeddings=config.max_positions,
+        pad_token_id=ids(PAD),
+        bos_token_id=ids(BOS),
+        eos_token_id=ids(EOS),
+        tie_word_embeddings=False,
+    )
     cfg = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_id=ids(IMAGE_TOKEN),
-        vision_feature_select_strategy="default", vision_feature_layer=-1, projector_hidden_act="gelu",
-        tie_word_embeddings=False)
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
     gen = model.generation_config
@@ -197,6 +241,7 @@ def build_tiny_llava(bench, config: TinyConfig = TinyConfig(), seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- training data
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -296,13 +341,22 @@ class ItemFactory:
         if not candidates:
             return ()
         other = rng.choice(candidates)
-        return tuple((example_text(task, q.text, q.answer, q.options), q.image) for q in other.questions
-                     if q.task == task and q.mode == mode)
+        return tuple(
+            (example_text(task, q.text, q.answer, q.options), q.image)
+            for q in other.questions
+            if q.task == task and q.mode == mode
+        )
 
     def _task(self, q: Question, p: Profile, same_set, answer: str, options=None):
         def render(rng):
-            return Sample(q.task, user_text(q.task, q.mode, q.text, options), answer, q.image,
-                          self._examples(rng, q.task, q.mode, p, same_set))
+            return Sample(
+                q.task,
+                user_text(q.task, q.mode, q.text, options),
+                answer,
+                q.image,
+                self._examples(rng, q.task, q.mode, p, same_set),
+            )
+
         return render
 
     def _mc(self, q: Question, p: Profile, same_set, value: str):
@@ -310,8 +364,14 @@ class ItemFactory:
 
         def render(rng):
             options, letter = _options(rng, value, pool)
-            return Sample("classification", user_text("classification", q.mode, q.text, options), letter, q.image,
-                          self._examples(rng, "classification", q.mode, p, same_set))
+            return Sample(
+                "classification",
+                user_text("classification", q.mode, q.text, options),
+                letter,
+                q.image,
+                self._examples(rng, "classification", q.mode, p, same_set),
+            )
+
         return render
 
     def _short_drill(self, rng) -> Sample:
@@ -327,8 +387,9 @@ class ItemFactory:
         values = rng.sample(self.values, 4)
         letter = rng.choice(LETTERS)
         question = f"Which option is {values[LETTERS.index(letter)]}?"
-        return Sample("classification", user_text("classification", "text_only", question,
-                                                  dict(zip(LETTERS, values))), letter)
+        return Sample(
+            "classification", user_text("classification", "text_only", question, dict(zip(LETTERS, values))), letter
+        )
 
 
 def _fixed(sample: Sample) -> Callable[[random.Random], Sample]:
@@ -342,12 +403,14 @@ def training_items(bench, sets: Iterable[str] = TRAIN_SETS, examples_share: floa
 
 # ----------------------------------------------------------------------------- encoding
 
+
 def to_request(sample: Sample, images: ImageDecoder) -> Request:
     examples = tuple(Example(text, images(image), image) for text, image in sample.examples)
     return Request(text=sample.text, image=images(sample.image), task=sample.task, examples=examples)
 
 
 # ----------------------------------------------------------------------------- checking
+
 
 def check_questions(bench, per_group: int, seed: int) -> dict[tuple[str, str], list[Question]]:
     """A fixed, seeded sample of classification questions per (set, mode)."""
@@ -371,9 +434,11 @@ def first_token_accuracy(vlm, questions: list[Question], images: ImageDecoder, b
     vlm.model.eval()
     correct = 0
     for i in range(0, len(questions), batch):
-        chunk = questions[i:i + batch]
-        reqs = [Request(user_text("classification", q.mode, q.text, q.options), images(q.image),
-                        task="classification") for q in chunk]
+        chunk = questions[i : i + batch]
+        reqs = [
+            Request(user_text("classification", q.mode, q.text, q.options), images(q.image), task="classification")
+            for q in chunk
+        ]
         logits = vlm.model(**vlm.encode(reqs)).logits[:, -1]
         for q, tok in zip(chunk, logits.argmax(-1).tolist()):
             correct += vlm.tokenizer.decode([tok]).strip()[:1] == q.answer
@@ -381,8 +446,9 @@ def first_token_accuracy(vlm, questions: list[Question], images: ImageDecoder, b
     return correct / len(questions)
 
 
-def evaluate(vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64, limit: int | None = None,
-             shots: int | str = 0) -> dict:
+def evaluate(
+    vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64, limit: int | None = None, shots: int | str = 0
+) -> dict:
     """Score the model with the harness's own tasks (one scoring path): official letter
     accuracy, cloze accuracy and generation ROUGE-L per set and mode. `limit` caps questions
     per (set, task, mode); `shots` as the run's --shots (default zero-shot)."""
@@ -399,11 +465,14 @@ def evaluate(vlm, bench, sets: Iterable[str] = CHECK_SETS, batch_size: int = 64,
                 agg = get_task(task).aggregate(get_task(task).evaluate(vlm, qs, ctx)) if qs else {metric: None, "n": 0}
                 value = agg[metric]
                 out.setdefault(s, {}).setdefault(task, {})[mode] = {
-                    metric: None if value is None else round(float(value), 4), "n": agg["n"]}
+                    metric: None if value is None else round(float(value), 4),
+                    "n": agg["n"],
+                }
     return out
 
 
 # ----------------------------------------------------------------------------- training
+
 
 class Trainer:
     """The training loop; small enough to read top to bottom.
@@ -414,8 +483,16 @@ class Trainer:
     steps and restored on start, so a killed run resumes where it stopped.
     """
 
-    def __init__(self, bench, vlm, recipe: Recipe, seed: int, state_path: Path | None = None,
-                 save_every: int = 200, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        bench,
+        vlm,
+        recipe: Recipe,
+        seed: int,
+        state_path: Path | None = None,
+        save_every: int = 200,
+        log: Callable[[str], None] = print,
+    ):
         self.bench, self.vlm, self.recipe, self.seed = bench, vlm, recipe, seed
         self.state_path, self.save_every, self.log = state_path, save_every, log
         self.rng = random.Random(seed)
@@ -427,8 +504,8 @@ class Trainer:
         params = [p for p in vlm.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=recipe.peak_lr, total_steps=max(recipe.steps, 1),
-            pct_start=recipe.warmup_fraction)
+            self.optimizer, max_lr=recipe.peak_lr, total_steps=max(recipe.steps, 1), pct_start=recipe.warmup_fraction
+        )
         self.step = 0
         self.history: list[dict] = []
         self.seconds = 0.0
@@ -461,8 +538,7 @@ class Trainer:
         enc = self.vlm.encode([to_request(s, self.images) for s in samples], [s.answer for s in samples])
         labels = enc.pop("labels")[:, 1:]
         logits = self.vlm.model(**enc).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
-                                                reduction="none")
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
         answer = labels != -100
         return (nll * answer).sum(1) / answer.sum(1).clamp(min=1)
 
@@ -485,19 +561,29 @@ class Trainer:
 
     def check(self) -> dict[str, float]:
         """Official letter accuracy (first greedy token, zero-shot) per set/mode on the check sample."""
-        return {f"{s}/{m}": round(first_token_accuracy(self.vlm, qs, self.images), 3)
-                for (s, m), qs in self.checks.items()}
+        return {
+            f"{s}/{m}": round(first_token_accuracy(self.vlm, qs, self.images), 3) for (s, m), qs in self.checks.items()
+        }
 
     def save_state(self) -> None:
         if self.state_path is None:
             return
         tmp = self.state_path.with_suffix(".tmp")
-        torch.save({
-            "step": self.step, "seed": self.seed, "recipe": asdict(self.recipe), "history": self.history,
-            "seconds": self.seconds, "model": self.vlm.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-            "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
-        }, tmp)
+        torch.save(
+            {
+                "step": self.step,
+                "seed": self.seed,
+                "recipe": asdict(self.recipe),
+                "history": self.history,
+                "seconds": self.seconds,
+                "model": self.vlm.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "rng": self.rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
         tmp.replace(self.state_path)
 
     def load_state(self) -> bool:
@@ -536,8 +622,15 @@ class Trainer:
             self.seconds = time.perf_counter() - start
             if self.step % r.check_every == 0 or self.step == r.steps:
                 acc = self.check()
-                self.history.append({"step": self.step, "phase": self.phase(), "seconds": round(self.seconds, 1),
-                                     "loss": {k: round(v, 4) for k, v in running.items()}, "accuracy": acc})
+                self.history.append(
+                    {
+                        "step": self.step,
+                        "phase": self.phase(),
+                        "seconds": round(self.seconds, 1),
+                        "loss": {k: round(v, 4) for k, v in running.items()},
+                        "accuracy": acc,
+                    }
+                )
                 self.log(json.dumps(self.history[-1]))
             if self.step % self.save_every == 0:
                 self.save_state()
@@ -553,10 +646,17 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
-               config: TinyConfig = TinyConfig(), evaluate_limit: int | None = None,
-               progress: bool = True, log: Callable[[str], None] = print,
-               max_seconds: float | None = None) -> dict | None:
+def train_tiny(
+    bench,
+    out: str | Path,
+    seed: int = 0,
+    recipe: Recipe = Recipe(),
+    config: TinyConfig = TinyConfig(),
+    evaluate_limit: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    max_seconds: float | None = None,
+) -> dict | None:
     """Build the tiny LLaVA, train it and save it into `out` with its training.json record.
 
     With `max_seconds`, stops after that long with the state saved in out/train_state.pt and
@@ -584,11 +684,17 @@ def train_tiny(bench, out: str | Path, seed: int = 0, recipe: Recipe = Recipe(),
     eval_start = time.perf_counter()
     final = evaluate(vlm, bench, limit=evaluate_limit)
     record = {
-        "recipe": asdict(recipe), "config": asdict(config), "seed": seed, "steps": recipe.steps,
+        "recipe": asdict(recipe),
+        "config": asdict(config),
+        "seed": seed,
+        "steps": recipe.steps,
         "bench": {"source": bench.source, "fingerprint": bench.fingerprint},
         "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(trainer.seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
-        "torch": torch.__version__, "history": history, "final": final,
+        "train_seconds": round(trainer.seconds, 1),
+        "eval_seconds": round(time.perf_counter() - eval_start, 1),
+        "torch": torch.__version__,
+        "history": history,
+        "final": final,
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     if trainer.state_path.exists():

@@ -1,4 +1,5 @@
 """`mmunlearn bench-info`: profile and question counts per set, task and mode."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,15 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(counts, indent=2))
         return 0
-    rows = [{"set": s, "task": t, "mode": m, "questions": n}
-            for s, tasks in counts["questions"].items() for t, modes in tasks.items() for m, n in modes.items()]
-    table = pd.DataFrame(rows).pivot_table(index=["set", "task"], columns="mode", values="questions",
-                                           sort=False, aggfunc="sum")
+    rows = [
+        {"set": s, "task": t, "mode": m, "questions": n}
+        for s, tasks in counts["questions"].items()
+        for t, modes in tasks.items()
+        for m, n in modes.items()
+    ]
+    table = pd.DataFrame(rows).pivot_table(
+        index=["set", "task"], columns="mode", values="questions", sort=False, aggfunc="sum"
+    )
     table.columns.name = None
     print(f"benchmark: {bench.source}  forget: {bench.forget}%  fingerprint: {bench.fingerprint[:12]}")
     print("profiles: " + ", ".join(f"{s} {n}" for s, n in counts["profiles"].items()))

@@ -1,4 +1,5 @@
 """`mmunlearn build-minibench`: (re)generate the embedded mini-bench deterministically."""
+
 from __future__ import annotations
 
 from mmunlearn.harness.app.defaults import DEFAULT_SEED

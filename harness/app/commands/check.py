@@ -1,18 +1,22 @@
 """`mmunlearn check`: exit 1 when a run regressed against a baseline run (CI gate)."""
+
 from __future__ import annotations
 
 import argparse
 
 NAME = "check"
-HELP = ("compare a run with a baseline: exit 1 if a forget/test metric rose or a retain/celebrity metric "
-        "fell by more than the tolerance, 2 if the runs are not comparable")
+HELP = (
+    "compare a run with a baseline: exit 1 if a forget/test metric rose or a retain/celebrity metric "
+    "fell by more than the tolerance, 2 if the runs are not comparable"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory (or its results.json)")
     p.add_argument("--baseline", required=True, help="baseline run directory (or its results.json)")
-    p.add_argument("--tolerance", type=float, default=0.02,
-                   help="allowed change on each metric's own scale (default 0.02)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.02, help="allowed change on each metric's own scale (default 0.02)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

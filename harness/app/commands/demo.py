@@ -2,6 +2,7 @@
 MANU alpha sweep, then the leaderboard. This is what `make run` does; it is resumable like `run`
 (rerun to continue).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,10 @@ from mmunlearn.harness.app.commands.run import add_common_arguments, config_from
 from mmunlearn.harness.app.defaults import DEMO_FORGET
 
 NAME = "demo"
-HELP = ("run every method (and a MANU alpha sweep) on the embedded default (forget 15%) into OUT/runs/<run>/, "
-        "then the leaderboard into OUT")
+HELP = (
+    "run every method (and a MANU alpha sweep) on the embedded default (forget 15%) into OUT/runs/<run>/, "
+    "then the leaderboard into OUT"
+)
 
 # Method parameters for the demo on the embedded tiny model (values as the CLI would take them).
 # The MLLMU-Bench training defaults (lr 2e-5, 1 epoch, LoRA r=16) barely move a 5M-parameter
@@ -47,8 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # Zero-shot: the tiny model's figures are zero-shot, and it keeps `make run` within minutes on a
     # laptop CPU (the official in-context prompts are 5-10x longer); `run` defaults to them.
     # Batches of 32: decoding a 5M-parameter model is per-step overhead, so larger batches are faster.
-    p.set_defaults(judge=None, limit=DEMO_LIMIT, scorers=list(DEMO_SCORERS), forget=DEMO_FORGET, shots=0,
-                   batch_size=DEMO_BATCH_SIZE)
+    p.set_defaults(
+        judge=None,
+        limit=DEMO_LIMIT,
+        scorers=list(DEMO_SCORERS),
+        forget=DEMO_FORGET,
+        shots=0,
+        batch_size=DEMO_BATCH_SIZE,
+    )
     for action in p._actions:  # the demo needs no network: say so in --help
         if action.dest == "judge":
             action.help = "factuality judge model (default none for the demo)"
@@ -79,8 +88,11 @@ def demo_runs(methods: list[str]) -> list[tuple[str, str, dict[str, str]]]:
     runs = [(m, m, dict(DEMO_PARAMS.get(m, {}))) for m in methods]
     if "manu" in methods:
         chosen = DEMO_PARAMS.get("manu", {}).get("alpha")
-        runs += [(f"manu-alpha-{a}", "manu", {**DEMO_PARAMS.get("manu", {}), "alpha": a})
-                 for a in DEMO_MANU_ALPHAS if a != chosen]
+        runs += [
+            (f"manu-alpha-{a}", "manu", {**DEMO_PARAMS.get("manu", {}), "alpha": a})
+            for a in DEMO_MANU_ALPHAS
+            if a != chosen
+        ]
     return runs
 
 

@@ -1,4 +1,5 @@
 """`mmunlearn leaderboard`: tables (md/csv/html) and plots from many run directories."""
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 Everything is read from the registries and the Params dataclasses themselves, so a new method
 file shows up here (with its defaults) without any other edit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,23 @@ def catalogue() -> dict:
     for name in registered_methods():
         cls = get_method(name)
         hints = typing.get_type_hints(cls.Params)
-        params = [{"name": f.name, "type": _type_name(hints.get(f.name, f.type)), "default": _default(f)}
-                  for f in dataclasses.fields(cls.Params)]
+        params = [
+            {"name": f.name, "type": _type_name(hints.get(f.name, f.type)), "default": _default(f)}
+            for f in dataclasses.fields(cls.Params)
+        ]
         methods.append({"name": name, "description": getattr(cls, "description", "") or "", "params": params})
-    tasks = [{"name": name, "metrics": list(get_task(name).metrics),
-              "description": ((type(get_task(name)).__doc__ or "").strip().splitlines() or [""])[0]}
-             for name in sorted(registered_tasks())]
-    archs = [{"model_type": s.model_type, "family": s.family, "model_class": s.model_class,
-              "prompt_style": s.prompt_style} for s in SUPPORTED_ARCHITECTURES.values()]
+    tasks = [
+        {
+            "name": name,
+            "metrics": list(get_task(name).metrics),
+            "description": ((type(get_task(name)).__doc__ or "").strip().splitlines() or [""])[0],
+        }
+        for name in sorted(registered_tasks())
+    ]
+    archs = [
+        {"model_type": s.model_type, "family": s.family, "model_class": s.model_class, "prompt_style": s.prompt_style}
+        for s in SUPPORTED_ARCHITECTURES.values()
+    ]
     return {"methods": methods, "tasks": tasks, "architectures": archs}
 
 

@@ -1,4 +1,5 @@
 """`mmunlearn run`: apply one unlearning method to one model and score it (resumable)."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,43 +45,91 @@ def shots_arg(value: str) -> str | int:
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `run` and `demo`."""
-    p.add_argument("--model", default=str(defaults.DEFAULT_MODEL),
-                   help="model folder or hub id (default: the embedded tiny LLaVA)")
-    p.add_argument("--bench", default=str(defaults.DEFAULT_BENCH),
-                   help="benchmark folder in MLLMU-Bench layout or hub id (default: the embedded mini-bench)")
+    p.add_argument(
+        "--model", default=str(defaults.DEFAULT_MODEL), help="model folder or hub id (default: the embedded tiny LLaVA)"
+    )
+    p.add_argument(
+        "--bench",
+        default=str(defaults.DEFAULT_BENCH),
+        help="benchmark folder in MLLMU-Bench layout or hub id (default: the embedded mini-bench)",
+    )
     p.add_argument("--forget", type=int, choices=(5, 10, 15), default=5, help="forget split in percent (default 5)")
     p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED, help="seed for the method and shot sampling")
-    p.add_argument("--shots", type=shots_arg, default=OFFICIAL,
-                   help="in-context examples: 'official' (default: the published procedure, seeded) or N example "
-                        "profiles for classification and cloze; 0 = zero-shot")
-    p.add_argument("--test-images", choices=TEST_IMAGE_CHOICES, default="random",
-                   help="test-set image per profile and task: random (default, official, seeded), first, or all "
-                        "(every transformed image scored)")
+    p.add_argument(
+        "--shots",
+        type=shots_arg,
+        default=OFFICIAL,
+        help="in-context examples: 'official' (default: the published procedure, seeded) or N example "
+        "profiles for classification and cloze; 0 = zero-shot",
+    )
+    p.add_argument(
+        "--test-images",
+        choices=TEST_IMAGE_CHOICES,
+        default="random",
+        help="test-set image per profile and task: random (default, official, seeded), first, or all "
+        "(every transformed image scored)",
+    )
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="evaluation sets (default all)")
-    p.add_argument("--tasks", nargs="+", default=[], help="tasks (default: every registered task; see `mmunlearn list`)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="at most N questions per (set, task, mode), chosen deterministically")
-    p.add_argument("--judge", type=judge_arg, default="auto",
-                   help=f"factuality judge model, 'auto' (default: the protocol's, {DEFAULT_JUDGE} for official) or "
-                        "'none'; without an API key factuality is reported as not scored")
-    p.add_argument("--judge-protocol", choices=tuple(JUDGE_PROTOCOLS), default=DEFAULT_PROTOCOL,
-                   help="official (eval_gpt.py's rubric and parsing, default) or strict (JSON-only, temperature 0)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="questions per batch, also the unit of resume (default: 8 on CPU, what memory allows on GPU)")
+    p.add_argument(
+        "--tasks", nargs="+", default=[], help="tasks (default: every registered task; see `mmunlearn list`)"
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="at most N questions per (set, task, mode), chosen deterministically"
+    )
+    p.add_argument(
+        "--judge",
+        type=judge_arg,
+        default="auto",
+        help=f"factuality judge model, 'auto' (default: the protocol's, {DEFAULT_JUDGE} for official) or "
+        "'none'; without an API key factuality is reported as not scored",
+    )
+    p.add_argument(
+        "--judge-protocol",
+        choices=tuple(JUDGE_PROTOCOLS),
+        default=DEFAULT_PROTOCOL,
+        help="official (eval_gpt.py's rubric and parsing, default) or strict (JSON-only, temperature 0)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="questions per batch, also the unit of resume (default: 8 on CPU, what memory allows on GPU)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=50, help="greedy decoding length (default 50, as official)")
-    p.add_argument("--scorers", nargs="+", default=["generate"],
-                   help="classification scorers: generate (official), loglik, loglik_text")
+    p.add_argument(
+        "--scorers",
+        nargs="+",
+        default=["generate"],
+        help="classification scorers: generate (official), loglik, loglik_text",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--dtype", choices=defaults.DTYPES, default="auto",
-                   help="model dtype (default auto: float16 on GPU, as the official runs; float32 on CPU)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run Python code shipped with the model checkpoint (off by default; recorded in the manifest)")
-    p.add_argument("--allow-pickle-weights", action="store_true",
-                   help="load .bin (pickle) weights, which can run code; by default only safetensors load")
-    p.add_argument("--keep-model", action="store_true",
-                   help="keep the unlearned model checkpoint in OUT/model/ after the run finishes")
-    p.add_argument("--device-map", choices=("auto",), default=None,
-                   help="'auto': split the model across the visible GPUs (for models larger than one GPU)")
+    p.add_argument(
+        "--dtype",
+        choices=defaults.DTYPES,
+        default="auto",
+        help="model dtype (default auto: float16 on GPU, as the official runs; float32 on CPU)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code shipped with the model checkpoint (off by default; recorded in the manifest)",
+    )
+    p.add_argument(
+        "--allow-pickle-weights",
+        action="store_true",
+        help="load .bin (pickle) weights, which can run code; by default only safetensors load",
+    )
+    p.add_argument(
+        "--keep-model",
+        action="store_true",
+        help="keep the unlearned model checkpoint in OUT/model/ after the run finishes",
+    )
+    p.add_argument(
+        "--device-map",
+        choices=("auto",),
+        default=None,
+        help="'auto': split the model across the visible GPUs (for models larger than one GPU)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -95,14 +144,27 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
     from mmunlearn.harness.app.runner import RunConfig
 
     return RunConfig(
-        model=args.model, bench=args.bench, forget=args.forget,
+        model=args.model,
+        bench=args.bench,
+        forget=args.forget,
         method=method if method is not None else args.method,
         params=params if params is not None else parse_param_args(getattr(args, "param", None)),
-        seed=args.seed, shots=args.shots, test_images=args.test_images, sets=tuple(args.sets),
-        tasks=tuple(args.tasks), limit=args.limit, judge=args.judge, judge_protocol=args.judge_protocol,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype,
-        scorers=tuple(args.scorers), keep_model=args.keep_model, device=args.device,
-        trust_remote_code=args.trust_remote_code, allow_pickle_weights=args.allow_pickle_weights,
+        seed=args.seed,
+        shots=args.shots,
+        test_images=args.test_images,
+        sets=tuple(args.sets),
+        tasks=tuple(args.tasks),
+        limit=args.limit,
+        judge=args.judge,
+        judge_protocol=args.judge_protocol,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype,
+        scorers=tuple(args.scorers),
+        keep_model=args.keep_model,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle_weights=args.allow_pickle_weights,
         device_map=args.device_map,
     )
 

@@ -106,9 +106,9 @@ class FaultyAppend:
     "error,torn", [(enospc(), True), (eacces(), False)], ids=["disk-full-mid-write", "permission-denied"]
 )
 def test_fault_while_appending_samples_keeps_earlier_samples_and_resumes(
-    fakes,
+    fakes,  # noqa: F811  (the fixture)
     uninterrupted,
-    tmp_path,  # noqa: F811
+    tmp_path,
     monkeypatch,
     error,
     torn,
@@ -162,9 +162,9 @@ def failing_save(self, path):
 
 @pytest.mark.parametrize("where", ["save", "metadata", "rename"])
 def test_fault_while_checkpointing_the_model_leaves_a_resumable_run(
-    fakes,
+    fakes,  # noqa: F811  (the fixture)
     uninterrupted,
-    tmp_path,  # noqa: F811
+    tmp_path,
     monkeypatch,
     where,
 ):
@@ -208,9 +208,9 @@ def test_fault_while_checkpointing_the_model_leaves_a_resumable_run(
 
 # ---------------------------------------------------------------- results.json
 def test_fault_while_writing_results_keeps_samples_and_the_rerun_only_writes(
-    fakes,
+    fakes,  # noqa: F811  (the fixture)
     uninterrupted,
-    tmp_path,  # noqa: F811
+    tmp_path,
     monkeypatch,
 ):
     out = tmp_path / "run"

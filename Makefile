@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install reference clean
+.PHONY: run test install reference clean lint typecheck
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ reference: $(STAMP)
 	rm -rf results/demo
 	$(VENV)/bin/mmunlearn demo --out results/demo
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy reads the package under its installed names through links (see [tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	mkdir -p build/typecheck/mmunlearn
+	for d in harness tasks methods; do ln -sfn $(CURDIR)/$$d build/typecheck/mmunlearn/$$d; done
+	$(VENV)/bin/mypy -p mmunlearn.harness -p mmunlearn.tasks -p mmunlearn.methods
+
+test: lint typecheck
 	$(PY) -m pytest -q
 
 clean:

@@ -1,7 +1,7 @@
 """mmunlearn.harness.core.prompts against the official MLLMU-Bench eval.py, to the character.
 
-Every expected prompt below is written out literally from the published strings (DESIGN.md,
-"Tasks: the official MLLMU-Bench protocol, exactly"), never computed with the module under
+Every expected prompt below is written out literally from the published strings (the official
+`eval.py` of github.com/franciscoliu/MLLMU-Bench), never computed with the module under
 test: a changed space or newline anywhere must fail here.
 """
 

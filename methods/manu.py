@@ -1,4 +1,5 @@
-"""MANU: Modality-Aware Neuron Unlearning (the reference method; seeds/002, DESIGN "MANU, precisely").
+"""MANU: Modality-Aware Neuron Unlearning, the reference method ("Modality-Aware Neuron Pruning
+for Unlearning in Multimodal Large Language Models", ACL 2025, arXiv:2502.15910).
 
 A *neuron* is one intermediate unit of an MLP block (the input of `down_proj` / `fc2`) in every
 layer of the language model and the vision tower (mmunlearn.harness.core.neurons.NeuronMap).
@@ -62,7 +63,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import numpy as np
 
@@ -81,6 +82,7 @@ from mmunlearn.harness.core.contracts import (
 from mmunlearn.harness.core.neurons import (
     STAT_KEYS,
     ActivationRecorder,
+    NeuronMap,
     OutputNeurons,
     OutputRecorder,
     neuron_map,
@@ -90,7 +92,7 @@ from mmunlearn.harness.core.neurons import (
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 
 DATASETS = ("forget", "retain")
-FUNCTIONS = ("abs", "freq", "var", "rms")
+FUNCTIONS: tuple[Literal["abs", "freq", "var", "rms"], ...] = ("abs", "freq", "var", "rms")
 PAPER_EPS = 1e-8
 OFFICIAL_EPS = 1e-5
 OFFICIAL_WEIGHTS = {"abs": 2.0, "freq": 0.0, "var": 2.0, "rms": 2.0}
@@ -162,7 +164,10 @@ IMPORTANCE = {"abs": importance_abs, "freq": importance_freq, "var": importance_
 
 def importance(stats_m: dict, stats_t: dict, functions=FUNCTIONS, eps: float = PAPER_EPS) -> np.ndarray:
     """I(D, n) = sum of the enabled importance functions (the paper's ablation switches them off)."""
-    return sum(IMPORTANCE[name](stats_m, stats_t, eps) for name in functions)
+    if not functions:
+        raise ValueError("importance needs at least one importance function")
+    # An array: the sum of at least one array (not the empty sum 0).
+    return cast(np.ndarray, sum(IMPORTANCE[name](stats_m, stats_t, eps) for name in functions))
 
 
 def score(importance_forget: np.ndarray, importance_retain: np.ndarray, eps: float = PAPER_EPS) -> np.ndarray:
@@ -224,8 +229,8 @@ def pool_groups(nmap, pool: str) -> list[np.ndarray]:
         keys = [f"{t}.{l}" for t, l in zip(tower, layer)]
     else:
         raise ValueError(f"unknown pool {pool!r}")
-    keys = np.asarray(keys)
-    return [np.flatnonzero(keys == k) for k in dict.fromkeys(keys)]
+    key_array = np.asarray(keys)
+    return [np.flatnonzero(key_array == k) for k in dict.fromkeys(key_array)]
 
 
 def top_count(alpha: float, size: int) -> int:
@@ -306,7 +311,7 @@ def save_statistics(
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -402,6 +407,8 @@ class Manu(Method):
         report = new_report(self, params, seed)
         eps = params.resolved_eps
         nmap = neuron_map(vlm.model)
+        index: OutputNeurons | NeuronMap
+        recorder: OutputRecorder | ActivationRecorder
         if params.variant == "official":
             index = OutputNeurons(vlm.model, nmap)
             recorder = OutputRecorder(vlm.model, index, params.tau)
@@ -415,6 +422,7 @@ class Manu(Method):
             pruned = select_top(scores, index, params.alpha, params.resolved_pool)
         with stage(report, "prune"):
             if params.variant == "official":
+                assert isinstance(index, OutputNeurons)  # set above for the official variant
                 n_pruned = prune_output_rows(vlm.model, index, pruned)
             else:
                 n_pruned = prune_units(vlm.model, nmap, pruned)

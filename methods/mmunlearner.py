@@ -1,4 +1,4 @@
-"""MMUnlearner (Huo et al., ACL Findings 2025; seeds/003): gradient ascent restricted by weight saliency.
+"""MMUnlearner (Huo et al., ACL Findings 2025, arXiv:2502.11051): gradient ascent restricted by weight saliency.
 
 1. Saliency. For a dataset D, the per-parameter saliency is the mean squared gradient of the NLL
    (a diagonal Fisher estimate), taken, as in the authors' code, over batches::
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import (
@@ -45,10 +45,13 @@ from mmunlearn.harness.core.contracts import (
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 from mmunlearn.methods.training import mean_answer_nll
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
 RATIO_EPS = 1e-15
 
 
-def tower_parameters(model, towers) -> dict[str, object]:
+def tower_parameters(model, towers) -> dict[str, torch.nn.Parameter]:
     """name -> parameter for every parameter under the given towers ("vision", "language")."""
     from mmunlearn.harness.core.neurons import tower_paths
 

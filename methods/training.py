@@ -23,7 +23,7 @@ import copy
 import random
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import (
@@ -230,12 +230,14 @@ def train(
     from mmunlearn.harness.core.progress import progress_bar
 
     seed_everything(seed)
-    report = {"seconds": {}}
+    report: dict[str, Any] = {"seconds": {}}
     forget = data.pairs("forget", params.forget_modes)
     if not forget:
         raise ConfigError(f"method {method!r}: no forget pairs in modes {', '.join(params.forget_modes)}")
     retain = None
     if use_retain:
+        if not isinstance(params, RetainTrainParams):
+            raise TypeError(f"method {method!r}: use_retain needs RetainTrainParams, got {type(params).__name__}")
         retain = data.pairs("retain", params.retain_modes)
         if not retain:
             raise ConfigError(f"method {method!r}: no retain pairs in modes {', '.join(params.retain_modes)}")

@@ -81,7 +81,7 @@ class ClassificationTask(Task):
         for scorer, scorer_reqs in text_scorers.items():
             if not (kept and scorer in ctx.scorers):
                 continue
-            texts = [[q.options[x] for x in LETTERS] for q in kept]
+            texts = [[_options(q)[x] for x in LETTERS] for q in kept]
             lps = vlm.option_logprobs(scorer_reqs, texts, batch_size=ctx.batch_size)
             for q, lp, opts, sc, ex in zip(kept, lps, texts, scores, extras):
                 per_byte = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
@@ -101,3 +101,10 @@ def _argmax(values: Sequence[float]) -> int:
         if v > best_v:
             best, best_v = i, v
     return best
+
+
+def _options(q: Question) -> dict[str, str]:
+    """The A-D option texts of a classification question."""
+    if q.options is None:
+        raise ValueError(f"classification question {q.qid} has no options")
+    return q.options

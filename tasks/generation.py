@@ -69,11 +69,13 @@ class GenerationTask(Task):
         results = {}
         for q, h, r, a, v in zip(prep.kept, prep.hashes, responses, answers, verdicts):
             scores: dict[str, float | None] = {**self.rouge(q.answer, a), "bleu": bleu(q.answer, a), "factuality": None}
+            extra: dict[str, str | None]
             if v is None:
                 extra = {"judge": "skipped"}
             elif v.score is None:
                 extra = {"judge": "failed", "judge_error": v.error}
             else:
+                assert judge is not None  # verdicts come from the judge when there is one
                 scores["factuality"] = v.score
                 extra = {"judge": "scored", "judge_model": judge.model, "justification": v.justification}
             if a != r:

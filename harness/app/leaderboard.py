@@ -79,8 +79,8 @@ def _defaults_of(method: str) -> dict | None:
     for f in dataclasses.fields(cls.Params):
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            out[f.name] = f.default_factory()  # type: ignore[misc]
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
     return json.loads(json.dumps(out, default=str))
 
 
@@ -182,7 +182,7 @@ def gap_value(run: Run, s: str, t: str, metric: str) -> float | None:
 def marks(runs: list[Run], col) -> dict[str, str]:
     """label -> "best" | "worst" for one column (lower is better on forget/test)."""
     candidates = [r for r in runs if r.method != REFERENCE]
-    vals = {r.label: value(r, col) for r in candidates if value(r, col) is not None}
+    vals = {r.label: v for r in candidates if (v := value(r, col)) is not None}
     if len(vals) < 2 or len(set(vals.values())) < 2:
         return {}
     lower = (col[0] in LOWER_IS_BETTER_SETS) != knowledge_falls(col[1], col[2])
@@ -219,7 +219,7 @@ def frame(runs: list[Run]):
     cols = headline_columns(runs)
     rows = []
     for r in runs:
-        row = {
+        row: dict[str, str | int | float | None] = {
             "method": r.label,
             "name": r.method,
             "params": json.dumps(r.params, sort_keys=True),
@@ -383,6 +383,7 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
                 for r in shown:
                     v = value(r, (s, t, metric, m))
                     if delta and v is not None:
+                        assert vanilla is not None  # delta is only set when there is a vanilla run
                         base = value(vanilla, (s, t, metric, m))
                         v = None if base is None else v - base
                     ys.append(float("nan") if v is None else v)
@@ -414,7 +415,7 @@ def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[
         if r is vanilla:
             continue
         f, rv = value(r, ("forget", task, metric, mode)), value(r, ("retain", task, metric, mode))
-        if None in (f0, r0, f, rv) or r0 == 0:
+        if f0 is None or r0 is None or f is None or rv is None or r0 == 0:
             continue
         pts.append((r.label, f0 - f, rv / r0))
     return pts

@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from mmunlearn.harness.app import defaults
 from mmunlearn.harness.core import distributed
@@ -143,7 +144,7 @@ def display_source(source: str | os.PathLike) -> str:
 def package_versions() -> dict[str, str | None]:
     from importlib import metadata
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -342,6 +343,14 @@ def plan_batches(tasks: dict, vlm, plan: list, ctx: TaskContext, batch_size: int
     return batches
 
 
+def _stored_sample(store: SampleStore, key: str) -> dict:
+    """The stored record of `key`: every planned question has one once evaluation is done."""
+    record = store.get(key)
+    if record is None:
+        raise RuntimeError(f"{store.path} has no result for {key!r} after evaluation")
+    return record
+
+
 def default_batch_size(vlm) -> int:
     """CPU: 8. CUDA: what free memory allows for the KV cache of long prompts, a power of two in
     [1, 256] (backed off on out-of-memory during the run)."""
@@ -351,7 +360,7 @@ def default_batch_size(vlm) -> int:
     if device is None or getattr(device, "type", "cpu") != "cuda":
         return CPU_BATCH_SIZE
     free, _ = torch.cuda.mem_get_info(device)
-    cfg = getattr(getattr(vlm.model.config, "text_config", None), "to_dict", lambda: {})()
+    cfg: dict[str, Any] = getattr(getattr(vlm.model.config, "text_config", None), "to_dict", lambda: {})()
     per_token = 2 * cfg.get("num_hidden_layers", 32) * cfg.get("hidden_size", 4096) * vlm.dtype.itemsize
     per_sequence = 3 * per_token * 1024  # KV cache of a 1,024-token prompt + answer, with 3x slack for activations
     size = max(1, min(256, int(0.8 * free // per_sequence)))
@@ -375,7 +384,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     params = parse_params(method_cls, dict(cfg.params))
     tasks = {name: get_task(name) for name in (cfg.tasks or registered_tasks())}
     judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
-    judge_model = judge.model if getattr(judge, "available", False) else None
+    judge_model = judge.model if judge is not None and judge.available else None
     if cfg.judge and judge_model is None and "generation" in tasks:
         say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
 
@@ -490,7 +499,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         with timer("aggregate"):
             metrics: dict = {}
             for set_name, task_name, mode, qs in plan:
-                samples = [SampleResult.from_dict(store.get(tasks[task_name].sample_id(q))) for q in qs]
+                samples = [SampleResult.from_dict(_stored_sample(store, tasks[task_name].sample_id(q))) for q in qs]
                 values = tasks[task_name].aggregate(samples)
                 metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
 

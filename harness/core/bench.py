@@ -93,6 +93,7 @@ class Benchmark:
                     if q.task == "generation":
                         pairs.append(FactPair(p.id, mode, q.text, q.answer))
                     elif q.task == "classification":
+                        assert q.options is not None  # classification questions are read with options A-D
                         pairs.append(FactPair(p.id, mode, q.text, q.options[q.answer]))
         return pairs
 
@@ -291,8 +292,8 @@ def _questions(
         for i, item in enumerate(items):
             f = f"{field_name}[{i}]"
             item = _item(item, ("Type", "Question", "Ground_Truth"), config, row, f)
-            mode = TYPE_TO_MODE.get(item["Type"]) if isinstance(item["Type"], str) else None
-            if mode is None:
+            item_mode = TYPE_TO_MODE.get(item["Type"]) if isinstance(item["Type"], str) else None
+            if item_mode is None:
                 raise BenchmarkError(
                     config,
                     row,
@@ -302,8 +303,14 @@ def _questions(
             text = _text(item["Question"], config, row, f"{f}.Question")
             if task == "cloze" and "__" not in text:
                 raise BenchmarkError(config, row, f"{f}.Question", f'cloze question has no "__" blank: {_show(text)}')
-            add(task, mode, index[mode], text, _text(str(item["Ground_Truth"]), config, row, f"{f}.Ground_Truth"))
-            index[mode] += 1
+            add(
+                task,
+                item_mode,
+                index[item_mode],
+                text,
+                _text(str(item["Ground_Truth"]), config, row, f"{f}.Ground_Truth"),
+            )
+            index[item_mode] += 1
     return out
 
 

@@ -192,7 +192,7 @@ class Task:
         samples = [s for s in samples if not s.extra.get("excluded")]
         out: dict[str, float | int | None] = {}
         for m in self.metrics:
-            values = [s.scores[m] for s in samples if s.scores.get(m) is not None]
+            values = [v for s in samples if (v := s.scores.get(m)) is not None]
             out[m] = sum(values) / len(values) if values else None
         out["n"] = len(samples)
         return out
@@ -505,7 +505,7 @@ class Method:
     `result.system_prompt` and special-cases no method."""
 
     name: ClassVar[str]
-    Params: ClassVar[type] = MethodParams
+    Params: ClassVar[type[MethodParams]] = MethodParams
     description: ClassVar[str] = ""
 
     def apply(self, vlm, data: UnlearnData, params, seed: int) -> MethodResult:

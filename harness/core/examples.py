@@ -30,7 +30,7 @@ from mmunlearn.harness.core.records import ImageDecoder, Profile, Question
 
 OFFICIAL = "official"
 OFFICIAL_PROFILES = {"classification": 1, "cloze": 2}
-OFFICIAL_PROFILES_BY_ARCH = {("idefics2", "cloze"): 1}
+OFFICIAL_PROFILES_BY_ARCH: dict[tuple[str | None, str], int] = {("idefics2", "cloze"): 1}
 PROMPTED_SETS = {"classification": ("forget", "test", "retain"), "cloze": ("forget", "test", "retain", "celebrity")}
 ID_SOURCE = {"test": "forget"}  # the test set draws from the forget IDs, as the official code does
 

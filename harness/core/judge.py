@@ -337,6 +337,7 @@ class Judge:
                 raise RuntimeError(f"judge disabled after an earlier error: {self._fatal}")
             with self._lock:
                 self.stats["calls"] += 1
+            error: openai.APIError
             try:
                 resp = self._create(body, deadline - time.monotonic())
                 return resp.choices[0].message.content or ""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from mmunlearn.harness.core.errors import ConfigError
 
@@ -162,7 +163,7 @@ class ActivationRecorder:
         self._groups = None  # vision rows per sample, from the call's pixel_values
         self._patch_mask = None  # (rows, patches) bool, Idefics padding patches
         self._packed_sizes = None  # Qwen2-VL: patches per image
-        self._handles = []
+        self._handles: list[RemovableHandle] = []
         self._vision_path = tower_paths(model)["vision"]
 
     # ---- public -----------------------------------------------------------------------------
@@ -305,9 +306,9 @@ class OutputRecorder:
         self.model, self.neurons, self.tau = model, neurons, tau
         self.total = neurons.total
         self.stats: dict[str, dict[str, np.ndarray]] = {}
-        self._bucket = None
+        self._bucket: str | None = None
         self._mask = None
-        self._handles = []
+        self._handles: list[RemovableHandle] = []
 
     def set_bucket(self, key: str) -> None:
         self._bucket = key

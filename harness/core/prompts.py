@@ -99,6 +99,8 @@ def cloze_question(question: str) -> str:
 def user_text(task: str, mode: str, question: str, options: dict[str, str] | None = None) -> str:
     """The official user text of one question (what sits between the frame's USER and ASSISTANT)."""
     if task == "classification":
+        if options is None:
+            raise ValueError("a classification question needs its options A-D")
         return f"{question}\n{options_text(options)}\n{CLASSIFICATION_INSTRUCTION}"
     if task == "cloze":
         return cloze_question(question)
@@ -110,6 +112,8 @@ def user_text(task: str, mode: str, question: str, options: dict[str, str] | Non
 def example_text(task: str, question: str, answer: str, options: dict[str, str] | None = None) -> str:
     """Body of one official in-context example (no USER frame, no trailing newline)."""
     if task == "classification":
+        if options is None:
+            raise ValueError("a classification example needs its options A-D")
         return f"Question: {question}\n{options_text(options)}\nCorrect Answer: {answer}"
     if task == "cloze":
         return f"{cloze_question(question)}\nCorrect Answer: {answer}"

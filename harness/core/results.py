@@ -107,7 +107,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 # ---------------------------------------------------------------- samples.jsonl (resume store)
 def sample_to_dict(sample: Any) -> dict:
     """A mmunlearn.harness.core.contracts.SampleResult (or a dict with the same fields) -> one samples.jsonl record."""
-    data = asdict(sample) if is_dataclass(sample) else dict(sample)
+    data = asdict(sample) if is_dataclass(sample) and not isinstance(sample, type) else dict(sample)
     missing = [f for f in SAMPLE_FIELDS if f not in data and f != "extra"]
     if missing:
         raise ValueError(f"sample {data.get('qid', '?')!r} lacks fields {missing}")

@@ -18,6 +18,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -266,9 +267,9 @@ def transform_portrait(img: Image.Image, rng: random.Random) -> Image.Image:
     scale = rng.uniform(0.9, 1.1)
     dx, dy = rng.randint(-2, 2), rng.randint(-2, 2)
     background = img.getpixel((0, 0))
-    out = img.rotate(angle, resample=Image.BILINEAR, translate=(dx, dy), fillcolor=background)
+    out = img.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(dx, dy), fillcolor=background)
     size = max(1, round(IMAGE_SIZE * scale))
-    scaled = out.resize((size, size), Image.BILINEAR)
+    scaled = out.resize((size, size), Image.Resampling.BILINEAR)
     canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), background)
     offset = (IMAGE_SIZE - size) // 2  # negative when zoomed in: paste crops at the border
     canvas.paste(scaled, (offset, offset))
@@ -308,7 +309,7 @@ def _profile_questions(rng: random.Random, profile: dict, names: tuple[str, ...]
     def state(attr: Attribute) -> str:
         return rng.choice(attr.statement_paraphrases) if paraphrase else attr.statement
 
-    classification = {"Image_Textual_Questions": [], "Pure_Text_Questions": []}
+    classification: dict[str, list[dict]] = {"Image_Textual_Questions": [], "Pure_Text_Questions": []}
     generation, mask = [], []
     name = profile["name"]
     name_q = rng.choice(NAME_PARAPHRASES) if paraphrase else NAME_QUESTION
@@ -417,7 +418,7 @@ def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 60, n_cele
 
     profiles = []
     for i, name in enumerate(names):
-        p = {"ID": str(i + 1), "name": name, **{a.key: rng.choice(a.values) for a in ATTRIBUTES}}
+        p: dict[str, Any] = {"ID": str(i + 1), "name": name, **{a.key: rng.choice(a.values) for a in ATTRIBUTES}}
         p["portrait"] = draw_portrait(_portrait_spec(rng, colours[i]))
         profiles.append(p)
 

@@ -6,7 +6,7 @@ laptop CPU. A pretrained LLaVA is gigabytes and knows none of our fictitious pro
 project ships a ~5M-parameter `LlavaForConditionalGeneration` (CLIP vision tower + Llama
 language model) with a word-level tokenizer, trained by `train_tiny`.
 
-What the recipe rests on (probes in shared/DESIGN.md and docs/tiny-model.md):
+What the recipe rests on (the probes of docs/tiny-model.md):
 - Names are split into their words (first- and last-name tokens shared across people), so
   recalling a person's fact is a conjunction the MLPs compute: that is where MANU prunes.
   With one token per full name the facts sat in the name embeddings and MANU had nothing to cut.
@@ -216,7 +216,8 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
     cfg = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=ids(IMAGE_TOKEN),
+        # The stub lists only image_token_index; image_token_id is its attribute_map alias.
+        image_token_id=ids(IMAGE_TOKEN),  # type: ignore[call-arg]
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         projector_hidden_act="gelu",
@@ -325,6 +326,7 @@ class ItemFactory:
             out.append(Item("fact", "image_text", p.id, _fixed(Sample(None, question, answer, p.image))))
         for q in p.questions:
             if q.task == "classification":
+                assert q.options is not None  # classification questions are read with options A-D
                 value = q.options[q.answer]
                 if q.mode == "text_only":
                     out.append(Item("fact", q.mode, p.id, _fixed(Sample(None, q.text, value))))
@@ -527,10 +529,12 @@ class Trainer:
         in-context examples (hundreds of tokens) go through their own forward pass, so the short
         ones are not padded to their length."""
         samples = [item.render(self.rng) for item in items]
-        total = 0.0
+        total: torch.Tensor | float = 0.0
         for group in ([s for s in samples if not s.examples], [s for s in samples if s.examples]):
             if group:
                 total = total + self.item_losses(group).sum()
+        if not isinstance(total, torch.Tensor):
+            raise ValueError("batch_loss needs at least one item")
         return total / len(samples)
 
     def item_losses(self, samples: list[Sample]) -> torch.Tensor:
@@ -672,7 +676,8 @@ def train_tiny(
     model, processor = build_tiny_llava(bench, config, seed)
     model.to(recipe.device)
     vlm = wrap_vlm(model, processor, source=str(out))
-    trainer = Trainer(bench, vlm, recipe, seed, state_path=out / "train_state.pt", log=log)
+    state_path = out / "train_state.pt"
+    trainer = Trainer(bench, vlm, recipe, seed, state_path=state_path, log=log)
     trainer.load_state()
     history = trainer.run(progress=progress, max_seconds=max_seconds)
     if trainer.step < recipe.steps:
@@ -697,6 +702,6 @@ def train_tiny(
         "final": final,
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    if trainer.state_path.exists():
-        trainer.state_path.unlink()
+    if state_path.exists():
+        state_path.unlink()
     return record

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+from mmunlearn.harness.embedded.tiny_model import BOS, EOS, IMAGE_TOKEN, PAD, UNK, build_processor, vocabulary_texts
 
 
 class BenchmarkUsageError(SystemExit):
@@ -102,7 +103,6 @@ SHAPES = {
         pad_token_id=32001,
     ),
 }
-UNK, BOS, EOS, PAD, IMAGE = "<unk>", "<s>", "</s>", "<pad>", "<image>"
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -237,19 +237,6 @@ def approx_params(shape: Shape) -> int:
     return vision + projector + text
 
 
-def benchmark_words(bench) -> list[str]:
-    """Every text a prompt or an answer of `bench` can contain (the tokenizer's vocabulary)."""
-    from mmunlearn.harness.core.prompts import VOCAB_TEXTS
-
-    texts = list(VOCAB_TEXTS)
-    for profiles in bench.profiles.values():
-        for p in profiles:
-            texts += [p.vqa_question, p.vqa_answer, *[t for pair in p.ft_pairs for t in pair]]
-            for q in p.questions:
-                texts += [q.text, q.answer, *(q.options or {}).values()]
-    return texts
-
-
 def shape_tokenizer(shape: Shape, texts):
     """Word-level tokenizer with exactly `shape.vocab_size` entries, ids as LLaVA-1.5's:
     <unk>=0, <s>=1, </s>=2, the benchmark's words, filler tokens up to <image>=image_token_id,
@@ -260,9 +247,9 @@ def shape_tokenizer(shape: Shape, texts):
     normalizer = normalizers.Lowercase()
     pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     words = sorted(
-        {w for text in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text.replace(IMAGE, " ")))}
+        {w for text in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text.replace(IMAGE_TOKEN, " ")))}
     )
-    fixed = {shape.image_token_id: IMAGE, shape.pad_token_id: PAD}
+    fixed = {shape.image_token_id: IMAGE_TOKEN, shape.pad_token_id: PAD}
     head = [UNK, BOS, EOS] + words
     if len(head) > min(fixed):
         raise BenchmarkUsageError(f"the benchmark has {len(words)} distinct words; more than fit below id {min(fixed)}")
@@ -281,29 +268,10 @@ def shape_tokenizer(shape: Shape, texts):
         pad_token=PAD,
         clean_up_tokenization_spaces=True,
     )
-    fast.add_special_tokens({"additional_special_tokens": [IMAGE]})
+    fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     fast.padding_side = "left"
-    assert fast.convert_tokens_to_ids(IMAGE) == shape.image_token_id and len(fast) == shape.vocab_size
+    assert fast.convert_tokens_to_ids(IMAGE_TOKEN) == shape.image_token_id and len(fast) == shape.vocab_size
     return fast
-
-
-def shape_processor(shape: Shape, tokenizer):
-    """LlavaProcessor with a CLIP image processor at shape.image_size: `<image>` -> image_tokens tokens."""
-    import transformers
-    from transformers import LlavaProcessor
-
-    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    image_processor = cls(
-        size={"shortest_edge": shape.image_size}, crop_size={"height": shape.image_size, "width": shape.image_size}
-    )
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=shape.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token=IMAGE,
-    )
 
 
 def shape_config(shape: Shape, tokenizer):
@@ -337,7 +305,7 @@ def shape_config(shape: Shape, tokenizer):
     return LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=ids(IMAGE),
+        image_token_id=ids(IMAGE_TOKEN),
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
         projector_hidden_act="gelu",
@@ -352,8 +320,8 @@ def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
 
     from mmunlearn.harness.core.model import wrap_vlm
 
-    tokenizer = shape_tokenizer(shape, benchmark_words(bench))
-    processor = shape_processor(shape, tokenizer)
+    tokenizer = shape_tokenizer(shape, vocabulary_texts(bench))
+    processor = build_processor(tokenizer, shape.image_size, shape.patch_size)
     cfg = shape_config(shape, tokenizer)
     torch.manual_seed(seed)
     with torch.device(device):

@@ -13,6 +13,7 @@ import torch
 from benchmarks import common, eval_throughput, manu_stats
 from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
+from mmunlearn.harness.embedded.tiny_model import build_processor, vocabulary_texts
 from tests.tiny_vlms import make_tiny_vlm
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
@@ -180,7 +181,7 @@ def test_manu_stats_official_variant_runs(tiny_llava, capsys):
 def test_llava_7b_shape_matches_the_published_config():
     shape = common.SHAPES["llava-7b"]
     bench = load_benchmark(DEFAULT_BENCH, forget=15)
-    tok = common.shape_tokenizer(shape, common.benchmark_words(bench))
+    tok = common.shape_tokenizer(shape, vocabulary_texts(bench))
     cfg = common.shape_config(shape, tok)
     v, t = cfg.vision_config, cfg.text_config
     assert (
@@ -203,7 +204,7 @@ def test_llava_7b_shape_matches_the_published_config():
     # the processor expands <image> to (336/14)^2 = 576 tokens and every id decodes
     from PIL import Image
 
-    proc = common.shape_processor(shape, tok)
+    proc = build_processor(tok, shape.image_size, shape.patch_size)
     enc = proc(
         text=["USER: <image>\nwho is this person ?\nASSISTANT:"],
         images=[Image.new("RGB", (40, 30))],

@@ -115,7 +115,7 @@ class Recipe:
 # ----------------------------------------------------------------------------- building
 
 
-def _words(bench) -> list[str]:
+def vocabulary_texts(bench) -> list[str]:
     """Every text of the benchmark a prompt or an answer can contain (all sets, both modes)."""
     texts = list(VOCAB_TEXTS) + ["Which option is ? ->"]  # the letter drills' words
     for profiles in bench.profiles.values():
@@ -169,17 +169,18 @@ def build_tokenizer(texts: Iterable[str], phrases: Iterable[str] = ()):
     return fast
 
 
-def build_processor(tokenizer):
-    """LlavaProcessor: 32x32 CLIP (PIL) preprocessing, 8x8 patches -> 16 `<image>` tokens."""
+def build_processor(tokenizer, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE):
+    """LlavaProcessor: CLIP (PIL) preprocessing at `image_size`, `patch_size` patches (the tiny
+    model: 32x32, 8x8 patches -> 16 `<image>` tokens)."""
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         image_token=IMAGE_TOKEN,
@@ -237,7 +238,7 @@ def build_tiny_llava(bench, config: TinyConfig = TinyConfig(), seed: int = 0):
     Every person's name (the rows' `answer` field) is a single token unless `config.split_names`.
     """
     names = [] if config.split_names else [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
-    tokenizer = build_tokenizer(_words(bench), names)
+    tokenizer = build_tokenizer(vocabulary_texts(bench), names)
     return build_model(tokenizer, config, seed), build_processor(tokenizer)
 
 

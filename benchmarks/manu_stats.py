@@ -89,22 +89,20 @@ def sized_data(bench, n: int):
 
 
 def make_recorder(vlm, nmap, variant: str, tau: float):
-    from mmunlearn.harness.core.neurons import ActivationRecorder
-    from mmunlearn.harness.core.neurons import OutputNeurons, OutputRecorder
+    from mmunlearn.harness.core.neurons import ActivationRecorder, OutputNeurons, OutputRecorder
 
     if variant == "official":
-        index = OutputNeurons(vlm.model, nmap)
-        return OutputRecorder(vlm.model, index, tau), index.total
-    return ActivationRecorder(vlm.model, nmap, tau), nmap.total
+        return OutputRecorder(vlm.model, OutputNeurons(vlm.model, nmap), tau)
+    return ActivationRecorder(vlm.model, nmap, tau)
 
 
 def statistics_pass(vlm, nmap, data, batch: int, variant: str, tau: float) -> dict:
     """What Manu.apply runs for its statistics stage (mmunlearn.methods.manu.collect_statistics)."""
     from mmunlearn.methods.manu import collect_statistics
 
-    recorder, total = make_recorder(vlm, nmap, variant, tau)
+    recorder = make_recorder(vlm, nmap, variant, tau)
     with recorder:
-        return collect_statistics(vlm, data, recorder, batch, total)
+        return collect_statistics(vlm, data, recorder, batch)
 
 
 def batches(data, batch: int):
@@ -168,7 +166,7 @@ def time_passes(vlm, nmap, data, args) -> dict:
 
 
 def _hooked_calls(vlm, nmap, encoded, args) -> None:
-    recorder, _ = make_recorder(vlm, nmap, args.variant, args.tau)
+    recorder = make_recorder(vlm, nmap, args.variant, args.tau)
     with recorder:
         model_calls(vlm, encoded, recorder)
 

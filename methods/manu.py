@@ -253,7 +253,7 @@ def select_top(scores: np.ndarray, nmap, alpha: float, pool: str = "tower") -> n
 # ----------------------------------------------------------------------------- statistics collection
 
 
-def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total: int) -> dict[str, dict]:
+def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int) -> dict[str, dict]:
     """Stream the four buckets' statistics through `recorder` (set_bucket / set_token_mask / stats).
     Under a multi-process launch each rank streams its share of the batches and the sums (every
     statistic is a sum) are added up across ranks."""
@@ -273,12 +273,7 @@ def collect_statistics(vlm, data: UnlearnData, recorder, batch_size: int, total:
                     recorder.set_token_mask(enc["attention_mask"])
                     vlm.model(**model_inputs(enc))
     return {
-        bucket(d, m): {
-            s: distributed.all_reduce_sum_numpy(
-                np.asarray(recorder.stats.get(bucket(d, m), {}).get(s, np.zeros(total)), dtype=np.float64)
-            )
-            for s in STAT_KEYS
-        }
+        bucket(d, m): {s: distributed.all_reduce_sum_numpy(recorder.stats[bucket(d, m)][s]) for s in STAT_KEYS}
         for d in DATASETS
         for m in MODES
     }
@@ -416,7 +411,7 @@ class Manu(Method):
             index = nmap
             recorder = ActivationRecorder(vlm.model, nmap, params.tau)
         with stage(report, "statistics"), recorder:
-            stats = collect_statistics(vlm, data, recorder, params.batch_size, len(index.tower))
+            stats = collect_statistics(vlm, data, recorder, params.batch_size)
         with stage(report, "scores"):
             scores = variant_scores(params.variant, stats, index, params.functions, eps)
             pruned = select_top(scores, index, params.alpha, params.resolved_pool)
@@ -439,7 +434,7 @@ class Manu(Method):
                     pool=params.resolved_pool,
                     functions=params.functions,
                     variant=params.variant,
-                    module=getattr(index, "module", None),
+                    module=index.module_names() if isinstance(index, OutputNeurons) else None,
                 )
             report["stats_file"] = str(params.save_stats)
         tower = np.asarray(index.tower)

@@ -264,11 +264,7 @@ def train(
                 (loss * len(f_mine) / len(f_pairs)).backward()
             else:
                 logs = {}
-            for p in trainable:
-                if distributed.world_size() > 1:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    distributed.all_reduce_sum_(p.grad)
+            distributed.all_reduce_grads_(trainable)
             optim.step()
             acc = sums.setdefault(epoch, {"steps": 0})
             acc["steps"] += 1

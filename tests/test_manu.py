@@ -172,7 +172,7 @@ def test_batched_statistics_equal_one_sample_at_a_time(vlm, data, variant):
     out = []
     for bs in (4, 1):
         with recorder(vlm.model, index, 0.1) as rec:
-            out.append(collect_statistics(vlm, data, rec, bs, len(index.tower)))
+            out.append(collect_statistics(vlm, data, rec, bs))
     for bucket in out[0]:
         for stat in STAT_KEYS:
             np.testing.assert_allclose(

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmunlearn.harness.core.contracts import get_task, knowledge_falls, registered_tasks
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import MODES, SETS
 from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
@@ -26,15 +27,7 @@ def task_headlines() -> dict[str, tuple[str, ...]]:
     """Each registered task's leaderboard metrics (its `headline`; the first ranks), in registry
     order: the columns come from the task plugins, not from constants here. A metric only
     appears when some run has a number for it (factuality needs a judge)."""
-    from mmunlearn.harness.core.contracts import get_task, registered_tasks
-
     return {t: get_task(t).headline_metrics() for t in registered_tasks()}
-
-
-def knowledge_falls(task: str, metric: str) -> bool:
-    from mmunlearn.harness.core.contracts import knowledge_falls as falls
-
-    return falls(task, metric)
 
 
 MODE_SHORT = {"image_text": "img+txt", "text_only": "txt"}

@@ -68,16 +68,36 @@ def all_reduce_sum_(tensor):
     return tensor
 
 
+def all_reduce_grads_(params) -> None:
+    """Sum the gradients of `params` over ranks, in place: one collective per dtype over the
+    flattened gradients (a missing gradient counts as zeros), as DDP's buckets do."""
+    if not launched():
+        return
+    import torch
+
+    by_dtype: dict = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p)
+    for group in by_dtype.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in group])
+        all_reduce_sum_(flat)
+        for p, part in zip(group, flat.split([p.grad.numel() for p in group])):
+            p.grad.copy_(part.view_as(p.grad))
+
+
 def all_reduce_sum_numpy(array):
-    """Sum a NumPy array over ranks (returns a new array; float64 kept)."""
+    """Sum a NumPy array over ranks (returns a new array; float64 kept). The sum runs on this
+    rank's device: NCCL, the backend on GPUs, refuses CPU tensors."""
     if not launched():
         return array
     import numpy as np
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(_state().device)
     all_reduce_sum_(t)
-    return t.numpy()
+    return t.cpu().numpy()
 
 
 def gather_objects(obj) -> list:

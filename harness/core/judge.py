@@ -198,7 +198,7 @@ class JudgeProtocol:
 
 JUDGE_PROTOCOLS = {
     "official": JudgeProtocol("official", "gpt-4o-mini", official_body, parse_official_reply),
-    "strict": JudgeProtocol("strict", "gpt-4o", strict_body, lambda text: parse_reply(text)),
+    "strict": JudgeProtocol("strict", "gpt-4o", strict_body, parse_reply),
 }
 DEFAULT_PROTOCOL = "official"
 DEFAULT_MODEL = JUDGE_PROTOCOLS[DEFAULT_PROTOCOL].default_model

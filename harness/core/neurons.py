@@ -288,11 +288,14 @@ class OutputNeurons:
                 path = f"{block.path}.{name}"
                 self.sets.append(OutputSet(block.tower, block.layer, path, model.get_submodule(path).out_features))
         self.total = sum(s.units for s in self.sets)
-        self.tower = np.concatenate([np.full(s.units, s.tower, dtype="<U16") for s in self.sets])
+        self.tower = np.concatenate([np.full(s.units, s.tower) for s in self.sets])
         self.layer = np.concatenate([np.full(s.units, s.layer, dtype=np.int64) for s in self.sets])
         self.unit = np.concatenate([np.arange(s.units, dtype=np.int64) for s in self.sets])
-        self.module = np.concatenate([np.full(s.units, s.path) for s in self.sets])
         self.offsets = np.cumsum([0] + [s.units for s in self.sets])
+
+    def module_names(self) -> np.ndarray:
+        """The module path of every neuron (built on demand: at 7B shape it is ~10^6 strings)."""
+        return np.repeat([s.path for s in self.sets], [s.units for s in self.sets])
 
 
 class OutputRecorder:
@@ -322,16 +325,18 @@ class OutputRecorder:
         lo, hi = int(self.neurons.offsets[i]), int(self.neurons.offsets[i + 1])
 
         def hook(module, inputs, output):
-            a = output.detach().double()
+            a = output.detach()
             if s.tower == "language" and self._mask is not None and a.shape[:-1] == self._mask.shape:
-                a = a[self._mask.to(a.device).bool()]  # non-padding tokens only
-            a = a.reshape(-1, a.shape[-1])  # (tokens or patches, units)
+                a = a[self._mask.to(a.device).bool()]  # non-padding tokens only, before any copy
+            a = a.reshape(-1, a.shape[-1]).double()  # (tokens or patches, units)
+            magnitude = a.abs()
+            sums = torch.stack(
+                [magnitude.sum(0), a.sum(0), (a * a).sum(0), (magnitude > self.tau).sum(0).double()]
+            ).cpu()  # one transfer per module and batch
             acc = self.stats[self._bucket]
             acc["n"][lo:hi] += a.shape[0]
-            acc["sum_abs"][lo:hi] += a.abs().sum(0).cpu().numpy()
-            acc["sum"][lo:hi] += a.sum(0).cpu().numpy()
-            acc["sum_sq"][lo:hi] += (a * a).sum(0).cpu().numpy()
-            acc["n_active"][lo:hi] += (a.abs() > self.tau).sum(0).cpu().numpy()
+            for key, row in zip(("sum_abs", "sum", "sum_sq", "n_active"), sums.numpy()):
+                acc[key][lo:hi] += row
 
         return hook
 

@@ -27,10 +27,6 @@ def set_quiet(quiet: bool = True) -> None:
         pass
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def progress_bar(iterable=None, **kwargs):
     """tqdm, silenced under --quiet. `disable=None` keeps tqdm's own choice (off without a TTY)."""
     from tqdm.auto import tqdm

@@ -203,9 +203,10 @@ def merge_shards(run_dir: str | os.PathLike) -> int:
     appended twice is read back once (a later line for the same qid wins)."""
     run_dir = Path(run_dir)
     moved = 0
+    main = SampleStore(run_dir)  # read once; each append below extends it
     for path in sorted(run_dir.glob("samples.rank*.jsonl")):
         shard = SampleStore(run_dir, shard=int(path.name[len("samples.rank") : -len(".jsonl")]))
-        SampleStore(run_dir).append(shard.records.values())
+        main.append(shard.records.values())
         moved += len(shard)
         path.unlink()
     return moved

@@ -47,7 +47,6 @@ THIS_PERSON = "this person"
 # forgetting generalises to transformed images and paraphrased questions.
 TRAIN_SETS = ("forget", "retain", "celebrity")
 CHECK_SETS = ("forget", "retain", "celebrity", "test")
-PHASES = ("facts", "binding", "all")
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,18 @@ def test_llava_7b_shape_matches_the_published_config():
         32064,
     )
     assert len(tok) == 32064 and cfg.image_token_id == 32000 and tok.pad_token_id == 32001
+    # the rest of llava-hf/llava-1.5-7b-hf's config.json: what the forward pass computes with
+    assert (cfg.vision_feature_layer, cfg.vision_feature_select_strategy, cfg.projector_hidden_act) == (
+        -2,
+        "default",
+        "gelu",
+    )
+    assert (v.hidden_act, t.rms_norm_eps, t.num_key_value_heads, t.max_position_embeddings) == (
+        "quick_gelu",
+        1e-5,
+        32,
+        4096,
+    )
     assert 6.9e9 < common.approx_params(shape) < 7.2e9
     # the processor expands <image> to (336/14)^2 = 576 tokens and every id decodes
     from PIL import Image

@@ -90,6 +90,20 @@ def test_paper_scores_combine_the_four_buckets():
     np.testing.assert_allclose(paper_scores(stats, FUNCTIONS, EPS), 1.0, rtol=1e-6)
 
 
+def test_paper_scores_put_the_forget_buckets_over_the_retain_buckets():
+    # Retain neurons never active: retain importance 0, so S_n = I(D_f, n) / eps, from the hand
+    # values; the forget and retain buckets swapped would give 0 everywhere.
+    silent = table(n=[4, 4, 4], sum_abs=[0, 0, 0], sum=[0, 0, 0], sum_sq=[0, 0, 0], n_active=[0, 0, 0])
+    stats = {
+        "forget_image_text": MULTI,
+        "forget_text_only": TEXT,
+        "retain_image_text": silent,
+        "retain_text_only": silent,
+    }
+    total = sum(np.asarray(EXPECTED[k]) for k in FUNCTIONS)
+    np.testing.assert_allclose(paper_scores(stats, FUNCTIONS, EPS), total / EPS, rtol=1e-6)
+
+
 def test_official_scores_hand_computed():
     # one language neuron (scored on text_only passes), one vision neuron (image_text passes)
     f_text = table(n=[4, 0], sum_abs=[4, 0], sum=[0, 0], sum_sq=[8, 0], n_active=[2, 0])

@@ -8,6 +8,7 @@ import pytest
 
 from mmunlearn.harness.app.check import compare
 from mmunlearn.harness.app.cli import main
+from mmunlearn.harness.core.results import iter_metrics, load_results
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "demo" / "runs"
 
@@ -18,9 +19,29 @@ def test_demo_row_matches_committed_reference(method, tmp_path):
     baseline = REFERENCE / method
     assert (baseline / "results.json").exists(), f"no committed reference at {baseline}: run `make run`"
     assert main(["demo", "--methods", method, "--out", str(tmp_path), "--quiet"]) == 0
-    report = compare(tmp_path / "runs" / method, baseline, tolerance=0.02)
-    assert report.compared > 0
-    assert not report.failed, report.render()
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())  # manu brings its alpha sweep
+    assert method in runs
+    for name in runs:
+        report = compare(tmp_path / "runs" / name, REFERENCE / name, tolerance=0.02)
+        assert report.compared > 0
+        assert not report.failed, report.render()
+        # Both ways: a change that forgets *more* must also update the committed reference
+        # (the README tables and claims are read from it).
+        rerun, committed = (dict(_scores(d / name)) for d in (tmp_path / "runs", REFERENCE))
+        assert rerun.keys() == committed.keys(), name
+        drift = {k: (rerun[k], committed[k]) for k in rerun if _differ(rerun[k], committed[k])}
+        assert not drift, f"{name}: differs from results/demo (run `make reference`): {drift}"
+
+
+def _scores(run_dir: Path):
+    metrics = load_results(run_dir)["metrics"]
+    return (((s, t, m, k), v) for s, t, m, k, v in iter_metrics(metrics))
+
+
+def _differ(a, b, tolerance: float = 0.02) -> bool:
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    return abs(a - b) > tolerance
 
 
 def test_committed_demo_shows_the_three_claims_of_the_paper_on_cloze():

@@ -38,12 +38,6 @@ def built(bench):
     return tm.build_tiny_llava(bench, SMALL_MODEL)
 
 
-def _model_api():
-    return pytest.importorskip(
-        "mmunlearn.harness.core.model", reason="harness/core/model.py (the VLM adapter) is not there yet"
-    )
-
-
 def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
     from transformers import LlavaProcessor
 
@@ -168,7 +162,6 @@ def test_the_letter_drills_name_the_right_option(bench):
 
 
 def test_a_few_training_steps_lower_the_loss(bench):
-    _model_api()
     from mmunlearn.harness.core.model import wrap_vlm
 
     torch.manual_seed(0)
@@ -190,7 +183,6 @@ def test_a_few_training_steps_lower_the_loss(bench):
 
 
 def test_train_tiny_command_writes_a_loadable_model(small_bench, tmp_path):
-    _model_api()
     from mmunlearn.harness.app.cli import main
     from mmunlearn.harness.core.model import load_vlm
 
@@ -224,11 +216,9 @@ def test_train_tiny_command_writes_a_loadable_model(small_bench, tmp_path):
 def test_committed_checkpoint_loads_and_knows_the_forget_set():
     """The shipped model must know what unlearning is meant to remove: the forget profiles'
     facts, asked as bare text questions (greedy first token = the value)."""
-    _model_api()
     from mmunlearn.harness.core.model import Request, load_vlm
 
-    if not (DEFAULT_MODEL / "config.json").is_file():
-        pytest.skip(f"no committed tiny model at {DEFAULT_MODEL} yet (mmunlearn train-tiny writes it)")
+    assert (DEFAULT_MODEL / "config.json").is_file(), f"no committed tiny model at {DEFAULT_MODEL}"
     size = sum(f.stat().st_size for f in DEFAULT_MODEL.rglob("*") if f.is_file())
     assert size < 26e6
     vlm = load_vlm(DEFAULT_MODEL, device="cpu")

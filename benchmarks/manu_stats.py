@@ -286,6 +286,8 @@ def summary(label, vlm, args, t: dict, mem: dict) -> str:
         )
     else:
         line += (
+            f"; growth over the start n={n} {m_small['rss_growth_bytes'] / MIB:.1f} MiB, "
+            f"n={big} {m_big['rss_growth_bytes'] / MIB:.1f} MiB"
             f"; heap n={n} {m_small['heap_peak_bytes'] / MIB:.2f} MiB, n={big} {m_big['heap_peak_bytes'] / MIB:.2f} MiB"
         )
     return head + line

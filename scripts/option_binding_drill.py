@@ -11,7 +11,7 @@ under A-D, the answer names every option text followed by its letter in shuffled
     python scripts/option_binding_drill.py [--model DIR] [--steps 1500] [--lr 3e-3]
 
 It trains a copy in memory and saves nothing unless --out is given. Figures it gave on the
-embedded tiny LLaVA are in README ("Known limits of the tiny model").
+embedded tiny LLaVA are in docs/tiny-model.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ session) and saves it, so `scripts/fact_locus.py --model OUT` and
 
     python scripts/split_names_probe.py --out runs/split-names-probe [--steps 1200] [--lr 3e-3]
 
-Figures it gave are in README ("Known limits of the tiny model").
+Figures it gave are in docs/tiny-model.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from benchmarks import common, eval_throughput, manu_stats
+from benchmarks import common, eval_throughput, manu_stats, prompt_forward
 from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 from mmunlearn.harness.embedded.tiny_model import build_processor, vocabulary_texts
@@ -81,6 +81,17 @@ def test_eval_throughput_batched_answers_equal_per_question_answers(tiny_llava, 
     assert figures["summary"] == line and figures["differing"] == [] and figures["other_processes_cores"] >= 0
 
 
+def test_prompt_forward_prints_per_batch_times_and_rates(tiny_llava, tmp_path, capsys):
+    out = tmp_path / "forward.json"
+    argv = ["--model", str(tiny_llava), "--n", "4", "--batches", "1", "2", "--repeat", "1", "--json", str(out)]
+    assert prompt_forward.main(argv) == 0
+    line, _ = _one_line(capsys)
+    assert re.search(rf"ms per question batch 1 {NUMBER}, batch 2 {NUMBER}; language-model linears {NUMBER}", line)
+    figures = json.loads(out.read_text())
+    assert set(figures["ms_per_question"]) == {"1", "2"} and all(v > 0 for v in figures["ms_per_question"].values())
+    assert figures["tokens"] > 4 and figures["model_gflops"] > 0 and figures["matmul_gflops"]["large"] > 0
+
+
 def test_eval_throughput_text_only_generation(tiny_llava, capsys):
     rc = eval_throughput.main(
         [
@@ -130,6 +141,7 @@ def test_manu_stats_reports_the_ratio_and_positive_memory_at_two_sizes(tiny_llav
         rf"manu_stats model=llava device=cpu dtype=float32 threads=\d+ variant=paper batch=2 n=4: "
         rf"statistics ({NUMBER}) s, forward ({NUMBER}) s, ratio ({NUMBER})x \(model calls only ({NUMBER})x\); "
         rf"peak memory n=4 ({NUMBER}) MiB, n=8 ({NUMBER}) MiB \(x({NUMBER})\); "
+        rf"growth over the start n=4 (?:{NUMBER}) MiB, n=8 (?:{NUMBER}) MiB; "
         rf"heap n=4 ({NUMBER}) MiB, n=8 ({NUMBER}) MiB",
         line,
     )

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmunlearn.harness.core.contracts import get_task, knowledge_falls, registered_tasks
+from mmunlearn.harness.core.contracts import get_method, get_task, knowledge_falls, param_defaults, registered_tasks
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import MODES, SETS
 from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
@@ -60,21 +60,11 @@ class Run:
 # ---------------------------------------------------------------- loading
 def _defaults_of(method: str) -> dict | None:
     """Default parameter values from the method's Params dataclass; None if it is not registered here."""
-    import dataclasses
-
     try:
-        from mmunlearn.harness.core.contracts import get_method
-
         cls = get_method(method)
     except Exception:  # unknown here (results from elsewhere): show every parameter
         return None
-    out = {}
-    for f in dataclasses.fields(cls.Params):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return json.loads(json.dumps(out, default=str))
+    return json.loads(json.dumps(param_defaults(cls), default=str))
 
 
 def _fmt_param(v) -> str:

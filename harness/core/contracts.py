@@ -477,6 +477,17 @@ def parse_params(method_cls: type["Method"], raw: dict[str, Any] | None = None):
     return params_cls(**kwargs)
 
 
+def param_defaults(method_cls: type["Method"]) -> dict[str, Any]:
+    """The default value of every parameter of `method_cls.Params` that has one."""
+    out = {}
+    for f in dataclasses.fields(method_cls.Params):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def params_dict(params) -> dict:
     """Parameters as JSON-friendly values (tuples become lists) for reports and manifests."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}

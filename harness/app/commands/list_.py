@@ -24,25 +24,24 @@ def _type_name(tp) -> str:
     return text or str(tp).replace("typing.", "")
 
 
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
-
-
 def catalogue() -> dict:
     """{"methods": [...], "tasks": [...], "architectures": [...]} from the registries."""
     from mmunlearn.harness.core.model import SUPPORTED_ARCHITECTURES
-    from mmunlearn.harness.core.contracts import get_method, get_task, registered_methods, registered_tasks
+    from mmunlearn.harness.core.contracts import (
+        get_method,
+        get_task,
+        param_defaults,
+        registered_methods,
+        registered_tasks,
+    )
 
     methods = []
     for name in registered_methods():
         cls = get_method(name)
         hints = typing.get_type_hints(cls.Params)
+        defaults = param_defaults(cls)
         params = [
-            {"name": f.name, "type": _type_name(hints.get(f.name, f.type)), "default": _default(f)}
+            {"name": f.name, "type": _type_name(hints.get(f.name, f.type)), "default": defaults.get(f.name)}
             for f in dataclasses.fields(cls.Params)
         ]
         methods.append({"name": name, "description": getattr(cls, "description", "") or "", "params": params})

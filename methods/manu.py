@@ -59,10 +59,7 @@ padding tokens out of the statistics so results do not depend on the batch size.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
 import numpy as np
@@ -89,6 +86,7 @@ from mmunlearn.harness.core.neurons import (
     prune_output_rows,
     prune_units,
 )
+from mmunlearn.harness.core.results import atomic_file
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 
 DATASETS = ("forget", "retain")
@@ -286,8 +284,6 @@ def save_statistics(
     path, stats: dict[str, dict], index, pruned: np.ndarray, *, tau, eps, alpha, pool, functions, variant, module=None
 ) -> None:
     """Write `{dataset}_{mode}_{stat}` arrays, tower/layer/unit, pruned and the settings (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{b}_{s}": np.asarray(v[s]) for b, v in stats.items() for s in STAT_KEYS}
     arrays.update(
         tower=np.asarray(index.tower).astype(str),
@@ -303,15 +299,8 @@ def save_statistics(
     )
     if module is not None:
         arrays["module"] = np.asarray(module).astype(str)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle
 
 
 def load_statistics(path) -> dict:

@@ -13,14 +13,13 @@ import html
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmunlearn.harness.core.contracts import get_method, get_task, knowledge_falls, param_defaults, registered_tasks
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import MODES, SETS
-from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_write_text, load_results
+from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_file, atomic_write_text, load_results
 
 
 def task_headlines() -> dict[str, tuple[str, ...]]:
@@ -324,15 +323,9 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
 
 # ---------------------------------------------------------------- plots
 def _save_png(fig, path: Path) -> None:
-    """savefig to a temp file then os.replace, like every other output."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)  # tight_layout already ran; bbox "tight" would draw twice
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """savefig atomically, like every other output."""
+    with atomic_file(path) as fh:
+        fig.savefig(fh, dpi=100, format="png")  # tight_layout already ran; bbox "tight" would draw twice
 
 
 def _pyplot():

@@ -18,9 +18,10 @@ import math
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
 
 from mmunlearn.harness.core.errors import ConfigError
 
@@ -69,14 +70,16 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same folder + fsync + os.replace: readers never see half a file."""
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """A file to write `path` through: a temp file in the same folder, fsynced and moved into
+    place (os.replace) when the block ends, removed if it raises. Readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -86,6 +89,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` atomically (atomic_file)."""
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -36,6 +36,7 @@ import torch
 
 from mmunlearn.harness.core.prompts import VOCAB_TEXTS, Example, Request, example_text, user_text
 from mmunlearn.harness.core.records import LETTERS, MODES, ImageDecoder, Profile, Question
+from mmunlearn.harness.core.results import atomic_file
 from mmunlearn.harness.core.seeding import seed_everything
 
 IMAGE_SIZE = 32
@@ -572,23 +573,22 @@ class Trainer:
     def save_state(self) -> None:
         if self.state_path is None:
             return
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "step": self.step,
-                "seed": self.seed,
-                "recipe": asdict(self.recipe),
-                "history": self.history,
-                "seconds": self.seconds,
-                "model": self.vlm.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "rng": self.rng.getstate(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            tmp,
-        )
-        tmp.replace(self.state_path)
+        with atomic_file(self.state_path) as fh:
+            torch.save(
+                {
+                    "step": self.step,
+                    "seed": self.seed,
+                    "recipe": asdict(self.recipe),
+                    "history": self.history,
+                    "seconds": self.seconds,
+                    "model": self.vlm.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "schedule": self.schedule.state_dict(),
+                    "rng": self.rng.getstate(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+                fh,
+            )
 
     def load_state(self) -> bool:
         """Resume from `state_path` when it holds a run with the same seed and recipe (loaded

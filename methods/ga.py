@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmunlearn.harness.core.contracts import Method, register_method
-from mmunlearn.methods.training import TrainParams, mean_answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, mean_answer_nll, register_method
+from mmunlearn.methods.training import TrainParams, run_training_method
 
 
 def ga_loss(model, forget, retain, reference):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmunlearn.harness.core.contracts import Method, register_method
-from mmunlearn.methods.training import RetainTrainParams, mean_answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, mean_answer_nll, register_method
+from mmunlearn.methods.training import RetainTrainParams, run_training_method
 
 
 def grad_diff_loss(weight: float):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmunlearn.harness.core.contracts import Method, model_inputs, register_method
-from mmunlearn.methods.training import RetainTrainParams, kl_to_reference, mean_answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, mean_answer_nll, model_inputs, register_method
+from mmunlearn.methods.training import RetainTrainParams, kl_to_reference, run_training_method
 
 
 def kl_min_loss(weight: float):

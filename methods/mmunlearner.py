@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import (
     Method,
+    mean_answer_nll,
     MethodParams,
     MethodResult,
     UnlearnData,
@@ -43,7 +44,6 @@ from mmunlearn.harness.core.contracts import (
     stage,
 )
 from mmunlearn.harness.core.seeding import chunks, seed_everything
-from mmunlearn.methods.training import mean_answer_nll
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmunlearn.harness.core.contracts import Method, model_inputs, register_method
-from mmunlearn.methods.training import TrainParams, answer_nll, run_training_method
+from mmunlearn.harness.core.contracts import Method, answer_nll, model_inputs, register_method
+from mmunlearn.methods.training import TrainParams, run_training_method
 
 
 def npo_loss(beta: float):

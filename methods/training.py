@@ -12,7 +12,7 @@ A method supplies only its loss: `loss_fn(model, forget_batch, retain_batch, ref
 loop shuffles with the seed, walks the forget pairs in batches once per epoch and draws one retain
 batch per step from a seeded cycle over the retain pairs (when the method asks for them).
 
-NLL convention: `answer_nll` returns, per sample, the *sum* of the answer tokens' negative log
+NLL convention (harness.core.contracts): `answer_nll` returns, per sample, the *sum* of the answer tokens' negative log
 likelihood and the number of answer tokens; GA-type losses use the per-sample *mean* (so long
 answers do not dominate), NPO uses the sum (the sequence log-likelihood, as in the NPO paper).
 """
@@ -87,21 +87,6 @@ class RetainTrainParams(TrainParams):
 
 
 # ----------------------------------------------------------------------------- losses
-
-
-def answer_nll(logits, labels):
-    """Per sample: (sum of answer-token NLL, number of answer tokens). Position t predicts t+1."""
-    import torch.nn.functional as F
-
-    target = labels[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none")
-    return nll.sum(-1), (target != -100).sum(-1)
-
-
-def mean_answer_nll(model, batch):
-    """Per-sample mean NLL of the answer tokens under `model` (shape [batch])."""
-    total, count = answer_nll(model(**model_inputs(batch)).logits, batch["labels"])
-    return total / count.clamp(min=1)
 
 
 def kl_to_reference(logits, ref_logits, attention_mask):

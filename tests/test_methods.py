@@ -22,7 +22,8 @@ from mmunlearn.harness.core.contracts import (
     registered_methods,
 )
 from mmunlearn.harness.core.contracts import encode_pairs
-from mmunlearn.methods.training import language_linear_modules, mean_answer_nll
+from mmunlearn.harness.core.contracts import mean_answer_nll
+from mmunlearn.methods.training import language_linear_modules
 
 ALL_METHODS = {"vanilla", "prompting", "ga", "grad_diff", "kl_min", "npo", "manu", "mmunlearner"}
 TRAINING = ("ga", "grad_diff", "kl_min", "npo")

@@ -354,6 +354,21 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
+def answer_nll(logits, labels):
+    """Per sample: (sum of answer-token NLL, number of answer tokens). Position t predicts t+1."""
+    import torch.nn.functional as F
+
+    target = labels[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none")
+    return nll.sum(-1), (target != -100).sum(-1)
+
+
+def mean_answer_nll(model, batch):
+    """Per-sample mean NLL of the answer tokens under `model` (shape [batch])."""
+    total, count = answer_nll(model(**model_inputs(batch)).logits, batch["labels"])
+    return total / count.clamp(min=1)
+
+
 # ----------------------------------------------------------------------------- parameters
 
 

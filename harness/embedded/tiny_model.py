@@ -34,6 +34,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from mmunlearn.harness.core.contracts import mean_answer_nll
 from mmunlearn.harness.core.prompts import VOCAB_TEXTS, Example, Request, example_text, user_text
 from mmunlearn.harness.core.records import LETTERS, MODES, ImageDecoder, Profile, Question
 from mmunlearn.harness.core.results import atomic_file
@@ -541,11 +542,7 @@ class Trainer:
     def item_losses(self, samples: list[Sample]) -> torch.Tensor:
         """Each sample's mean answer-token NLL."""
         enc = self.vlm.encode([to_request(s, self.images) for s in samples], [s.answer for s in samples])
-        labels = enc.pop("labels")[:, 1:]
-        logits = self.vlm.model(**enc).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-        answer = labels != -100
-        return (nll * answer).sum(1) / answer.sum(1).clamp(min=1)
+        return mean_answer_nll(self.vlm.model, enc)
 
     def train_step(self) -> dict[str, float]:
         r = self.recipe

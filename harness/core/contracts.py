@@ -209,6 +209,7 @@ class Task:
         (mmunlearn.harness.core.examples); questions of an example profile are excluded, scores None."""
         arch = getattr(vlm, "arch", None)
         plans: dict[str, ExamplePlan] = {}
+        examples_of: dict[tuple[str, str], tuple] = {}  # (set, mode) -> the examples every question shares
         prepared = Prepared([], [], [], [], {}, plans)
         for q in questions:
             if q.mode == "image_text" and q.image is None:
@@ -218,7 +219,9 @@ class Task:
                     raise ConfigError(f"{self.name}: in-context examples need the benchmark (TaskContext.bench)")
                 plans[q.set] = plan_examples(ctx.bench, q.set, self.question_type(), ctx.shots, ctx.seed, arch)
             plan = plans[q.set]
-            examples = plan.examples(q.mode, images)
+            if (q.set, q.mode) not in examples_of:
+                examples_of[q.set, q.mode] = plan.examples(q.mode, images)
+            examples = examples_of[q.set, q.mode]
             req = Request(
                 text=user_text(self.question_type(), q.mode, q.text, q.options),
                 image=images(q.image),

@@ -111,6 +111,28 @@ def test_single_process_helpers_are_identities():
     assert distributed.gather_objects(5) == [5]
 
 
+def test_a_launched_process_ends_with_its_code_and_its_output_flushed():
+    """Under a launcher the CLI ends the process without interpreter finalization (gloo worker
+    threads releasing tensors then abort it): the exit code and buffered output must survive."""
+    code = (
+        "import sys; from mmunlearn.harness.core import distributed; "
+        "print('results written', end=''); print('warning', end='', file=sys.stderr); "
+        "distributed.exit_launched_process(3); sys.exit(9)"
+    )
+    run = lambda env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    launched = run({"WORLD_SIZE": "2"})
+    assert (launched.returncode, launched.stdout, launched.stderr) == (3, "results written", "warning")
+    single = run({"WORLD_SIZE": "1"})
+    assert single.returncode == 9  # a single process returns and exits normally
+
+
 def test_merge_shards_moves_every_rank_file_into_samples(tmp_path):
     rec = lambda q: {
         "qid": q,

@@ -11,6 +11,7 @@ import pkgutil
 import sys
 
 from mmunlearn.harness.app import commands
+from mmunlearn.harness.core import distributed
 from mmunlearn.harness.core.errors import MMUnlearnError
 
 
@@ -37,20 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         set_quiet(True)
     try:
         code = int(args._run(args) or 0)
-        from mmunlearn.harness.core import distributed
-
         distributed.shutdown()
-        return code
     except MMUnlearnError as exc:
         print(f"mmunlearn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except OSError as exc:  # disk full, permission lost, ...: the environment, not the input
         print(
             f"mmunlearn {args.command}: error: {exc} (everything written so far is kept: fix this and "
             "rerun the same command to resume)",
             file=sys.stderr,
         )
-        return 3
+        code = 3
+    distributed.exit_launched_process(code)  # under accelerate/torchrun: ends the process here
+    return code
 
 
 if __name__ == "__main__":

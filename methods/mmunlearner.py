@@ -23,6 +23,11 @@
    step on the same weights, as the authors' training script interleaves them. AdamW without
    weight decay (so a masked weight is not shrunk either), linear learning-rate decay, gradient
    norm clipped at 1 after masking, lr 1e-5 (the paper's value).
+
+Several processes: the saliency batches are dealt out whole (a batch's gradient is squared, so a
+batch is never split) and the sums all-reduced; each unlearning step's batch is split, every rank's
+loss weighted by its share, and the gradients summed: the update one process makes (float sums
+aside).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from mmunlearn.harness.core import distributed
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import (
     Method,
@@ -67,7 +73,7 @@ def saliency(vlm, pairs, params: dict, batch_size: int, desc: str) -> dict:
 
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     batches = chunks(pairs, batch_size)
-    for batch in progress_bar(batches, desc=desc, leave=False):
+    for batch in progress_bar(distributed.shard(batches), desc=desc, leave=False):
         vlm.model.zero_grad(set_to_none=True)
         mean_answer_nll(vlm.model, encode_pairs(vlm, batch)).mean().backward()
         with torch.no_grad():
@@ -75,6 +81,8 @@ def saliency(vlm, pairs, params: dict, batch_size: int, desc: str) -> dict:
                 if p.grad is not None:
                     fisher[n] += p.grad.float() ** 2 / len(batches)
     vlm.model.zero_grad(set_to_none=True)
+    for f in fisher.values():  # every rank's share of the batches
+        distributed.all_reduce_sum_(f)
     return fisher
 
 
@@ -177,9 +185,16 @@ class MMUnlearner(Method):
         sums = {"forget_steps": 0, "retain_steps": 0, "forget_nll": 0.0, "retain_nll": 0.0}
 
         def step(batch, ascend: bool):
-            nll = mean_answer_nll(model, encode_pairs(vlm, batch)).mean()
+            mine = distributed.shard(batch)  # this rank's share; the whole batch in one process
             optim.zero_grad(set_to_none=True)
-            (-nll if ascend else nll).backward()
+            nll_sum = torch.zeros(1, dtype=torch.float64)
+            if mine:
+                nll = mean_answer_nll(model, encode_pairs(vlm, mine))
+                loss = nll.sum() / len(batch)  # the batch mean, as this rank's share of it
+                (-loss if ascend else loss).backward()
+                nll_sum += nll.detach().double().sum()
+            distributed.all_reduce_grads_(weights)
+            batch_nll = float(distributed.all_reduce_sum_(nll_sum)[0]) / len(batch)
             if ascend:
                 with torch.no_grad():
                     for n, p in scope.items():
@@ -190,8 +205,8 @@ class MMUnlearner(Method):
             sched.step()
             key = "forget" if ascend else "retain"
             sums[f"{key}_steps"] += 1
-            sums[f"{key}_nll"] += nll.item()
-            return nll.item()
+            sums[f"{key}_nll"] += batch_nll
+            return batch_nll
 
         model.train()
         for _ in range(params.epochs):

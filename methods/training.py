@@ -194,6 +194,15 @@ def steps(forget: list, retain: list | None, batch_size: int, epochs: int, seed:
             yield epoch, batch, r
 
 
+def key_sums(parts: list[dict]) -> dict[str, float]:
+    """Key-wise sum of dicts of numbers (the ranks' share-weighted log terms of one step)."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
 def train(
     vlm,
     data: UnlearnData,
@@ -242,14 +251,17 @@ def train(
             f_mine = distributed.shard(f_pairs)
             r_mine = distributed.shard(r_pairs) if r_pairs else None
             optim.zero_grad(set_to_none=True)
+            share = len(f_mine) / len(f_pairs)
             if f_mine:
                 f_batch = encode_pairs(vlm, f_mine)
                 r_batch = encode_pairs(vlm, r_mine) if r_mine else None
                 loss, logs = loss_fn(trained, f_batch, r_batch, reference)
-                (loss * len(f_mine) / len(f_pairs)).backward()
+                (loss * share).backward()
             else:
                 logs = {}
             distributed.all_reduce_grads_(trainable)
+            if distributed.launched():  # log the whole batch's terms: each rank's weighted as its loss
+                logs = key_sums(distributed.gather_objects({k: float(v) * share for k, v in logs.items()}))
             optim.step()
             acc = sums.setdefault(epoch, {"steps": 0})
             acc["steps"] += 1

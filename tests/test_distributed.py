@@ -15,7 +15,7 @@ import pytest
 
 from mmunlearn.harness.core import distributed
 from mmunlearn.harness.embedded.minibench import build_minibench
-from mmunlearn.harness.core.results import MODEL_DIR, SampleStore, merge_shards
+from mmunlearn.harness.core.results import METHOD_FILE, MODEL_DIR, SampleStore, merge_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,13 @@ def _weights(folder: Path) -> dict:
     return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
+def _logged_losses(method_file: dict) -> dict:
+    """The loss terms a training method's report logs: per epoch (shared loop) or as means (MMUnlearner)."""
+    report = method_file["method_info"]["report"]
+    per_epoch = {f"{k}@{e}": v for e, terms in enumerate(report.get("loss_by_epoch", [])) for k, v in terms.items()}
+    return per_epoch | {k: v for k, v in report["changed"].items() if k.startswith(("mean_", "forget_", "retain_"))}
+
+
 @pytest.mark.parametrize("method", list(METHOD_PARAMS))
 def test_two_processes_shard_the_work_and_give_one_process_metrics(setup, tmp_path, method):
     extra = ("--method", method, "--keep-model") + tuple(a for p in METHOD_PARAMS[method] for a in ("--param", p))
@@ -128,6 +135,9 @@ def test_two_processes_shard_the_work_and_give_one_process_metrics(setup, tmp_pa
         # this model the two runs are 0.1-0.4% apart; with no gradient all-reduce (each rank on its own
         # share) MMUnlearner's were 59% apart.
         assert apart < 0.02 * update, (apart, update)
+        # the logged losses are the whole batch's too, not rank 0's share (that was 0.4% off here)
+        logged = [_logged_losses(json.loads((tmp_path / d / METHOD_FILE).read_text())) for d in ("one", "two")]
+        assert logged[1].keys() == logged[0].keys() and logged[1] == pytest.approx(logged[0], rel=1e-5)
     dist = two["manifest"]["distributed"]
     total = sum(v["n"] for t in one["metrics"].values() for c in t.values() for v in c.values())
     assert dist["world_size"] == 2 and sum(dist["questions_per_rank"]) == total

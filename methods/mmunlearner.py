@@ -187,7 +187,7 @@ class MMUnlearner(Method):
         def step(batch, ascend: bool):
             mine = distributed.shard(batch)  # this rank's share; the whole batch in one process
             optim.zero_grad(set_to_none=True)
-            nll_sum = torch.zeros(1, dtype=torch.float64)
+            nll_sum = torch.zeros(1, dtype=torch.float64, device=weights[0].device)  # on the GPU for NCCL
             if mine:
                 nll = mean_answer_nll(model, encode_pairs(vlm, mine))
                 loss = nll.sum() / len(batch)  # the batch mean, as this rank's share of it

@@ -170,6 +170,7 @@ class MMUnlearner(Method):
 
     def _unlearn(self, vlm, scope: dict, mask: dict, forget, retain, params: Params, seed: int) -> dict:
         """Masked ascent steps on forget interleaved with plain descent steps on retain."""
+        import numpy as np
         import torch
         from mmunlearn.harness.core.progress import progress_bar
 
@@ -187,14 +188,12 @@ class MMUnlearner(Method):
         def step(batch, ascend: bool):
             mine = distributed.shard(batch)  # this rank's share; the whole batch in one process
             optim.zero_grad(set_to_none=True)
-            nll_sum = torch.zeros(1, dtype=torch.float64, device=weights[0].device)  # on the GPU for NCCL
+            nll_share = 0.0  # this rank's part of the batch's mean NLL (all of it in one process)
             if mine:
-                nll = mean_answer_nll(model, encode_pairs(vlm, mine))
-                loss = nll.sum() / len(batch)  # the batch mean, as this rank's share of it
+                loss = mean_answer_nll(model, encode_pairs(vlm, mine)).sum() / len(batch)
                 (-loss if ascend else loss).backward()
-                nll_sum += nll.detach().double().sum()
+                nll_share = loss.item()
             distributed.all_reduce_grads_(weights)
-            batch_nll = float(distributed.all_reduce_sum_(nll_sum)[0]) / len(batch)
             if ascend:
                 with torch.no_grad():
                     for n, p in scope.items():
@@ -205,8 +204,8 @@ class MMUnlearner(Method):
             sched.step()
             key = "forget" if ascend else "retain"
             sums[f"{key}_steps"] += 1
-            sums[f"{key}_nll"] += batch_nll
-            return batch_nll
+            sums[f"{key}_nll"] += nll_share
+            return nll_share
 
         model.train()
         for _ in range(params.epochs):
@@ -221,6 +220,9 @@ class MMUnlearner(Method):
                 step(r_batch, ascend=False)
             for f_batch in f_batches:  # more forget than retain batches: finish the forget pass
                 step(f_batch, ascend=True)
+        # every rank's parts of the batch means, summed once after training
+        totals = distributed.all_reduce_sum_numpy(np.array([sums["forget_nll"], sums["retain_nll"]]))
+        sums["forget_nll"], sums["retain_nll"] = (float(t) for t in totals)
         return {
             "forget_steps": sums["forget_steps"],
             "retain_steps": sums["retain_steps"],

@@ -20,10 +20,11 @@ answers do not dominate), NPO uses the sum (the sequence log-likelihood, as in t
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import random
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import (
@@ -194,8 +195,8 @@ def steps(forget: list, retain: list | None, batch_size: int, epochs: int, seed:
             yield epoch, batch, r
 
 
-def key_sums(parts: list[dict]) -> dict[str, float]:
-    """Key-wise sum of dicts of numbers (the ranks' share-weighted log terms of one step)."""
+def key_sums(parts: Iterable[dict]) -> dict[str, float]:
+    """Key-wise sum of dicts of numbers (the ranks' share-weighted loss terms of one epoch)."""
     out: dict[str, float] = {}
     for part in parts:
         for k, v in part.items():
@@ -260,13 +261,10 @@ def train(
             else:
                 logs = {}
             distributed.all_reduce_grads_(trainable)
-            if distributed.launched():  # log the whole batch's terms: each rank's weighted as its loss
-                logs = key_sums(distributed.gather_objects({k: float(v) * share for k, v in logs.items()}))
             optim.step()
-            acc = sums.setdefault(epoch, {"steps": 0})
-            acc["steps"] += 1
-            for k, v in logs.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
+            acc = sums.setdefault(epoch, {})
+            for k, v in logs.items():  # weighted as the loss: summed over ranks, the whole batch's terms
+                acc[k] = acc.get(k, 0.0) + float(v) * share
             bar.set_postfix({k: f"{float(v):.3g}" for k, v in logs.items()})
     with stage(report, "merge"):
         vlm.model = finish_trainable(trained, params)
@@ -277,8 +275,12 @@ def train(
         "forget_pairs": len(forget),
         "retain_pairs": len(retain or []),
     }
+    n_steps = Counter(epoch for epoch, _, _ in plan)
+    epochs = sorted(n_steps)
+    per_rank = distributed.gather_objects([sums.get(e, {}) for e in epochs])  # one collective, after training
     report["loss_by_epoch"] = [
-        {k: (v / acc["steps"] if k != "steps" else v) for k, v in acc.items()} for _, acc in sorted(sums.items())
+        {"steps": n_steps[e], **{k: v / n_steps[e] for k, v in key_sums(parts).items()}}
+        for e, parts in zip(epochs, zip(*per_rank))
     ]
     return report
 

@@ -24,7 +24,17 @@ from pathlib import Path
 import torch
 
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
-from mmunlearn.harness.embedded.tiny_model import BOS, EOS, IMAGE_TOKEN, PAD, UNK, build_processor, vocabulary_texts
+from mmunlearn.harness.embedded.tiny_model import (
+    BOS,
+    EOS,
+    IMAGE_TOKEN,
+    PAD,
+    UNK,
+    build_processor,
+    greedy_decoding,
+    llava_config,
+    vocabulary_texts,
+)
 
 
 class BenchmarkUsageError(SystemExit):
@@ -275,10 +285,8 @@ def shape_tokenizer(shape: Shape, texts):
 
 
 def shape_config(shape: Shape, tokenizer):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    ids = tokenizer.convert_tokens_to_ids
-    vision = CLIPVisionConfig(
+    """LLaVA-1.5's configuration at `shape`'s sizes (feature layer -2, quick_gelu, RMSNorm eps 1e-5)."""
+    vision = dict(
         hidden_size=shape.vision_hidden,
         intermediate_size=shape.vision_mlp,
         num_hidden_layers=shape.vision_layers,
@@ -288,7 +296,7 @@ def shape_config(shape: Shape, tokenizer):
         projection_dim=shape.projection_dim,
         hidden_act="quick_gelu",
     )
-    text = LlamaConfig(
+    text = dict(
         vocab_size=shape.vocab_size,
         hidden_size=shape.text_hidden,
         intermediate_size=shape.text_mlp,
@@ -297,21 +305,8 @@ def shape_config(shape: Shape, tokenizer):
         num_key_value_heads=shape.text_heads,
         max_position_embeddings=shape.max_positions,
         rms_norm_eps=1e-5,
-        pad_token_id=ids(PAD),
-        bos_token_id=ids(BOS),
-        eos_token_id=ids(EOS),
-        tie_word_embeddings=False,
     )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=ids(IMAGE_TOKEN),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        projector_hidden_act="gelu",
-        image_seq_length=shape.image_tokens,
-        tie_word_embeddings=False,
-    )
+    return llava_config(tokenizer, vision, text, vision_feature_layer=-2, image_seq_length=shape.image_tokens)
 
 
 def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
@@ -326,14 +321,7 @@ def build_shape_vlm(shape: Shape, bench, device, dtype, seed: int = 0):
     torch.manual_seed(seed)
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(cfg, dtype=dtype)
-    model.eval().requires_grad_(False)
-    gen = model.generation_config
-    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = (
-        cfg.text_config.pad_token_id,
-        cfg.text_config.bos_token_id,
-        cfg.text_config.eos_token_id,
-    )
-    gen.do_sample = False
+    greedy_decoding(model).eval().requires_grad_(False)
     return wrap_vlm(model, processor, source=f"shape:{shape.name}")
 
 

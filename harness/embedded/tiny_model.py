@@ -188,12 +188,41 @@ def build_processor(tokenizer, image_size: int = IMAGE_SIZE, patch_size: int = P
     )
 
 
-def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
-    """Randomly initialised LlavaForConditionalGeneration sized by `config`."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+def llava_config(tokenizer, vision: dict, text: dict, **llava):
+    """LlavaConfig of a CLIP vision tower (`vision`) and a Llama language model (`text`), untied
+    embeddings, special-token ids read from `tokenizer`; `llava` sets the fields that differ
+    between the tiny model and the benchmarks' random-weight shapes."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     ids = tokenizer.convert_tokens_to_ids
-    vision = CLIPVisionConfig(
+    text_config = LlamaConfig(
+        pad_token_id=ids(PAD), bos_token_id=ids(BOS), eos_token_id=ids(EOS), tie_word_embeddings=False, **text
+    )
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(**vision),
+        text_config=text_config,
+        # The stub lists only image_token_index; image_token_id is its attribute_map alias.
+        image_token_id=ids(IMAGE_TOKEN),  # type: ignore[call-arg]
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+        **llava,
+    )
+
+
+def greedy_decoding(model):
+    """Set `model`'s generation config to greedy decoding with its text config's special tokens."""
+    text, gen = model.config.text_config, model.generation_config
+    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = text.pad_token_id, text.bos_token_id, text.eos_token_id
+    gen.do_sample = False
+    return model
+
+
+def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
+    """Randomly initialised LlavaForConditionalGeneration sized by `config`."""
+    from transformers import LlavaForConditionalGeneration
+
+    vision = dict(
         hidden_size=config.vision_hidden,
         intermediate_size=config.vision_mlp,
         num_hidden_layers=config.vision_layers,
@@ -202,7 +231,7 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
         patch_size=PATCH_SIZE,
         projection_dim=config.vision_hidden,
     )
-    text = LlamaConfig(
+    text = dict(
         vocab_size=len(tokenizer),
         hidden_size=config.text_hidden,
         intermediate_size=config.text_mlp,
@@ -210,27 +239,11 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig(), seed: int = 0):
         num_attention_heads=config.text_heads,
         num_key_value_heads=config.text_heads,
         max_position_embeddings=config.max_positions,
-        pad_token_id=ids(PAD),
-        bos_token_id=ids(BOS),
-        eos_token_id=ids(EOS),
-        tie_word_embeddings=False,
-    )
-    cfg = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        # The stub lists only image_token_index; image_token_id is its attribute_map alias.
-        image_token_id=ids(IMAGE_TOKEN),  # type: ignore[call-arg]
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-        projector_hidden_act="gelu",
-        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(cfg)
-    gen = model.generation_config
-    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = ids(PAD), ids(BOS), ids(EOS)
-    gen.do_sample = False
-    return model
+    return greedy_decoding(
+        LlavaForConditionalGeneration(llava_config(tokenizer, vision, text, vision_feature_layer=-1))
+    )
 
 
 def build_tiny_llava(bench, config: TinyConfig = TinyConfig(), seed: int = 0):

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 import shutil
@@ -24,6 +23,7 @@ from mmunlearn.harness.app.cli import main
 from mmunlearn.harness.core.errors import ModelLoadError
 from mmunlearn.harness.core.model import load_vlm
 from mmunlearn.harness.core.progress import set_quiet
+from tests.tiny_vlms import SMALL_TINY_LLAVA
 
 BAR_MARKS = ("it/s", "s/it", "%|")
 
@@ -142,34 +142,9 @@ def _trainer(bench, state_path):
     from mmunlearn.harness.embedded import tiny_model as tm
     from mmunlearn.harness.core.model import wrap_vlm
 
-    small = tm.TinyConfig(
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        vision_mlp=64,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=2,
-        text_mlp=128,
-    )
-    names = {f.name for f in dataclasses.fields(tm.Recipe)}
-    recipe = tm.Recipe(
-        **{
-            k: v
-            for k, v in dict(
-                steps=4,
-                batch_text=2,
-                batch_image=2,
-                batch_image_name=2,
-                batch_image_attribute=2,
-                check_every=1000,
-                check_per_group=2,
-            ).items()
-            if k in names
-        }
-    )
+    recipe = tm.Recipe(steps=4, batch_text=2, batch_image=2, check_every=1000, check_per_group=2)
     torch.manual_seed(0)
-    model, processor = tm.build_tiny_llava(bench, small)
+    model, processor = tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
     return tm.Trainer(bench, wrap_vlm(model, processor), recipe, seed=0, state_path=state_path, log=lambda line: None)
 
 

@@ -15,17 +15,7 @@ from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
 from mmunlearn.harness.core.prompts import VOCAB_TEXTS, example_text, user_text
 from mmunlearn.harness.core.records import LETTERS, decode_image
-
-SMALL_MODEL = tm.TinyConfig(
-    vision_hidden=32,
-    vision_layers=1,
-    vision_heads=2,
-    vision_mlp=64,
-    text_hidden=64,
-    text_layers=2,
-    text_heads=2,
-    text_mlp=128,
-)
+from tests.tiny_vlms import SMALL_TINY_LLAVA
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +25,7 @@ def bench(small_bench):
 
 @pytest.fixture(scope="module")
 def built(bench):
-    return tm.build_tiny_llava(bench, SMALL_MODEL)
+    return tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
 
 
 def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
@@ -80,7 +70,7 @@ def test_option_letters_decode_upper_case_and_words_lowercase(built):
 def test_one_token_names_option_makes_every_person_name_one_token(bench):
     from dataclasses import replace
 
-    tok = tm.build_tiny_llava(bench, replace(SMALL_MODEL, split_names=False))[1].tokenizer
+    tok = tm.build_tiny_llava(bench, replace(SMALL_TINY_LLAVA, split_names=False))[1].tokenizer
     for profiles in bench.profiles.values():
         for p in profiles:
             ids = tok(f"What is the job of {p.vqa_answer}?", add_special_tokens=False)["input_ids"]
@@ -90,7 +80,7 @@ def test_one_token_names_option_makes_every_person_name_one_token(bench):
 def test_split_names_tokenize_names_as_words_shared_across_people(bench):
 
     assert tm.TinyConfig().split_names  # the default: facts must live in the MLPs
-    _, processor = tm.build_tiny_llava(bench, SMALL_MODEL)
+    _, processor = tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
     tok = processor.tokenizer
     names = [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
     pieces = [tok.tokenize(name) for name in names]
@@ -165,7 +155,7 @@ def test_a_few_training_steps_lower_the_loss(bench):
     from mmunlearn.harness.core.model import wrap_vlm
 
     torch.manual_seed(0)
-    model, processor = tm.build_tiny_llava(bench, SMALL_MODEL)
+    model, processor = tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
     vlm = wrap_vlm(model, processor)
     recipe = tm.Recipe(steps=12, batch_text=8, batch_image=8, check_every=1000, examples_share=0.0)
     trainer = tm.Trainer(bench, vlm, recipe, seed=0, log=lambda line: None)

@@ -14,6 +14,20 @@ from pathlib import Path
 
 import torch
 
+from mmunlearn.harness.embedded.tiny_model import TinyConfig
+
+# The embedded tiny LLaVA's architecture at test size (the committed model is larger).
+SMALL_TINY_LLAVA = TinyConfig(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_mlp=64,
+    text_hidden=64,
+    text_layers=2,
+    text_heads=2,
+    text_mlp=128,
+)
+
 ARCHES = ("llava", "llava_next", "idefics2", "idefics3", "qwen2_vl", "qwen2_5_vl")
 
 WORDS = (

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
+from mmunlearn.harness.core.records import MODES, SETS, TASKS
 from mmunlearn.harness.embedded.tiny_model import (
     BOS,
     EOS,
@@ -159,6 +160,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     o.add_argument("--progress", action="store_true", help="show progress bars (default: none)")
     o.add_argument("--quiet", action="store_true", help="no progress bars (the default; kept for symmetry)")
+
+
+def add_question_arguments(group) -> None:
+    """--set, --task, --mode: which benchmark questions a per-question benchmark times."""
+    group.add_argument("--set", default="retain", choices=SETS)
+    group.add_argument("--task", default="cloze", choices=TASKS)
+    group.add_argument("--mode", default="image_text", choices=MODES)
 
 
 def setup(args) -> None:

@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     BenchmarkUsageError,
     OtherLoad,
     add_common_arguments,
+    add_question_arguments,
     environment,
     load_model,
     model_facts,
@@ -43,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval_throughput", description=__doc__.split("\n\n")[0])
     add_common_arguments(p)
     w = p.add_argument_group("workload")
-    w.add_argument("--set", default="retain", choices=("forget", "test", "retain", "celebrity"))
-    w.add_argument("--task", default="cloze", choices=("classification", "generation", "cloze"))
-    w.add_argument("--mode", default="image_text", choices=("image_text", "text_only"))
+    add_question_arguments(w)
     w.add_argument("--n", type=int, default=64, help="questions (spread over profiles as --limit does)")
     w.add_argument("--batch", type=int, default=16, help="batch size of the batched pass")
     w.add_argument("--max-new-tokens", type=int, default=50, help="greedy new tokens (official: 50)")

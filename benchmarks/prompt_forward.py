@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     BenchmarkUsageError,
     OtherLoad,
     add_common_arguments,
+    add_question_arguments,
     environment,
     load_model,
     run_main,
@@ -43,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prompt_forward", description=__doc__.split("\n\n")[0])
     add_common_arguments(p)
     w = p.add_argument_group("workload")
-    w.add_argument("--set", default="retain", choices=("forget", "test", "retain", "celebrity"))
-    w.add_argument("--task", default="cloze", choices=("classification", "generation", "cloze"))
-    w.add_argument("--mode", default="image_text", choices=("image_text", "text_only"))
+    add_question_arguments(w)
     w.add_argument("--n", type=int, default=64, help="questions (a multiple of every batch size is best)")
     w.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64], help="batch sizes to time")
     w.add_argument("--repeat", type=int, default=3, help="timed runs per batch size (the fastest counts)")

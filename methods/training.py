@@ -197,11 +197,10 @@ def steps(forget: list, retain: list | None, batch_size: int, epochs: int, seed:
 
 def key_sums(parts: Iterable[dict]) -> dict[str, float]:
     """Key-wise sum of dicts of numbers (the ranks' share-weighted loss terms of one epoch)."""
-    out: dict[str, float] = {}
+    total: Counter = Counter()
     for part in parts:
-        for k, v in part.items():
-            out[k] = out.get(k, 0.0) + v
-    return out
+        total.update(part)  # adds values, negative ones included (unlike Counter's +)
+    return dict(total)
 
 
 def train(

@@ -128,7 +128,7 @@ def exit_launched_process(code: int) -> None:
     (returns at once in a single process). Why: gloo's worker threads release the tensors of
     finished collectives after the caller has moved on; one still waiting for the GIL when the
     interpreter finalizes is killed mid-destructor, which aborts the process (SIGABRT, exit -6)
-    after a run that wrote all its results (seen in about 1 run in 20 on 2 CPU processes).
+    after a run that wrote all its results.
     Everything this harness writes is fsynced before this point; the streams are flushed here."""
     if not launched():
         return

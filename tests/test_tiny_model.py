@@ -121,6 +121,23 @@ def test_training_items_cover_every_official_prompt_and_never_the_test_set(bench
         tm.training_items(bench, ["test"])
 
 
+def test_the_reference_recipe_never_trains_on_a_forget_profile(bench):
+    """The privacy metrics' reference model must not have seen the forget split: not as facts,
+    not as task items, not as another profile's in-context example."""
+    recipe = tm.Recipe(leave_out_forget=True)
+    assert recipe.train_sets() == ("retain", "celebrity")
+    assert tm.Recipe().train_sets() == tm.TRAIN_SETS
+    forget = {p.id for p in bench.profiles["forget"]}
+    forget_images = {p.image for p in bench.profiles["forget"]}
+    items = tm.training_items(bench, recipe.train_sets(), examples_share=1.0)
+    assert not {i.profile_id for i in items} & forget
+    rng = random.Random(0)
+    for item in items:
+        sample = item.render(rng)
+        assert sample.image not in forget_images or sample.image is None
+        assert not {image for _, image in sample.examples} & forget_images
+
+
 def test_fresh_multiple_choice_puts_the_fact_under_the_answer_letter(bench):
     factory = tm.ItemFactory(bench, examples_share=0.0)
     profile = bench.profiles["retain"][0]

@@ -89,6 +89,13 @@ class Recipe:
     check_per_group: int = 32  # classification questions per (set, mode) in the periodic check
     threads: int = 2
     device: str = "cpu"
+    # The reference model of the privacy metrics: trained like the main one, without ever seeing
+    # the demo's forget split (forget 15), so it shows what a model that never learned them knows.
+    leave_out_forget: bool = False
+
+    def train_sets(self) -> tuple[str, ...]:
+        """The sets whose profiles are trained on."""
+        return tuple(s for s in TRAIN_SETS if not (self.leave_out_forget and s == "forget"))
 
     def mix(self, phase: str, batch: str) -> dict[str, float]:
         """Share of each item kind in the text or image batch of a phase."""
@@ -515,7 +522,7 @@ class Trainer:
         self.rng = random.Random(seed)
         self.images = ImageDecoder()
         self.pool: dict[tuple[str, str], list[Item]] = defaultdict(list)  # (batch, kind) -> items
-        for item in training_items(bench, TRAIN_SETS, recipe.examples_share):
+        for item in training_items(bench, recipe.train_sets(), recipe.examples_share):
             self.pool["text" if item.mode == "text_only" else "image", item.kind].append(item)
         self.checks = check_questions(bench, recipe.check_per_group, seed)
         params = [p for p in vlm.model.parameters() if p.requires_grad]

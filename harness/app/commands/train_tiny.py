@@ -65,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="one token per full name (the v1 model; its facts do not live in the MLPs)",
     )
+    p.add_argument(
+        "--leave-out-forget",
+        action="store_true",
+        help=f"never train on the forget {DEMO_FORGET} profiles (the reference model of the privacy metrics)",
+    )
     p.add_argument("--log", default=None, help="also append progress lines to this file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         facts_until=args.facts_until,
         binding_until=args.binding_until,
         examples_share=args.examples_share,
+        leave_out_forget=args.leave_out_forget,
     )
     bench = load_benchmark(args.bench, forget=DEMO_FORGET)  # training uses every set but test; checks: forget 15
 

@@ -19,15 +19,27 @@ image, no examples) and scores each option text as its answer (length-normalised
 "cloze-style" multiple choice: it measures whether the model knows the fact, independently of
 whether it can read an option list. The model adapter joins each continuation to the prompt the
 way it joins training answers (mmunlearn.harness.core.model scores " " + option).
+
+Scorer "loglik_frame" scores the same options inside the model's own answer frame: the greedy
+answer to the bare question, cut before the first option text it contains ("This person was
+born in the city of"), then each option as its continuation. A model that answers bare
+questions in full sentences puts little mass on a bare value straight after `ASSISTANT:`, so
+"loglik_answer" then ranks options at a position the model never answers from (on the embedded
+tiny model: image+text 0.42 against text-only 1.00 on vanilla's forget set, while cloze is 1.00
+in both; README, "Scorers"). When the answer contains no option text, there is no frame to cut
+and the question is scored as "loglik_answer" scores it; `frame_scored` counts the questions
+that had a frame, and each sample records its frame in `extra["frame"]` (None: no frame).
 """
 
 from __future__ import annotations
+
+import re
 
 import math
 from typing import Sequence
 
 from mmunlearn.harness.core.errors import ConfigError
-from mmunlearn.harness.core.prompts import Request, first_letter
+from mmunlearn.harness.core.prompts import Request, extract_answer, first_letter
 from mmunlearn.harness.core.records import LETTERS, ImageDecoder, Question
 from mmunlearn.harness.core.contracts import SampleResult, Task, TaskContext, register_task
 
@@ -36,6 +48,7 @@ SCORERS = {
     "loglik": "accuracy_loglik",
     "loglik_text": "accuracy_loglik_text",
     "loglik_answer": "accuracy_loglik_answer",
+    "loglik_frame": "accuracy_loglik_frame",
 }
 
 parse_letter = first_letter  # the official parsing, under the name this task has always exported
@@ -45,7 +58,18 @@ parse_letter = first_letter  # the official parsing, under the name this task ha
 class ClassificationTask(Task):
     name = "classification"
     metrics = tuple(SCORERS.values())
-    headline = ("accuracy", "accuracy_loglik_answer")
+    # loglik_frame before loglik_answer: the log-likelihood figure that follows the model's own
+    # answer format (module docstring). A column shows only where some run has numbers for it.
+    headline = ("accuracy", "accuracy_loglik_frame", "accuracy_loglik_answer")
+
+    def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
+        """The means, plus `frame_scored` (questions scored inside a frame cut from the model's
+        own answer) when the loglik_frame scorer ran."""
+        out = super().aggregate(samples)
+        scored = [s for s in samples if not s.extra.get("excluded") and "frame" in s.extra]
+        if scored:
+            out["frame_scored"] = sum(s.extra["frame"] is not None for s in scored)
+        return out
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)
@@ -74,15 +98,24 @@ class ClassificationTask(Task):
             for q, lp, sc, ex in zip(kept, lps, scores, extras):
                 ex["letter_loglik"] = LETTERS[_argmax(lp)]
                 sc["accuracy_loglik"] = float(ex["letter_loglik"] == q.answer)
+        bare = [Request(q.text, images(q.image)) for q in kept]
+        texts = [[_options(q)[x] for x in LETTERS] for q in kept]
         text_scorers = {
             "loglik_text": reqs,  # option texts after the same prompt
-            "loglik_answer": [Request(q.text, images(q.image)) for q in kept],
+            "loglik_answer": bare,
+            "loglik_frame": bare,
         }
         for scorer, scorer_reqs in text_scorers.items():
             if not (kept and scorer in ctx.scorers):
                 continue
-            texts = [[_options(q)[x] for x in LETTERS] for q in kept]
-            lps = vlm.option_logprobs(scorer_reqs, texts, batch_size=ctx.batch_size)
+            framed = {}  # only loglik_frame passes prefixes (adapters without them serve the rest)
+            if scorer == "loglik_frame":
+                answers = vlm.generate(bare, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size)
+                cut = [answer_frame(a, opts) for a, opts in zip(answers, texts)]
+                for ex, f in zip(extras, cut):
+                    ex["frame"] = f
+                framed["prefixes"] = [f or "" for f in cut]
+            lps = vlm.option_logprobs(scorer_reqs, texts, batch_size=ctx.batch_size, **framed)
             for q, lp, opts, sc, ex in zip(kept, lps, texts, scores, extras):
                 per_byte = [v / max(1, len(o.encode("utf-8"))) for v, o in zip(lp, opts)]
                 ex[f"letter_{scorer}"] = LETTERS[_argmax(per_byte)]
@@ -92,6 +125,18 @@ class ClassificationTask(Task):
             for q, h, r, sc, ex in zip(kept, prep.hashes, responses, scores, extras)
         }
         return [scored.get(q.qid) or prep.excluded[q.qid] for q in questions]
+
+
+def answer_frame(answer: str, options: Sequence[str]) -> str | None:
+    """The model's answer up to the first option text it contains (case-insensitive, whole words),
+    stripped: the frame an option is scored in. None when it contains no option."""
+    text = extract_answer(answer)
+    starts = [
+        m.start()
+        for o in options
+        if o.strip() and (m := re.search(r"(?<!\w)" + re.escape(o.strip()) + r"(?!\w)", text, re.IGNORECASE))
+    ]
+    return text[: min(starts)].strip() if starts else None
 
 
 def _argmax(values: Sequence[float]) -> int:

@@ -62,7 +62,7 @@ class FakeVLM:
         self.default = default
         self.logprobs = logprobs  # callable(req, options) -> list[float]
         self.style = style
-        self.generated, self.scored = [], []
+        self.generated, self.scored, self.prefixes = [], [], []
 
     def prompt(self, req):
         return f"{req.system or ''}{self.style}\n{official_prompt(req)}"
@@ -77,8 +77,9 @@ class FakeVLM:
         self.generated.append((list(reqs), max_new_tokens, batch_size))
         return [self._answer(r) for r in reqs]
 
-    def option_logprobs(self, reqs, options, batch_size=None):
+    def option_logprobs(self, reqs, options, batch_size=None, prefixes=None):
         self.scored.append((list(reqs), [list(o) for o in options]))
+        self.prefixes.append(prefixes)
         return [self.logprobs(r, o) for r, o in zip(reqs, options)]
 
 
@@ -254,6 +255,7 @@ def test_classification_scores_generated_letters_and_builds_official_requests():
         "accuracy_loglik": None,
         "accuracy_loglik_text": None,
         "accuracy_loglik_answer": None,
+        "accuracy_loglik_frame": None,
         "n": 5,
     }
 
@@ -291,8 +293,46 @@ def test_loglik_answer_scores_option_texts_as_answers_to_the_bare_question():
     assert s.scores == {"accuracy_loglik_answer": 1.0} and s.extra["letter_loglik_answer"] == "C"
 
 
+@pytest.mark.parametrize(
+    "answer, frame",
+    [
+        ("This person was born in the city of London.", "This person was born in the city of"),
+        ("this person was born in the city of london.", "this person was born in the city of"),  # any case
+        ("Paris", ""),  # a bare value: the frame is empty (loglik_answer's position)
+        ("She left Londonderry for Paris", "She left Londonderry for"),  # whole words only
+        ("born in Berlin, not London", "born in"),  # the first option in the answer
+        ("I cannot help with that.", None),  # no option: no frame
+        ("", None),
+        ("in Rome ASSISTANT: London", None),  # the answer ends at a generated ASSISTANT:, as officially
+    ],
+)
+def test_the_answer_frame_is_the_answer_up_to_its_first_option(answer, frame):
+    from mmunlearn.tasks.classification import answer_frame
+
+    assert answer_frame(answer, ["London", "Paris", "Berlin", "Madrid"]) == frame
+
+
+def test_loglik_frame_scores_the_options_inside_the_models_own_answer():
+    options = {"A": "London", "B": "Paris", "C": "Berlin", "D": "Madrid"}
+    framed = question("classification", "image_text", index=0, answer="B", options=options)
+    bare = question("classification", "image_text", index=1, answer="C", options=options)
+    vlm = FakeVLM(
+        answers={"question p1 image_text 0": "This person was born in the city of Paris.", "image_text 1": "no idea"},
+        logprobs=lambda req, opts: [-5.0, -0.1, -3.0, -5.0] if "0" in req.text else [-5.0, -5.0, -0.2, -5.0],
+    )
+    samples = get_task("classification").evaluate(vlm, [framed, bare], TaskContext(scorers=("loglik_frame",)))
+    [(gen_reqs, _, _)] = vlm.generated
+    assert [r.text for r in gen_reqs] == [framed.text, bare.text]  # the bare question is answered first
+    assert all(r.task is None and r.image is not None for r in gen_reqs)
+    assert vlm.prefixes == [["This person was born in the city of", ""]]  # no frame: the bare position
+    assert [s.extra["frame"] for s in samples] == ["This person was born in the city of", None]
+    assert [s.scores["accuracy_loglik_frame"] for s in samples] == [1.0, 1.0]
+    agg = get_task("classification").aggregate(samples)
+    assert agg["accuracy_loglik_frame"] == 1.0 and agg["frame_scored"] == 1 and agg["n"] == 2
+
+
 def test_unknown_classification_scorer_is_a_config_error():
-    with pytest.raises(ConfigError, match="known: generate, loglik, loglik_text, loglik_answer"):
+    with pytest.raises(ConfigError, match="known: generate, loglik, loglik_text, loglik_answer, loglik_frame"):
         get_task("classification").evaluate(FakeVLM(), [question("classification")], TaskContext(scorers=("logprob",)))
 
 

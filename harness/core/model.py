@@ -408,11 +408,15 @@ class VLM:
                 rows[i] = r
         return rows, extra
 
-    def _encode(self, reqs, answers=None, add_eos=True) -> dict[str, torch.Tensor]:
+    def _encode(self, reqs, answers=None, add_eos=True, prefixes=None) -> dict[str, torch.Tensor]:
+        """prefixes: text already written after each prompt (the start of the answer); it is part
+        of the input, and only what follows it is labelled."""
         reqs = list(reqs)
         if not reqs:
             raise ConfigError("encode: no requests given")
         prompts = [self.prompt(r) for r in reqs]
+        if prefixes is not None:
+            prompts = [p + " " + pre if pre else p for p, pre in zip(prompts, prefixes, strict=True)]
         prompt_rows, extra = self._rows(reqs, prompts)
         batch = {}
         if answers is None:
@@ -522,17 +526,30 @@ class VLM:
             self.model.train(was_training)
 
     @torch.no_grad()
-    def option_logprobs(self, reqs, options: list[list[str]], batch_size: int | None = None) -> list[list[float]]:
-        """sum log p(" " + option tokens | prompt) for every option of every request."""
+    def option_logprobs(
+        self,
+        reqs,
+        options: list[list[str]],
+        batch_size: int | None = None,
+        prefixes: list[str] | None = None,
+    ) -> list[list[float]]:
+        """sum log p(" " + option tokens | prompt) for every option of every request; with
+        `prefixes`, log p(" " + option | prompt + " " + prefix), the option scored inside an
+        answer that has already begun."""
         reqs = list(reqs)
         if len(options) != len(reqs):
             raise ConfigError(f"option_logprobs: {len(reqs)} requests but {len(options)} option lists")
+        if prefixes is not None and len(prefixes) != len(reqs):
+            raise ConfigError(f"option_logprobs: {len(reqs)} requests but {len(prefixes)} prefixes")
         pairs = [(i, k) for i, opts in enumerate(options) for k in range(len(opts))]
         flat = [reqs[i] for i, _ in pairs]
 
         def run(idx):
             batch = self._encode(
-                [flat[j] for j in idx], [options[pairs[j][0]][pairs[j][1]] for j in idx], add_eos=False
+                [flat[j] for j in idx],
+                [options[pairs[j][0]][pairs[j][1]] for j in idx],
+                add_eos=False,
+                prefixes=None if prefixes is None else [prefixes[pairs[j][0]] for j in idx],
             )
             labels = batch.pop("labels")
             logits = self.model(**batch).logits[:, :-1].float()

@@ -38,15 +38,17 @@ DEMO_PARAMS: dict[str, dict[str, str]] = {
 DEMO_MANU_ALPHAS = ("0.2", "0.3", "0.4")
 # Questions per (set, task, mode): every forget and test question (54-63), 60 of the others.
 DEMO_LIMIT = 60
-DEMO_SCORERS = ("generate", "loglik_answer")
+DEMO_SCORERS = ("generate", "loglik_frame")
 DEMO_BATCH_SIZE = 32
 REFERENCE_FIRST = ("vanilla",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
-    # loglik_answer beside the official scorer: the tiny model knows its facts but cannot read an
-    # option list (see README), so the official letter accuracy alone would hide every effect.
+    # loglik_frame beside the official scorer: the tiny model knows its facts but cannot read an
+    # option list (see README), so the official letter accuracy alone would hide every effect; it
+    # answers bare image questions in full sentences, so its options are scored inside that frame
+    # (tasks/classification.py), not straight after ASSISTANT: as loglik_answer does.
     # Zero-shot: the tiny model's figures are zero-shot, and it keeps `make run` within minutes on a
     # laptop CPU (the official in-context prompts are 5-10x longer); `run` defaults to them.
     # Batches of 32: decoding a 5M-parameter model is per-step overhead, so larger batches are faster.

@@ -54,6 +54,17 @@ class Run:
     metrics: dict
     gap: dict
     manifest: dict
+    source: str = ""  # the result root it was found under (marked when a leaderboard has several)
+
+    @property
+    def name(self) -> str | None:
+        """The label the run was given (`run --name`), for an external checkpoint."""
+        return (self.manifest.get("model") or {}).get("name")
+
+    @property
+    def is_reference(self) -> bool:
+        """The vanilla row of the base model: unnamed, nothing applied."""
+        return self.method == REFERENCE and not self.name
 
 
 # ---------------------------------------------------------------- loading
@@ -83,12 +94,33 @@ def method_label(method: str, params: dict) -> str:
     return f"{method} (" + ", ".join(f"{k}={_fmt_param(v)}" for k, v in shown.items()) + ")"
 
 
+def find_runs(paths) -> list[tuple[str, str]]:
+    """(root, run) for every run under the given paths. A path is a run (a results.json or the
+    folder holding one; its root is its parent folder) or a result root: every run below it,
+    e.g. the committed `results/demo` and a user's `runs/`."""
+    found = []
+    for p in paths:
+        path = Path(p)
+        if path.is_file() or (path / "results.json").is_file():
+            run = path.parent if path.is_file() else path
+            found.append((str(run.parent), str(path)))
+            continue
+        if not path.is_dir():
+            raise ConfigError(f"{p}: no such run directory or result root")
+        below = sorted(f.parent for f in path.rglob("results.json"))
+        if not below:
+            raise ConfigError(f"{p}: no results.json below it (not a run directory or a result root)")
+        found += [(str(p), str(run)) for run in below]
+    return found
+
+
 def load_runs(paths) -> list[Run]:
-    """Load results of several runs; refuses a mix of benchmarks or forget splits (not comparable)."""
+    """Load results of several runs and result roots; refuses a mix of benchmarks or forget
+    splits (not comparable)."""
     if not paths:
         raise ConfigError("no run directories given")
     runs = []
-    for p in paths:
+    for root, p in find_runs(paths):
         res = load_results(p)
         man = res["manifest"]
         method = man.get("method", {})
@@ -102,6 +134,7 @@ def load_runs(paths) -> list[Run]:
                 metrics=res["metrics"],
                 gap=res.get("modality_gap", {}),
                 manifest=man,
+                source=root,
             )
         )
     keys = {(r.manifest.get("benchmark", {}).get("fingerprint"), r.manifest.get("forget")) for r in runs}
@@ -113,23 +146,39 @@ def load_runs(paths) -> list[Run]:
         )
         raise ConfigError(f"runs on different benchmarks or forget splits cannot share a leaderboard: {detail}")
     for r in runs:
-        r.label = method_label(r.method, r.params)
+        r.label = r.name or method_label(r.method, r.params)
     _dedupe_labels(runs)
-    runs.sort(key=lambda r: (r.method != REFERENCE, r.label))
+    runs.sort(key=lambda r: (not r.is_reference, r.label))
     return runs
 
 
 def _dedupe_labels(runs: list[Run]) -> None:
+    """Rows with the same label get what tells them apart: the root, the seed or the folder."""
     by_label: dict[str, list[Run]] = {}
     for r in runs:
         by_label.setdefault(r.label, []).append(r)
     for label, group in by_label.items():
         if len(group) < 2:
             continue
-        seeds = {r.seed for r in group}
+        for key in (lambda r: r.source, lambda r: f"seed={r.seed}", lambda r: Path(r.path).name, lambda r: r.path):
+            if len({key(r) for r in group}) == len(group):
+                break
         for r in group:
-            suffix = f"seed={r.seed}" if len(seeds) == len(group) else Path(r.path).name
-            r.label = f"{label} [{suffix}]"
+            r.label = f"{label} [{key(r)}]"
+
+
+def several_sources(runs: list[Run]) -> bool:
+    return len({r.source for r in runs}) > 1
+
+
+def find_row(paths, row: str) -> Run:
+    """The run labelled `row` among the runs under `paths` (as the leaderboard labels them)."""
+    runs = load_runs(paths)
+    hits = [r for r in runs if r.label == row]
+    if len(hits) != 1:
+        labels = ", ".join(repr(r.label) for r in runs)
+        raise ConfigError(f"no row {row!r} under {', '.join(map(str, paths))}; rows: {labels}")
+    return hits[0]
 
 
 # ---------------------------------------------------------------- tables
@@ -163,7 +212,7 @@ def gap_value(run: Run, s: str, t: str, metric: str) -> float | None:
 
 def marks(runs: list[Run], col) -> dict[str, str]:
     """label -> "best" | "worst" for one column (lower is better on forget/test)."""
-    candidates = [r for r in runs if r.method != REFERENCE]
+    candidates = [r for r in runs if not r.is_reference]
     vals = {r.label: v for r in candidates if (v := value(r, col)) is not None}
     if len(vals) < 2 or len(set(vals.values())) < 2:
         return {}
@@ -206,6 +255,8 @@ def frame(runs: list[Run]):
             "name": r.method,
             "params": json.dumps(r.params, sort_keys=True),
             "seed": r.seed,
+            "source": r.source,
+            "model": (r.manifest.get("model") or {}).get("source"),
             "run": r.path,
         }
         row.update({"/".join(c): value(r, c) for c in cols})
@@ -224,9 +275,21 @@ def gap_frame(runs: list[Run]):
     return pd.DataFrame(rows), keys
 
 
+def _sources_note(runs: list[Run]) -> list[str]:
+    if not several_sources(runs):
+        return []
+    roots = sorted({r.source for r in runs})
+    return [f"Rows from {len(roots)} result roots: " + ", ".join(f"`{x}`" for x in roots) + " (column `from`).", ""]
+
+
+def _row_head(r: Run, sources: bool) -> list[str]:
+    return [r.label, f"`{r.source}`"] if sources else [r.label]
+
+
 def markdown(runs: list[Run], plots: list[str]) -> str:
-    man = runs[0].manifest
+    man = next((r for r in runs if r.is_reference), runs[0]).manifest
     bench = man.get("benchmark", {})
+    sources = several_sources(runs)
     lines = [
         "# mmunlearn leaderboard",
         "",
@@ -236,13 +299,18 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         "",
         LEGEND,
         "",
+        *_sources_note(runs),
     ]
     for title, scols, col_marks in set_sections(runs):
         lines += [f"## {title}", ""]
-        header = ["method"] + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
+        header = (
+            ["method"]
+            + (["from"] if sources else [])
+            + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
+        )
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in runs:
-            cells = [r.label]
+            cells = _row_head(r, sources)
             for c in scols:
                 text = fmt(value(r, c), c[2])
                 mark = col_marks[c].get(r.label)
@@ -264,15 +332,27 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
-    lines += ["## Runs", "", "| method | run | seed | parameters |", "|---|---|---|---|"]
+    header = ["method", *(["from"] if sources else []), "model", "base model", "run", "seed", "parameters"]
+    lines += ["## Runs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in runs:
-        lines.append(f"| {r.label} | `{r.path}` | {r.seed} | `{json.dumps(r.params, sort_keys=True)}` |")
+        model = r.manifest.get("model") or {}
+        base = (model.get("base_model") or {}).get("source")
+        cells = [
+            *_row_head(r, sources),
+            f"`{model.get('source')}`",
+            f"`{base}`" if base else "–",
+            f"`{r.path}`",
+            str(r.seed),
+            f"`{json.dumps(r.params, sort_keys=True)}`",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def render_html(runs: list[Run], plots: list[str]) -> str:
     e = html.escape
-    man = runs[0].manifest
+    man = next((r for r in runs if r.is_reference), runs[0]).manifest
+    sources = several_sources(runs)
     bench = man.get("benchmark", {})
     out = [
         "<!doctype html><html><head><meta charset='utf-8'><title>mmunlearn leaderboard</title><style>",
@@ -290,7 +370,9 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
         "and test lower is better; on retain and celebrity higher is better.</p>",
     ]
     for title, scols, col_marks in set_sections(runs):
-        out.append(f"<h2>{e(title)}</h2><table><tr><th rowspan=2>method</th>")
+        out.append(
+            f"<h2>{e(title)}</h2><table><tr><th rowspan=2>method</th>" + ("<th rowspan=2>from</th>" if sources else "")
+        )
         tasks = []
         for _s, t, metric, _m in scols:
             if (t, metric) not in tasks:
@@ -301,7 +383,8 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
         out.append("</tr><tr>" + "".join(f"<th>{e(MODE_SHORT[c[3]])}</th>" for c in scols) + "</tr>")
         for r in runs:
             cells = "".join(f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
-            out.append(f"<tr><td>{e(r.label)}</td>{cells}</tr>")
+            head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
+            out.append(f"<tr>{head}{cells}</tr>")
         out.append("</table>")
     _, keys = gap_frame(runs)
     if keys:
@@ -341,7 +424,7 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
     """One PNG per task: a panel per set, a group per method, bars image+text vs text-only.
     Forget/test panels show the change relative to vanilla (when a vanilla run is present)."""
     plt = _pyplot()
-    vanilla = next((r for r in runs if r.method == REFERENCE), None)
+    vanilla = next((r for r in runs if r.is_reference), None)
     written = []
     cols = headline_columns(runs)
     for t in task_headlines():
@@ -382,7 +465,7 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
 
 def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[tuple[str, float, float]]:
     """(label, forget drop = vanilla - method on forget, retain kept = method / vanilla on retain)."""
-    vanilla = next((r for r in runs if r.method == REFERENCE), None)
+    vanilla = next((r for r in runs if r.is_reference), None)
     if vanilla is None:
         return []
     f0, r0 = value(vanilla, ("forget", task, metric, mode)), value(vanilla, ("retain", task, metric, mode))
@@ -399,7 +482,7 @@ def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[
 
 def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
     """Figure-5-style scatter: rows = modes, columns = tasks; top right is best."""
-    if not any(r.method == REFERENCE for r in runs):
+    if not any(r.is_reference for r in runs):
         return []
     plt = _pyplot()
     tasks = [(t, m[0]) for t, m in task_headlines().items() if any(c[1] == t for c in headline_columns(runs))]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mmunlearn.harness.app import defaults
-from mmunlearn.harness.core import distributed
+from mmunlearn.harness.core import distributed, provenance
 from mmunlearn.harness.core.bench import TEST_IMAGE_CHOICES, load_benchmark
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.examples import OFFICIAL, parse_shots, plan_examples
@@ -100,6 +100,8 @@ class RunConfig:
     trust_remote_code: bool = False  # run a checkpoint's own Python code (recorded in the manifest)
     allow_pickle_weights: bool = False  # load .bin pickle weights (they can run code)
     device_map: str | None = None  # "auto": split the model across the visible GPUs (accelerate)
+    name: str | None = None  # leaderboard label of an external checkpoint (recorded in the manifest)
+    base_model: str | None = None  # what --model was unlearned from (provenance; an adapter's base)
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -122,6 +124,8 @@ class RunConfig:
                 raise ConfigError(f"unknown set {s!r}; sets: {', '.join(SETS)}")
         if not self.sets:
             raise ConfigError("at least one set is needed")
+        if self.name is not None and (not self.name.strip() or any(c in self.name for c in "\n\r|")):
+            raise ConfigError(f"--name must be a non-empty label without newlines or '|', got {self.name!r}")
 
 
 def now_iso() -> str:
@@ -139,6 +143,12 @@ def display_source(source: str | os.PathLike) -> str:
         except ValueError:
             return str(p)
     return str(source)
+
+
+def resolve_source(recorded: str) -> str:
+    """Inverse of display_source: an `embedded:` name back to the asset's path."""
+    prefix = "embedded:"
+    return str(defaults.ASSETS / recorded[len(prefix) :]) if recorded.startswith(prefix) else recorded
 
 
 def package_versions() -> dict[str, str | None]:
@@ -371,6 +381,9 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     """Execute (or resume) one run into `out`; returns the results dict also written to results.json.
     Under a multi-process launch every rank calls this; rank 0 writes the results."""
     cfg.validate()
+    base_source = provenance.base_of(cfg.model, cfg.base_model)
+    # Checked before anything is written: a checkpoint that is not its base's is refused.
+    base = provenance.check_base(cfg.model, base_source, cfg.trust_remote_code) if base_source else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank(), distributed.world_size()
@@ -401,6 +414,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 trust_remote_code=cfg.trust_remote_code,
                 allow_pickle=cfg.allow_pickle_weights,
                 device_map=cfg.device_map,
+                base_model=base_source,
             )
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
@@ -425,6 +439,10 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "max_new_tokens": cfg.max_new_tokens,
             "scorers": list(cfg.scorers),
         }
+        if base_source:  # only when given, so runs without one keep their configuration hash
+            fingerprint["base_model"] = display_source(base_source)
+        if cfg.name:
+            fingerprint["name"] = cfg.name
         fp_hash = config_hash(fingerprint)
         resumed = claim_run_dir(out, fingerprint)  # every rank: same check, same (atomic) write
         if rank == 0:
@@ -517,7 +535,9 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "config_hash": fp_hash,
             "config": fingerprint,
             "model": {
+                "name": cfg.name,
                 "source": fingerprint["model"],
+                "base_model": {"source": fingerprint["base_model"], **base} if base else None,
                 "weights_hash": base_hash,
                 "unlearned_weights_hash": method_info.get("weights_hash"),
                 "arch": getattr(vlm, "arch", None),

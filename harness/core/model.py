@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import warnings
 import json
 import os
 from dataclasses import dataclass
@@ -236,8 +237,13 @@ def load_vlm(
     prompt_style: str | None = None,
     allow_pickle: bool = False,
     device_map: str | None = None,
+    base_model: str | None = None,
 ) -> "VLM":
     """Load a supported VLM (local directory or hub id) with `from_pretrained`.
+
+    A PEFT adapter directory loads on top of `base_model` (default: the base its
+    adapter_config.json records) and is merged into it, so it is scored and hashed as the full
+    model it stands for (mmunlearn.harness.core.provenance).
 
     dtype default ("auto"): fp16 on GPU, as the official runs; fp32 on CPU.
     prompt_style: None = the architecture's default (see module docstring).
@@ -248,10 +254,14 @@ def load_vlm(
     """
     import transformers
 
-    source = str(source)
+    from mmunlearn.harness.core import provenance
+
+    adapter = str(source) if provenance.is_adapter(source) else None
+    source = provenance.weights_source(str(source), base_model)
     path = Path(source).expanduser()
     if not allow_pickle:
-        _refuse_pickle_weights(path, source)
+        for where in (Path(adapter), path) if adapter else (path,):
+            _refuse_pickle_weights(where, str(where))
     config = _load_config(source, trust_remote_code)
     spec = _spec_for(config.model_type, f"model {source!r}")
     dev = _resolve_device(device)
@@ -268,9 +278,18 @@ def load_vlm(
         )
     except Exception as e:
         raise ModelLoadError(f"cannot load {spec.model_class} weights from {source!r}: {e}") from e
+    if adapter:
+        from peft import PeftModel
+
+        try:
+            with warnings.catch_warnings():  # peft's use of a deprecated transformers property
+                warnings.simplefilter("ignore", FutureWarning)
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        except Exception as e:
+            raise ModelLoadError(f"cannot apply the PEFT adapter {adapter!r} to {source!r}: {e}") from e
     model.eval()
-    processor = _load_processor(src, trust_remote_code)
-    return VLM(model, processor, spec, source, prompt_style)
+    processor = _load_processor(adapter if adapter and provenance.has_processor(adapter) else src, trust_remote_code)
+    return VLM(model, processor, spec, adapter or source, prompt_style)
 
 
 def wrap_vlm(model, processor, source: str = "<memory>", prompt_style: str | None = None) -> "VLM":

@@ -13,7 +13,16 @@ HELP = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory (or its results.json)")
-    p.add_argument("--baseline", required=True, help="baseline run directory (or its results.json)")
+    p.add_argument(
+        "--baseline",
+        required=True,
+        help="baseline run directory (or its results.json), or with --row a result root such as results/demo",
+    )
+    p.add_argument(
+        "--row",
+        default=None,
+        help="the baseline is the run of this leaderboard label under --baseline (e.g. 'npo (lr=0.002, epochs=3)')",
+    )
     p.add_argument(
         "--tolerance", type=float, default=0.02, help="allowed change on each metric's own scale (default 0.02)"
     )
@@ -21,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmunlearn.harness.app.check import compare
+    from mmunlearn.harness.app.leaderboard import find_row
 
-    report = compare(args.run, args.baseline, args.tolerance)
+    baseline = find_row([args.baseline], args.row).path if args.row is not None else args.baseline
+    report = compare(args.run, baseline, args.tolerance)
     print(report.render())
     return 1 if report.failed else 0

@@ -138,6 +138,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="vanilla", help="unlearning method (default vanilla; see `mmunlearn list`)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter, repeatable")
     p.add_argument("--out", required=True, help="run directory (rerun with the same arguments to resume)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="leaderboard label for this model (an unlearned checkpoint from elsewhere: --method vanilla scores it as it is)",
+    )
+    p.add_argument(
+        "--like",
+        default=None,
+        metavar="RUN",
+        help="evaluate as that run was evaluated (benchmark, forget split, seed, shots, test images, sets, tasks, "
+        "limit, judge, decoding length, scorers, dtype), so the numbers stand beside it; flags given win",
+    )
+    p.add_argument(
+        "--base-model",
+        default=None,
+        help="the model --model was unlearned from: checked for the same architecture and vocabulary and recorded; "
+        "for a PEFT adapter directory, the model it is merged into (default: the base its adapter_config.json names)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, method: str | None = None, params: dict | None = None):
@@ -166,12 +184,57 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         trust_remote_code=args.trust_remote_code,
         allow_pickle_weights=args.allow_pickle_weights,
         device_map=args.device_map,
+        name=getattr(args, "name", None),
+        base_model=getattr(args, "base_model", None),
     )
+
+
+# run.json / results.json config key -> the `run` argument it came from (the evaluation settings).
+LIKE_KEYS = {
+    "bench": "bench",
+    "forget": "forget",
+    "seed": "seed",
+    "shots": "shots",
+    "test_images": "test_images",
+    "sets": "sets",
+    "tasks": "tasks",
+    "limit": "limit",
+    "judge": "judge",
+    "judge_protocol": "judge_protocol",
+    "max_new_tokens": "max_new_tokens",
+    "scorers": "scorers",
+    "dtype": "dtype",
+}
+
+
+def apply_like(args: argparse.Namespace) -> list[str]:
+    """Copy the evaluation settings of the run `args.like` into every argument left at its
+    default; returns the arguments taken."""
+    from mmunlearn.harness.app.runner import resolve_source
+    from mmunlearn.harness.core.results import load_results
+
+    config = load_results(args.like)["manifest"].get("config") or {}
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    taken = []
+    for key, dest in LIKE_KEYS.items():
+        if key not in config or getattr(args, dest) != defaults.get_default(dest):
+            continue
+        value = config[key]
+        if key == "bench":
+            value = resolve_source(value)
+        elif key == "judge_protocol" and value is None:  # the run had no judge: keep the default protocol
+            continue
+        setattr(args, dest, value)
+        taken.append(dest)
+    return taken
 
 
 def run(args: argparse.Namespace) -> int:
     from mmunlearn.harness.app.runner import run_benchmark
 
+    if getattr(args, "like", None):
+        apply_like(args)
     results = run_benchmark(config_from_args(args), args.out, progress=not args.quiet)
     if not args.quiet:
         print(summary_table(results))

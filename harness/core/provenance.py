@@ -86,12 +86,10 @@ def check_base(model: str, base_model: str, trust_remote_code: bool = False) -> 
     if is_adapter(model):
         # An adapter has no config of its own: its architecture is its base's; its vocabulary is
         # its own tokenizer's when it ships one (else the base's, by construction).
-        own = has_processor(model)
-        mine = (
-            replace(base, **dict(zip(("vocab_size", "vocab_sha256"), _vocabulary(model, trust_remote_code))))
-            if own
-            else base
-        )
+        mine = base
+        if has_processor(model):
+            size, sha = _vocabulary(model, trust_remote_code)
+            mine = replace(base, vocab_size=size, vocab_sha256=sha)
     else:
         mine = identity(model, trust_remote_code)
     differ = []

@@ -32,8 +32,8 @@ lint: $(STAMP)
 # mypy reads the package under its installed names through links (see [tool.mypy] in pyproject.toml).
 typecheck: $(STAMP)
 	mkdir -p build/typecheck/mmunlearn
-	for d in harness tasks methods; do ln -sfn $(CURDIR)/$$d build/typecheck/mmunlearn/$$d; done
-	$(VENV)/bin/mypy -p mmunlearn.harness -p mmunlearn.tasks -p mmunlearn.methods
+	for d in harness tasks methods stages; do ln -sfn $(CURDIR)/$$d build/typecheck/mmunlearn/$$d; done
+	$(VENV)/bin/mypy -p mmunlearn.harness -p mmunlearn.tasks -p mmunlearn.methods -p mmunlearn.stages
 
 test: lint typecheck
 	$(PY) -m pytest -q

@@ -10,17 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 ORDER = ("core", "plugins", "embedded", "application")
-# Each layer is a folder: harness/core, tasks + methods, harness/embedded, harness/app.
+# Each layer is a folder: harness/core, tasks + methods + stages, harness/embedded, harness/app.
 FOLDERS = {"core": "core", "embedded": "embedded", "app": "application"}
 
 
 def layer_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "mmunlearn":
-        if parts[0] in ("harness", "tasks", "methods"):
+        if parts[0] in ("harness", "tasks", "methods", "stages"):
             raise AssertionError(f"{module}: import through the namespace, mmunlearn.{module}")
         return None  # a library
-    if len(parts) > 1 and parts[1] in ("tasks", "methods"):
+    if len(parts) > 1 and parts[1] in ("tasks", "methods", "stages"):
         return "plugins"
     if len(parts) > 2 and parts[1] == "harness" and parts[2] in FOLDERS:
         return FOLDERS[parts[2]]
@@ -47,7 +47,7 @@ def module_name(path: Path) -> str:
 
 def test_no_module_imports_from_a_higher_layer():
     wrong = []
-    for folder in ("harness", "tasks", "methods"):
+    for folder in ("harness", "tasks", "methods", "stages"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if "assets" in path.parts:
                 continue

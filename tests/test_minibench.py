@@ -26,7 +26,7 @@ from mmunlearn.harness.embedded.minibench import (
 from .conftest import SMALL
 
 CONFIGS = (
-    {"Full_Set", "Test_Set", "Retain_Set", "ft_Data"}
+    {"Full_Set", "Test_Set", "Retain_Set", "ft_Data", "Holdout_Set"}
     | {f"forget_{p}" for p in FORGET_PERCENTS}
     | {f"retain_{100 - p}" for p in FORGET_PERCENTS}
 )
@@ -221,3 +221,24 @@ def test_bad_sizes_are_refused(tmp_path):
         build_minibench(tmp_path, n_profiles=0)
     with pytest.raises(ConfigError, match="at most"):
         build_minibench(tmp_path, n_profiles=1000)
+
+
+def test_holdout_profiles_are_new_people_and_leave_every_other_config_unchanged(small_bench, tmp_path):
+    from mmunlearn.harness.core.bench import HOLDOUT_CONFIG, load_benchmark, load_holdout
+
+    without = build_minibench(tmp_path / "without", seed=0, n_holdout=0, **SMALL)
+    assert not (without / HOLDOUT_CONFIG).exists()
+    others = {k: v for k, v in tree_bytes(small_bench).items() if not k.startswith(HOLDOUT_CONFIG)}
+    assert others == tree_bytes(without)  # byte-identical: the benchmark fingerprint is unchanged
+    bench = load_benchmark(small_bench, forget=15)
+    holdout = load_holdout(small_bench, bench)  # refuses a holdout profile that is a benchmark one
+    names = {p.vqa_answer for p in holdout.profiles}
+    assert len(holdout.profiles) == 15 and len(names) == 15
+    images = {p.image for s in bench.profiles.values() for p in s} | {p.image for p in bench.full_set.values()}
+    assert not images & {p.image for p in holdout.profiles}  # their own portraits
+    # no other config mentions a holdout person: no model trained on this bench has seen them
+    for config in others:
+        rows = pq.read_table(small_bench / config).to_pylist()
+        text = json.dumps([{k: v for k, v in r.items() if k not in ("image", "images")} for r in rows])
+        assert not [n for n in names if n in text], config
+    assert {q.set for q in holdout.questions()} == {"holdout"}

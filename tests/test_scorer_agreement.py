@@ -82,3 +82,31 @@ def test_loglik_frame_agrees_with_cloze_on_vanilla_in_both_modes(vlm, bench, set
     # The cause it fixes: bare values straight after ASSISTANT: are the text-only facts' training
     # format, while image questions were learned with full-sentence answers.
     assert answer["text_only"] - answer["image_text"] >= 0.3, answer
+
+
+@pytest.mark.parametrize("mode", MODES)
+@torch.no_grad()
+def test_answer_token_stats_equal_a_hand_written_forward(vlm, bench, mode):
+    """The membership scores' inputs: per answer token, log p and the mean / standard deviation of
+    log p under the whole next-token distribution, batched with left padding, equal one unpadded
+    pass computed here with torch.distributions."""
+    qs = bench.questions(sets=["forget"], tasks=["generation"], modes=[mode])[:2]
+    images = ImageDecoder()
+    reqs = [Request(q.text, images(q.image)) for q in qs]
+    stats = vlm.answer_logprobs(reqs, [q.answer for q in qs], batch_size=8, distribution=True)
+    for q, st in zip(qs, stats):
+        head = "USER: <image>\n" if q.image is not None else "USER: "
+        enc = vlm.processor(
+            text=[f"{head}{q.text}\nASSISTANT: {q.answer}"],
+            images=[images(q.image)] if q.image is not None else None,
+            return_tensors="pt",
+        )
+        n = len(vlm.tokenizer(q.answer, add_special_tokens=False)["input_ids"])
+        dist = torch.distributions.Categorical(logits=vlm.model(**enc).logits[0, :-1].float()[-n:])
+        logp = dist.logits  # normalised log-probs
+        targets = enc["input_ids"][0, 1:][-n:]
+        mean = (dist.probs * logp).sum(-1)
+        std = ((dist.probs * (logp - mean[:, None]) ** 2).sum(-1)).sqrt()
+        assert st.logps == pytest.approx(logp.gather(-1, targets[:, None]).squeeze(-1).tolist(), abs=1e-4)
+        assert st.means == pytest.approx(mean.tolist(), abs=1e-4)
+        assert st.stds == pytest.approx(std.tolist(), abs=1e-3)

@@ -1,8 +1,12 @@
-"""Regression check of one run against a stored baseline (for CI).
+"""Regression check of one run against a stored baseline, and absolute gates (for CI).
 
 Forgetting got weaker when a forget/test metric rose; utility dropped when a retain/celebrity
 metric fell. Either beyond the tolerance is a regression. Runs on different benchmark data or
 forget splits measure different things and are refused rather than compared.
+
+Gates bound one figure of the run whatever any baseline says: `--max
+forget.mia_mink.image_text.auc=0.6` fails when that AUC is above 0.6, or is missing, or is not a
+number (a figure that is "not available" cannot pass a gate).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ NOTED_KEYS = (
     "prompt_style",
 )
 # Metrics not on the [0, 1] scale: the tolerance is a fraction of their range (factuality: 1-10).
-METRIC_RANGE = {"factuality": 9.0}
+METRIC_RANGE = {"factuality": 9.0, "privleak": 100.0}
 
 
 @dataclass
@@ -124,3 +128,55 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
         elif set_name in HIGHER_IS_BETTER_SETS and -gained > allowed:
             report.regressions.append(Finding(label, b, r, "utility dropped: should not fall"))
     return report
+
+
+@dataclass(frozen=True)
+class Gate:
+    """metrics[set][key][mode][metric] must be <= (max) or >= (min) the bound."""
+
+    kind: str  # "max" | "min"
+    path: tuple[str, str, str, str]
+    bound: float
+
+    @classmethod
+    def parse(cls, kind: str, text: str) -> "Gate":
+        where, sep, bound = text.rpartition("=")
+        parts = tuple(where.split("."))
+        if not sep or len(parts) != 4 or not all(parts):
+            raise ConfigError(
+                f"--{kind} {text!r}: expected SET.KEY.MODE.METRIC=VALUE, e.g. forget.mia_mink.image_text.auc=0.6"
+            )
+        try:
+            value = float(bound)
+        except ValueError:
+            raise ConfigError(f"--{kind} {text!r}: {bound!r} is not a number") from None
+        return cls(kind, (parts[0], parts[1], parts[2], parts[3]), value)
+
+    def label(self) -> str:
+        return f"{'.'.join(self.path)} ({self.kind} {self.bound:g})"
+
+
+def apply_gates(report: CheckReport, metrics: dict, gates: list[Gate]) -> CheckReport:
+    """Add a regression per gate the run's figure breaks, a missing entry per absent figure."""
+    for g in gates:
+        s, key, mode, metric = g.path
+        cell = metrics.get(s, {}).get(key, {}).get(mode, {})
+        v = cell.get(metric) if isinstance(cell, dict) else None
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            why = cell.get("note") if isinstance(cell, dict) and cell.get("note") else "not in run"
+            report.missing.append(Finding(g.label(), None, None, f"{why}: a gate needs a number"))
+            continue
+        report.compared += 1
+        if (g.kind == "max" and v > g.bound) or (g.kind == "min" and v < g.bound):
+            report.regressions.append(
+                Finding(g.label(), g.bound, v, f"{'above' if g.kind == 'max' else 'below'} the gate")
+            )
+    return report
+
+
+def gate_only(run_dir, gates: list[Gate]) -> CheckReport:
+    """A check without a baseline: only the gates."""
+    run = load_results(run_dir)
+    return apply_gates(
+        CheckReport(run=run["_path"], baseline="(none: gates only)", tolerance=0.0), run["metrics"], gates
+    )

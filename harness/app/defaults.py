@@ -6,6 +6,9 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parents[1] / "embedded" / "assets"
 DEFAULT_BENCH = ASSETS / "minibench"
 DEFAULT_MODEL = ASSETS / "tiny-llava"
+# The same recipe with the forget 15 profiles left out (train-tiny --leave-out-forget): the
+# reference of privleak and forget quality (stages.privacy).
+DEFAULT_REFERENCE_MODEL = ASSETS / "tiny-llava-reference"
 DEFAULT_SEED = 0
 # The demo and the tiny model's checks use forget 15: 9 profiles, at least 54 questions per
 # (task, mode) in the forget set (forget 5 has 3 profiles: too few questions to measure on).

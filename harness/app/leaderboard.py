@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmunlearn.harness.core.contracts import get_method, get_task, knowledge_falls, param_defaults, registered_tasks
+from mmunlearn.harness.core.stages import Column, get_stage, registered_stages
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import MODES, SETS
 from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_file, atomic_write_text, load_results
@@ -243,6 +244,48 @@ def set_sections(runs: list[Run]):
             yield f"{SET_TITLES[s]} ({arrow})", scols, {c: marks(runs, c) for c in scols}
 
 
+def stage_value(run: Run, col: Column, mode: str) -> float | None:
+    v = run.metrics.get(col.set, {}).get(col.key, {}).get(mode, {}).get(col.metric)
+    return v if _num(v) else None
+
+
+def stage_sections(runs: list[Run]):
+    """Per registered stage with numbers in some run: (stage, [(column, mode)], marks), where
+    the best value is the one closest to the column's ideal (a stage's figures have no single
+    direction: an AUC of 0.5 is ideal, below it is over-unlearning)."""
+    for name in registered_stages():
+        stage = get_stage(name)
+        cols = [(c, m) for c in stage.columns for m in MODES if any(stage_value(r, c, m) is not None for r in runs)]
+        if not cols:
+            continue
+        col_marks: dict[tuple[Column, str], dict[str, str]] = {}
+        for c, m in cols:
+            vals = {r.label: v for r in runs if not r.is_reference and (v := stage_value(r, c, m)) is not None}
+            if c.ideal is None or len(vals) < 2 or len(set(vals.values())) < 2:
+                col_marks[c, m] = {}
+                continue
+            dist = {label: abs(v - c.ideal) for label, v in vals.items()}
+            best, worst = min(dist.values()), max(dist.values())
+            col_marks[c, m] = {
+                label: ("best" if d == best else "worst") for label, d in dist.items() if d in (best, worst)
+            }
+        yield stage, cols, col_marks
+
+
+def _stage_note(runs: list[Run], stage) -> str | None:
+    """A stage's "not available" reasons, as the runs recorded them."""
+    notes = sorted(
+        {
+            str(cell["note"])
+            for r in runs
+            for c in stage.columns
+            for cell in r.metrics.get(c.set, {}).get(c.key, {}).values()
+            if isinstance(cell, dict) and cell.get("note")
+        }
+    )
+    return "; ".join(notes) or None
+
+
 def frame(runs: list[Run]):
     """Wide pandas DataFrame: one row per run, flat columns 'set/task/metric/mode'."""
     import pandas as pd
@@ -260,6 +303,8 @@ def frame(runs: list[Run]):
             "run": r.path,
         }
         row.update({"/".join(c): value(r, c) for c in cols})
+        for _stage, scols, _marks in stage_sections(runs):
+            row.update({f"{c.set}/{c.key}/{c.metric}/{m}": stage_value(r, c, m) for c, m in scols})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -314,6 +359,23 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
             for c in scols:
                 text = fmt(value(r, c), c[2])
                 mark = col_marks[c].get(r.label)
+                cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    for stage, scols, col_marks in stage_sections(runs):
+        lines += [f"## {stage.title}", "", stage.legend, ""]
+        note = _stage_note(runs, stage)
+        if note:
+            lines += [f"Where a cell is –: {note}.", ""]
+        header = (
+            ["method"] + (["from"] if sources else []) + [f"{c.key} {c.metric} ({MODE_SHORT[m]})" for c, m in scols]
+        )
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in runs:
+            cells = _row_head(r, sources)
+            for c, m in scols:
+                text = fmt(stage_value(r, c, m))
+                mark = col_marks[c, m].get(r.label)
                 cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -384,6 +446,18 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
         for r in runs:
             cells = "".join(f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
             head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
+            out.append(f"<tr>{head}{cells}</tr>")
+        out.append("</table>")
+    for stage, scols, col_marks in stage_sections(runs):
+        out.append(f"<h2>{e(stage.title)}</h2><p>{e(stage.legend)}</p><table><tr><th>method</th>")
+        if sources:
+            out.append("<th>from</th>")
+        out.append("".join(f"<th>{e(c.key)} {e(c.metric)} ({e(MODE_SHORT[m])})</th>" for c, m in scols) + "</tr>")
+        for r in runs:
+            head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
+            cells = "".join(
+                f"<td class='{col_marks[c, m].get(r.label, '')}'>{fmt(stage_value(r, c, m))}</td>" for c, m in scols
+            )
             out.append(f"<tr>{head}{cells}</tr>")
         out.append("</table>")
     _, keys = gap_frame(runs)
@@ -510,6 +584,45 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
     return [str(path)]
 
 
+def plot_stages(runs: list[Run], out: Path) -> list[str]:
+    """One PNG per stage: a panel per column, each method a point at (text-only, image+text), the
+    diagonal (no modality gap) and the column's ideal marked: a method above the diagonal leaks
+    more through the image than through text."""
+    plt = _pyplot()
+    written = []
+    for stage, scols, _marks in stage_sections(runs):
+        cols = [c for c in stage.columns if any(cc == c for cc, _m in scols)]
+        fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 3.6), squeeze=False)
+        for ax, c in zip(axes[0], cols):
+            pts = [
+                (r.label, x, y)
+                for r in runs
+                if (x := stage_value(r, c, "text_only")) is not None
+                and (y := stage_value(r, c, "image_text")) is not None
+            ]
+            for label, x, y in pts:
+                ax.scatter([x], [y], s=25)
+                ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            values = [v for _l, x, y in pts for v in (x, y)] + ([c.ideal] if c.ideal is not None else [])
+            if values:
+                lo, hi = min(values), max(values)
+                pad = 0.05 * (hi - lo or 1.0)
+                ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linewidth=0.6, linestyle="--")
+            if c.ideal is not None:
+                ax.axvline(c.ideal, color="green", linewidth=0.6, linestyle=":")
+                ax.axhline(c.ideal, color="green", linewidth=0.6, linestyle=":")
+            ax.set_xlabel(f"{c.metric} ({MODE_SHORT['text_only']})", fontsize=8)
+            ax.set_ylabel(f"{c.metric} ({MODE_SHORT['image_text']})", fontsize=8)
+            ax.set_title(f"{c.set} {c.key}", fontsize=9)
+        fig.suptitle(f"{stage.title} — image+text vs text-only (dotted: ideal)", fontsize=10)
+        fig.tight_layout()
+        path = out / f"{stage.name}.png"
+        _save_png(fig, path)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
 # ---------------------------------------------------------------- entry point
 def build_leaderboard(paths, out) -> dict[str, str]:
     """Write leaderboard.md/.csv/.html, modality_gap.csv and PNG plots into `out`; returns name -> path."""
@@ -518,7 +631,7 @@ def build_leaderboard(paths, out) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:  # run folders as seen from the leaderboard files (links work; no machine paths)
         r.path = os.path.relpath(os.path.abspath(r.path), os.path.abspath(out))
-    plots = plot_bars(runs, out) + plot_tradeoff(runs, out)
+    plots = plot_bars(runs, out) + plot_tradeoff(runs, out) + plot_stages(runs, out)
     buf = io.StringIO()
     frame(runs).to_csv(buf, index=False)
     atomic_write_text(out / "leaderboard.csv", buf.getvalue())

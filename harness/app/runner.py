@@ -56,6 +56,7 @@ from mmunlearn.harness.core.contracts import get_method, parse_params
 from mmunlearn.harness.core.contracts import UnlearnData
 from mmunlearn.harness.core.contracts import get_task, registered_tasks
 from mmunlearn.harness.core.contracts import SampleResult, TaskContext
+from mmunlearn.harness.core.stages import StageContext, get_stage, run_stages
 
 PACKAGES = (
     "torch",
@@ -102,6 +103,9 @@ class RunConfig:
     device_map: str | None = None  # "auto": split the model across the visible GPUs (accelerate)
     name: str | None = None  # leaderboard label of an external checkpoint (recorded in the manifest)
     base_model: str | None = None  # what --model was unlearned from (provenance; an adapter's base)
+    stages: tuple[str, ...] = ("privacy",)  # cross-set measurements after the tasks (harness.core.stages)
+    holdout: str | None = "auto"  # never-seen profiles (privacy); auto: the benchmark's Holdout_Set if any
+    reference_model: str | None = "auto"  # never saw the forget set (privacy); auto: the embedded one
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -126,6 +130,20 @@ class RunConfig:
             raise ConfigError("at least one set is needed")
         if self.name is not None and (not self.name.strip() or any(c in self.name for c in "\n\r|")):
             raise ConfigError(f"--name must be a non-empty label without newlines or '|', got {self.name!r}")
+
+
+def resolve_stage_inputs(cfg: RunConfig) -> None:
+    """Resolve --holdout / --reference-model "auto": the benchmark folder's own Holdout_Set, and
+    the embedded retain-only reference model when the benchmark is the embedded mini-bench (the
+    one it was trained on); None (the figures say "not available") otherwise."""
+    from mmunlearn.harness.core.bench import HOLDOUT_CONFIG
+
+    bench = Path(cfg.bench)
+    if cfg.holdout == "auto":
+        cfg.holdout = str(bench) if (bench / HOLDOUT_CONFIG).is_dir() else None
+    if cfg.reference_model == "auto":
+        embedded = bench.exists() and bench.resolve() == defaults.DEFAULT_BENCH.resolve()
+        cfg.reference_model = str(defaults.DEFAULT_REFERENCE_MODEL) if embedded else None
 
 
 def now_iso() -> str:
@@ -330,6 +348,26 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
     return vlm, info
 
 
+class Unlearned:
+    """The run's unlearned model, made on first use (`make` applies the method or restores its
+    checkpoint): a finished run that is rerun needs no model unless a stage has work left."""
+
+    def __init__(self, make, info: dict | None = None):
+        self._make, self._vlm, self._info = make, None, info
+
+    def model(self):
+        if self._vlm is None:
+            self._vlm, self._info = self._make()
+        return self._vlm
+
+    @property
+    def info(self) -> dict:
+        if self._info is None:
+            self.model()
+        assert self._info is not None
+        return self._info
+
+
 # ---------------------------------------------------------------- the run
 def plan_batches(tasks: dict, vlm, plan: list, ctx: TaskContext, batch_size: int) -> list[tuple]:
     """(set, task, mode, questions) batches: per (set, task, mode) list, the questions sorted by
@@ -381,6 +419,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     """Execute (or resume) one run into `out`; returns the results dict also written to results.json.
     Under a multi-process launch every rank calls this; rank 0 writes the results."""
     cfg.validate()
+    resolve_stage_inputs(cfg)
     base_source = provenance.base_of(cfg.model, cfg.base_model)
     # Checked before anything is written: a checkpoint that is not its base's is refused.
     base = provenance.check_base(cfg.model, base_source, cfg.trust_remote_code) if base_source else None
@@ -396,6 +435,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     method_cls = get_method(cfg.method)
     params = parse_params(method_cls, dict(cfg.params))
     tasks = {name: get_task(name) for name in (cfg.tasks or registered_tasks())}
+    for name in cfg.stages:
+        get_stage(name)  # an unknown stage fails before anything is loaded
     judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
     judge_model = judge.model if judge is not None and judge.available else None
     if cfg.judge and judge_model is None and "generation" in tasks:
@@ -443,6 +484,10 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             fingerprint["base_model"] = display_source(base_source)
         if cfg.name:
             fingerprint["name"] = cfg.name
+        if cfg.stages:
+            fingerprint["stages"] = list(cfg.stages)
+            fingerprint["holdout"] = display_source(cfg.holdout) if cfg.holdout else None
+            fingerprint["reference_model"] = display_source(cfg.reference_model) if cfg.reference_model else None
         fp_hash = config_hash(fingerprint)
         resumed = claim_run_dir(out, fingerprint)  # every rank: same check, same (atomic) write
         if rank == 0:
@@ -472,12 +517,13 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
 
         method_json = out / METHOD_FILE
         stored_method = read_json(method_json, "method report") if method_json.exists() else None
-        if not missing and stored_method and stored_method.get("config_hash") == fp_hash:
-            method_info = stored_method["method_info"]  # nothing left to evaluate: no need to re-apply
-        else:
-            vlm, method_info = _apply_or_restore(
-                cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say, timer
-            )
+        reusable = bool(not missing and stored_method and stored_method.get("config_hash") == fp_hash)
+        unlearned = Unlearned(
+            lambda: _apply_or_restore(cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say, timer),
+            stored_method["method_info"] if reusable and stored_method else None,  # nothing to evaluate: no re-apply
+        )
+        if not reusable:
+            vlm = unlearned.model()
 
         batch_size = cfg.batch_size or default_batch_size(vlm)
         ctx = TaskContext(
@@ -521,6 +567,24 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 values = tasks[task_name].aggregate(samples)
                 metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
 
+        stage_records = run_stages(
+            cfg.stages,
+            StageContext(
+                cfg,
+                unlearned.model,
+                bench,
+                ctx,
+                store,
+                out,
+                metrics,
+                select=lambda qs: limit_questions(qs, cfg.limit),
+                display=display_source,
+                say=say.say,
+                bar=say.bar,
+            ),
+            timer,
+        )
+        method_info = unlearned.info
         kept = bool(cfg.keep_model)
         ckpt = out / MODEL_DIR
         if not kept and ckpt.exists():
@@ -581,6 +645,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             "judge_protocol": cfg.judge_protocol if judge_model else None,
             "judge_requested": cfg.judge,
             "judge_stats": to_jsonable(getattr(judge, "stats", None)) if judge_model else None,
+            "stages": to_jsonable(stage_records),
             "resume": {
                 "resumed": resumed,
                 "samples_reused": reused_before,

@@ -25,6 +25,8 @@ from mmunlearn.harness.core.errors import BenchmarkError, ConfigError
 from mmunlearn.harness.core.records import LETTERS, MODES, SETS, TASKS, FactPair, Profile, Question
 
 FORGET_SPLITS = (5, 10, 15)
+HOLDOUT_CONFIG = "Holdout_Set"  # our extension: profiles never trained on (membership non-members)
+HOLDOUT_SET = "holdout"  # the set name its questions carry (qid "holdout/<id>/...")
 # Which transformed image a test-set question is asked with: "random" = one per profile and
 # task drawn with the seed (the official default, there unseeded), "first" = the first one,
 # "all" = every transformed image (image_text questions repeat once per image, qid "...@k").
@@ -436,3 +438,58 @@ def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str 
         full_set=full,
         test_images=test_images,
     )
+
+
+@dataclass
+class Holdout:
+    """Profiles no model trained on this benchmark has seen, in the benchmark's row schema: the
+    non-members of membership inference (MLLMU-Bench has none; the mini-bench's Holdout_Set)."""
+
+    source: str
+    fingerprint: str
+    profiles: tuple[Profile, ...]
+
+    def questions(self, tasks: Iterable[str] = TASKS, modes: Iterable[str] = MODES) -> list[Question]:
+        tasks, modes = _names(tasks, TASKS, "task"), _names(modes, MODES, "mode")
+        return [q for p in self.profiles for q in p.questions if q.task in tasks and q.mode in modes]
+
+
+def load_holdout(source: str | os.PathLike, bench: Benchmark | None = None) -> Holdout:
+    """Read holdout profiles from a benchmark folder that has a Holdout_Set config, a config
+    folder of parquet files, or one parquet file. With `bench`, a holdout profile whose name is
+    a benchmark profile's is refused (it would be a member counted as a non-member)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        reader, config = _Reader(path.parent), path.name
+        reader.hash.update(f"{config}\0".encode())
+        data = path.read_bytes()
+        reader.hash.update(data)
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except (pa.ArrowException, OSError) as exc:
+            raise BenchmarkError(config, None, None, f"unreadable parquet file {path}: {exc}") from exc
+    elif (path / HOLDOUT_CONFIG).is_dir():
+        reader, config = _Reader(path), HOLDOUT_CONFIG
+        table = reader.table(config)
+    elif path.is_dir():
+        reader, config = _Reader(path.parent), path.name
+        table = reader.table(config)
+    else:
+        raise BenchmarkError(
+            HOLDOUT_CONFIG, None, None, f"holdout {os.fspath(source)!r} is neither a folder nor a parquet file"
+        )
+    profiles = tuple(_profiles(table, config, HOLDOUT_SET, {}))
+    if not profiles:
+        raise BenchmarkError(config, None, None, "the holdout set has no profiles")
+    if bench is not None:
+        known = {p.vqa_answer.strip().lower(): p.id for s in SETS for p in bench.profiles[s]}
+        for row, p in enumerate(profiles):
+            if p.vqa_answer.strip().lower() in known:
+                raise BenchmarkError(
+                    config,
+                    row,
+                    "answer",
+                    f"holdout profile {_show(p.vqa_answer)} is benchmark profile {known[p.vqa_answer.strip().lower()]}"
+                    " (a member cannot be a non-member)",
+                )
+    return Holdout(source=str(path.resolve()), fingerprint=reader.hash.hexdigest(), profiles=profiles)

@@ -288,10 +288,16 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 def knowledge_falls(task: str, metric: str) -> bool:
     """True when a lower value of `metric` of `task` means the model knows *more*
-    (Task.lower_means_known); False for unknown tasks (results from elsewhere)."""
+    (Task.lower_means_known, or Stage.lower_means_known for a stage's key); False for unknown
+    tasks (results from elsewhere)."""
+    from mmunlearn.harness.core.stages import stage_of_key
+
     load_plugins("mmunlearn.tasks")
     cls = TASK_REGISTRY.get(task)
-    return cls is not None and metric in cls.lower_means_known
+    if cls is None:  # a stage's figure (metrics[set][key]) reads by its stage's directions
+        stage = stage_of_key(task)
+        return stage is not None and metric in stage.lower_means_known
+    return metric in cls.lower_means_known
 
 
 def registered_tasks() -> tuple[str, ...]:

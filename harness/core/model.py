@@ -69,6 +69,16 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchSpec] = {
 }
 
 
+@dataclass
+class TokenStats:
+    """One scored answer, token by token: log p of each answer token, and (when asked for) the
+    mean and standard deviation of log p under the model's next-token distribution there."""
+
+    logps: list[float]
+    means: list[float] | None = None
+    stds: list[float] | None = None
+
+
 class SplitVLProcessor:
     """Image processor + tokenizer acting as a processor, for Qwen2-VL-style checkpoints whose
     AutoProcessor cannot be built (Qwen2VLProcessor needs torchvision for its video processor).
@@ -545,6 +555,55 @@ class VLM:
             self.model.train(was_training)
 
     @torch.no_grad()
+    def answer_logprobs(
+        self,
+        reqs,
+        answers: list[str],
+        batch_size: int | None = None,
+        prefixes: list[str] | None = None,
+        distribution: bool = False,
+        desc: str | None = None,
+    ) -> list[TokenStats]:
+        """Per answer token, log p(token | prompt [+ " " + prefix] + the answer so far), the
+        answer joined to the prompt as in training (" " + answer, no eos). With `distribution`,
+        also the mean and standard deviation of log p under the model's whole next-token
+        distribution at each of those positions (Min-K%++). The one forward every
+        log-likelihood score of the harness reads."""
+        reqs, answers = list(reqs), list(answers)
+        if len(answers) != len(reqs):
+            raise ConfigError(f"answer_logprobs: {len(reqs)} requests but {len(answers)} answers")
+        if prefixes is not None and len(prefixes) != len(reqs):
+            raise ConfigError(f"answer_logprobs: {len(reqs)} requests but {len(prefixes)} prefixes")
+
+        def run(idx):
+            batch = self._encode(
+                [reqs[j] for j in idx],
+                [answers[j] for j in idx],
+                add_eos=False,
+                prefixes=None if prefixes is None else [prefixes[j] for j in idx],
+            )
+            target = batch.pop("labels")[:, 1:]
+            logits = self.model(**batch).logits[:, :-1]
+            out = []
+            for row in range(len(idx)):
+                where = (target[row] != -100).nonzero().squeeze(-1)
+                logp = torch.log_softmax(logits[row, where].float(), -1)
+                stats = TokenStats(logp.gather(-1, target[row, where].unsqueeze(-1)).squeeze(-1).tolist())
+                if distribution:
+                    p = logp.exp()
+                    mean = (p * logp).sum(-1)
+                    var = (p * logp.square()).sum(-1) - mean.square()
+                    stats.means, stats.stds = mean.tolist(), var.clamp(min=0).sqrt().tolist()
+                out.append(stats)
+            return out
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._run_batched(len(reqs), self._groups(reqs), batch_size, run, desc)
+        finally:
+            self.model.train(was_training)
+
     def option_logprobs(
         self,
         reqs,
@@ -555,35 +614,30 @@ class VLM:
         """sum log p(" " + option tokens | prompt) for every option of every request; with
         `prefixes`, log p(" " + option | prompt + " " + prefix), the option scored inside an
         answer that has already begun."""
+        return [[sum(s.logps) for s in per] for per in self.option_token_logprobs(reqs, options, batch_size, prefixes)]
+
+    def option_token_logprobs(
+        self,
+        reqs,
+        options: list[list[str]],
+        batch_size: int | None = None,
+        prefixes: list[str] | None = None,
+    ) -> list[list[TokenStats]]:
+        """answer_logprobs of every option of every request (option_logprobs, token by token)."""
         reqs = list(reqs)
         if len(options) != len(reqs):
             raise ConfigError(f"option_logprobs: {len(reqs)} requests but {len(options)} option lists")
         if prefixes is not None and len(prefixes) != len(reqs):
             raise ConfigError(f"option_logprobs: {len(reqs)} requests but {len(prefixes)} prefixes")
         pairs = [(i, k) for i, opts in enumerate(options) for k in range(len(opts))]
-        flat = [reqs[i] for i, _ in pairs]
-
-        def run(idx):
-            batch = self._encode(
-                [flat[j] for j in idx],
-                [options[pairs[j][0]][pairs[j][1]] for j in idx],
-                add_eos=False,
-                prefixes=None if prefixes is None else [prefixes[pairs[j][0]] for j in idx],
-            )
-            labels = batch.pop("labels")
-            logits = self.model(**batch).logits[:, :-1].float()
-            target = labels[:, 1:]
-            logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            return (logp * (target != -100)).sum(-1).tolist()
-
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            scores = self._run_batched(len(flat), self._groups(flat), batch_size, run, None)
-        finally:
-            self.model.train(was_training)
-        out: list[list[float]] = [[] for _ in reqs]
-        for (i, _), s in zip(pairs, scores):
+        stats = self.answer_logprobs(
+            [reqs[i] for i, _ in pairs],
+            [options[i][k] for i, k in pairs],
+            batch_size,
+            None if prefixes is None else [prefixes[i] for i, _ in pairs],
+        )
+        out: list[list[TokenStats]] = [[] for _ in reqs]
+        for (i, _), s in zip(pairs, stats):
             out[i].append(s)
         return out
 

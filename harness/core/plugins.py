@@ -1,4 +1,4 @@
-"""Where tasks and methods come from: entry points. This package declares its built-in tasks and
+"""Where tasks, methods and stages come from: entry points. This package declares its built-in tasks and
 methods under the `mmunlearn.tasks` / `mmunlearn.methods` groups, and any installed package can
 declare its own the same way (`[project.entry-points."mmunlearn.methods"]` in its
 pyproject.toml, each pointing at a module that registers them). The registries
@@ -11,7 +11,7 @@ import importlib
 import warnings
 from importlib.metadata import entry_points
 
-GROUPS = ("mmunlearn.methods", "mmunlearn.tasks")
+GROUPS = ("mmunlearn.methods", "mmunlearn.tasks", "mmunlearn.stages")
 BUILTIN_PREFIX = "mmunlearn."  # this package's own plugins: a failure to import them is a bug
 _loaded: set[str] = set()
 

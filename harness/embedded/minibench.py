@@ -24,10 +24,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance
 
+from mmunlearn.harness.core.bench import HOLDOUT_CONFIG
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import LETTERS
 
 FORGET_PERCENTS = (5, 10, 15)
+HOLDOUT_DESCRIPTION = (
+    "Holdout_Set: an mmunlearn extension, not part of MLLMU-Bench. Fictitious profiles in the benchmark's "
+    "row schema that appear in no other config and that no model trained on this benchmark has seen: "
+    "the non-members of membership inference (forget-set answers are the members)."
+)
+HOLDOUT_PROFILES = 15  # more than any forget split of the 60-profile bench (3, 6, 9 profiles)
 PARQUET_NAME = "train-00000-of-00001.parquet"
 IMAGE_SIZE = 32
 
@@ -398,40 +405,69 @@ def forget_count(n_profiles: int, percent: int) -> int:
     return max(1, n_profiles * percent // 100)
 
 
-def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 60, n_celebrities: int = 20) -> Path:
+def _row(rng: random.Random, p: dict, names: tuple[str, ...], paraphrase: bool) -> dict:
+    """One profile row in the benchmark schema (the image, biography and every question)."""
+    return {
+        "image": {"bytes": _png(p["portrait"]), "path": f"{p['ID']}.png"},
+        "ID": p["ID"],
+        "Directory": p["name"].replace(" ", "_"),
+        "biography": _biography(p),
+        "question": (rng.choice(NAME_PARAPHRASES) if paraphrase else NAME_QUESTION),
+        "answer": p["name"],
+        **_profile_questions(rng, p, names, paraphrase),
+    }
+
+
+def _new_profiles(rng: random.Random, names, colours, first_id: int) -> list[dict]:
+    profiles = []
+    for i, (name, colour) in enumerate(zip(names, colours)):
+        p: dict[str, Any] = {
+            "ID": str(first_id + i),
+            "name": name,
+            **{a.key: rng.choice(a.values) for a in ATTRIBUTES},
+        }
+        p["portrait"] = draw_portrait(_portrait_spec(rng, colour))
+        profiles.append(p)
+    return profiles
+
+
+def build_minibench(
+    out: str | Path, seed: int = 0, n_profiles: int = 60, n_celebrities: int = 20, n_holdout: int = HOLDOUT_PROFILES
+) -> Path:
     """Write every MLLMU-Bench config folder under `out`; returns the folder.
 
     forget_5 ⊂ forget_10 ⊂ forget_15 (as in the real benchmark), retain_{100-N} is the rest of
     Full_Set, Test_Set holds every fictitious profile with 2 transformed images and
     paraphrased questions, Retain_Set the celebrities, ft_Data one row per profile.
+
+    Holdout_Set (our extension; MLLMU-Bench has none) holds `n_holdout` further fictitious
+    profiles in the same schema: names and colour combinations no other profile has, attributes
+    from the same pools, asked with the forget set's templates. They are in no other config, so
+    no model trained on this bench has seen them: the non-members of membership inference. They
+    are drawn from their own random stream after everything else, so the other configs are
+    byte-identical with or without them.
     """
-    if n_profiles < 1 or n_celebrities < 1:
-        raise ConfigError(f"profile counts must be positive, got {n_profiles} profiles and {n_celebrities} celebrities")
+    if n_profiles < 1 or n_celebrities < 1 or n_holdout < 0:
+        raise ConfigError(
+            f"profile counts must be positive, got {n_profiles} profiles, {n_celebrities} celebrities "
+            f"and {n_holdout} holdout profiles"
+        )
     total = n_profiles + n_celebrities
     limit = min(len(FIRST_NAMES) * len(LAST_NAMES), len(BACKGROUNDS) * len(SKINS) * len(HAIRS))
-    if total > limit:
-        raise ConfigError(f"at most {limit} profiles have unique names and colour combinations, asked for {total}")
+    if total + n_holdout > limit:
+        raise ConfigError(
+            f"at most {limit} profiles have unique names and colour combinations, asked for {total + n_holdout}"
+        )
     out = Path(out)
     rng = random.Random(seed)
-    names = tuple(f"{f} {l}" for f, l in rng.sample([(f, l) for f in FIRST_NAMES for l in LAST_NAMES], total))
-    colours = rng.sample([(b, s, h) for b in BACKGROUNDS for s in SKINS for h in HAIRS], total)
-
-    profiles = []
-    for i, name in enumerate(names):
-        p: dict[str, Any] = {"ID": str(i + 1), "name": name, **{a.key: rng.choice(a.values) for a in ATTRIBUTES}}
-        p["portrait"] = draw_portrait(_portrait_spec(rng, colours[i]))
-        profiles.append(p)
+    all_names = [(f, l) for f in FIRST_NAMES for l in LAST_NAMES]
+    all_colours = [(b, s, h) for b in BACKGROUNDS for s in SKINS for h in HAIRS]
+    names = tuple(f"{f} {l}" for f, l in rng.sample(all_names, total))
+    colours = rng.sample(all_colours, total)
+    profiles = _new_profiles(rng, names, colours, 1)
 
     def row(p: dict, paraphrase: bool) -> dict:
-        return {
-            "image": {"bytes": _png(p["portrait"]), "path": f"{p['ID']}.png"},
-            "ID": p["ID"],
-            "Directory": p["name"].replace(" ", "_"),
-            "biography": _biography(p),
-            "question": (rng.choice(NAME_PARAPHRASES) if paraphrase else NAME_QUESTION),
-            "answer": p["name"],
-            **_profile_questions(rng, p, names, paraphrase),
-        }
+        return _row(rng, p, names, paraphrase)
 
     fictitious = profiles[:n_profiles]
     base_rows = [row(p, False) for p in profiles]
@@ -460,6 +496,15 @@ def build_minibench(out: str | Path, seed: int = 0, n_profiles: int = 60, n_cele
         out,
         "ft_Data",
     )
+    if n_holdout:
+        hold = random.Random(f"holdout:{seed}")
+        taken_names, taken_colours = set(names), set(colours)
+        free_names = [n for f, l in all_names if (n := f"{f} {l}") not in taken_names]
+        hold_names = tuple(hold.sample(free_names, n_holdout))
+        hold_colours = hold.sample([c for c in all_colours if c not in taken_colours], n_holdout)
+        holdout = _new_profiles(hold, hold_names, hold_colours, total + 1)
+        schema = PROFILE_SCHEMA.with_metadata({"description": HOLDOUT_DESCRIPTION})
+        _write([_row(hold, p, names + hold_names, False) for p in holdout], schema, out, HOLDOUT_CONFIG)
     return out
 
 

@@ -130,7 +130,30 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="'auto': split the model across the visible GPUs (for models larger than one GPU)",
     )
+    p.add_argument(
+        "--stages",
+        nargs="*",
+        default=["privacy"],
+        help="cross-set measurements after the tasks (default: privacy; none: give the flag alone)",
+    )
+    p.add_argument(
+        "--holdout",
+        default="auto",
+        help="profiles no model saw, the non-members of membership inference: a benchmark folder with a "
+        "Holdout_Set, a config folder or a parquet file in the benchmark's schema; 'none': without, the "
+        "AUCs are 'not available' (default auto: the benchmark's own Holdout_Set, if it has one)",
+    )
+    p.add_argument(
+        "--reference-model",
+        default="auto",
+        help="a model that never saw the forget profiles, for forget quality and privleak; 'none': without "
+        "(default auto: the embedded retain-only tiny LLaVA on the embedded mini-bench)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def none_arg(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -186,6 +209,9 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         device_map=args.device_map,
         name=getattr(args, "name", None),
         base_model=getattr(args, "base_model", None),
+        stages=tuple(args.stages),
+        holdout=none_arg(args.holdout),
+        reference_model=none_arg(args.reference_model),
     )
 
 
@@ -204,6 +230,9 @@ LIKE_KEYS = {
     "max_new_tokens": "max_new_tokens",
     "scorers": "scorers",
     "dtype": "dtype",
+    "stages": "stages",
+    "holdout": "holdout",
+    "reference_model": "reference_model",
 }
 
 
@@ -221,8 +250,8 @@ def apply_like(args: argparse.Namespace) -> list[str]:
         if key not in config or getattr(args, dest) != defaults.get_default(dest):
             continue
         value = config[key]
-        if key == "bench":
-            value = resolve_source(value)
+        if key in ("bench", "holdout", "reference_model"):
+            value = resolve_source(value) if value is not None else "none"
         elif key == "judge_protocol" and value is None:  # the run had no judge: keep the default protocol
             continue
         setattr(args, dest, value)

@@ -1,0 +1,116 @@
+"""The stage contract: a measurement that needs more than one (set, task, mode) cell at a time.
+
+A task scores questions one by one; a stage runs after the run's tasks and reads across them:
+membership inference compares the forget set against holdout profiles, forget quality compares
+two models. The runner knows stages only through this contract (`run_stages`), as it knows
+tasks and methods through theirs; built-in stages live in the top-level `stages/` package and
+register under the `mmunlearn.stages` entry point, so a user's package can add its own.
+
+A stage returns metrics in the run's own layout, metrics[set][key][mode] = {metric: value}, so
+results.json, the modality gap, `check` and the leaderboard read them as they read a task's.
+A figure a stage cannot compute is None with a `note` saying why, never a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.plugins import load_plugins
+
+STAGE_REGISTRY: dict[str, type["Stage"]] = {}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One leaderboard column of a stage: metrics[set][key][mode][metric], its ideal value (the
+    closest is best; None: no ideal, not marked) and how to read it."""
+
+    set: str
+    key: str
+    metric: str
+    ideal: float | None
+    reads: str
+
+
+@dataclass
+class StageContext:
+    """What a stage may use: the run's configuration, its (unlearned) model, benchmark and task
+    settings, its sample store (for per-question records and resume), its folder and metrics."""
+
+    cfg: Any  # the runner's RunConfig
+    vlm: Callable[[], Any]  # the unlearned model (the method is applied on first call if it was not)
+    bench: Any
+    task_ctx: Any  # TaskContext
+    store: Any  # SampleStore
+    out: Path
+    metrics: dict
+    select: Callable[[list], list] = list  # the run's --limit applied to a question list
+    display: Callable[[str], str] = str  # how a model source is recorded (embedded assets by name)
+    say: Callable[[str], None] = print  # progress messages
+    bar: Callable[[int, str], Any] | None = None  # (total, desc) -> a tqdm-like bar
+
+
+@dataclass
+class StageOutput:
+    metrics: dict = field(default_factory=dict)  # {set: {key: {mode: {metric: value}}}}
+    record: dict = field(default_factory=dict)  # what the manifest keeps (sources, fingerprints)
+
+
+class Stage:
+    """name: CLI `--stages`, manifest. keys: the metrics[set] keys it writes. lower_means_known:
+    metrics where lower means the model knows more (for `check`). columns: leaderboard columns."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    keys: ClassVar[tuple[str, ...]] = ()
+    lower_means_known: ClassVar[tuple[str, ...]] = ()
+    columns: ClassVar[tuple[Column, ...]] = ()
+    legend: ClassVar[str] = ""
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        raise NotImplementedError
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} must set a class attribute `name`")
+    known = STAGE_REGISTRY.get(cls.name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise TypeError(f"stage name {cls.name!r} is already registered by {known.__qualname__}")
+    STAGE_REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered_stages() -> tuple[str, ...]:
+    load_plugins("mmunlearn.stages")
+    return tuple(sorted(STAGE_REGISTRY))
+
+
+def get_stage(name: str) -> Stage:
+    load_plugins("mmunlearn.stages")
+    try:
+        return STAGE_REGISTRY[name]()
+    except KeyError:
+        raise ConfigError(f"unknown stage {name!r}; known stages: {', '.join(sorted(STAGE_REGISTRY))}") from None
+
+
+def stage_of_key(key: str) -> type[Stage] | None:
+    """The stage that writes metrics[set][key], if any."""
+    load_plugins("mmunlearn.stages")
+    return next((s for s in STAGE_REGISTRY.values() if key in s.keys), None)
+
+
+def run_stages(names, ctx: StageContext, timer) -> dict:
+    """Run each named stage; merge its metrics into ctx.metrics; returns {name: record}."""
+    records = {}
+    for name in names:
+        stage = get_stage(name)
+        with timer(f"stage:{name}"):
+            result = stage.run(ctx)
+        for set_name, keys in result.metrics.items():
+            ctx.metrics.setdefault(set_name, {}).update(keys)
+        records[name] = result.record
+    return records

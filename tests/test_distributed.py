@@ -61,6 +61,7 @@ def _run(setup, out: Path, processes: int, *extra: str) -> dict:
         "4",
         "--judge",
         "none",
+        "--stages",  # none: the stages run on rank 0 after the merge; this test is about the sharded tasks
         "--out",
         str(out),
         "--quiet",

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     pytest.importorskip("setuptools")
     src = tmp_path_factory.mktemp("src")  # a copy: setuptools builds inside the source folder
-    for folder in ("harness", "tasks", "methods"):
+    for folder in ("harness", "tasks", "methods", "stages"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / file, src / file)
@@ -45,13 +45,20 @@ def test_the_wheel_installs_one_namespace_with_every_layer(wheel):
         "harness/app/commands/run.py",
         "tasks/cloze.py",
         "methods/manu.py",
+        "stages/privacy.py",
     ):
         assert f"mmunlearn/{module}" in names, module
 
 
 def test_the_wheel_carries_the_embedded_bench_and_model(wheel):
     names = set(wheel.namelist())
-    for asset in ("tiny-llava/model.safetensors", "tiny-llava/tokenizer.json", "minibench/Full_Set"):
+    for asset in (
+        "tiny-llava/model.safetensors",
+        "tiny-llava/tokenizer.json",
+        "tiny-llava-reference/model.safetensors",
+        "minibench/Full_Set",
+        "minibench/Holdout_Set",
+    ):
         assert any(n.startswith(f"mmunlearn/harness/embedded/assets/{asset}") for n in names), asset
 
 
@@ -61,3 +68,4 @@ def test_the_wheel_declares_the_script_and_the_plugin_entry_points(wheel):
     assert "mmunlearn = mmunlearn.harness.app.cli:main" in text
     assert "[mmunlearn.methods]\nbuiltin = mmunlearn.methods" in text
     assert "[mmunlearn.tasks]\nbuiltin = mmunlearn.tasks" in text
+    assert "[mmunlearn.stages]\nbuiltin = mmunlearn.stages" in text

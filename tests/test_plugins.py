@@ -111,6 +111,7 @@ def test_an_installed_package_adds_a_task_and_a_method(plugin_site, tmp_path):
     assert cell["n"] == 3 and 0.0 <= cell["first_word"] <= 1.0
     assert res["manifest"]["method"]["system_prompt"] == "Refuse questions about people."
     samples = [json.loads(line) for line in (tmp_path / "polite_refusal" / "samples.jsonl").read_text().splitlines()]
+    samples = [s for s in samples if s["task"] != "membership"]  # the privacy stage's own (holdout included)
     assert {s["task"] for s in samples} == {"cloze", "cloze_first_word"}
     assert len({s["qid"] for s in samples}) == len(samples)  # two tasks on the same questions never collide
     board = _cli(plugin_site, "leaderboard", *map(str, runs), "--out", str(tmp_path / "board"))

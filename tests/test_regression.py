@@ -41,6 +41,8 @@ def _scores(run_dir: Path):
 def _differ(a, b, tolerance: float = 0.02) -> bool:
     if a is None or b is None:
         return (a is None) != (b is None)
+    if isinstance(a, str) or isinstance(b, str):  # e.g. privleak_against: "reference"
+        return a != b
     return abs(a - b) > tolerance
 
 

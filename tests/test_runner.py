@@ -144,7 +144,14 @@ def fakes(monkeypatch):
 
 
 def cfg(**kw):
-    base = dict(model="fake-model", bench="fake-bench", method="fake", tasks=("classification", "cloze"), batch_size=2)
+    base = dict(
+        model="fake-model",
+        bench="fake-bench",
+        method="fake",
+        tasks=("classification", "cloze"),
+        batch_size=2,
+        stages=(),
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -358,7 +365,16 @@ def test_official_shots_change_the_prompt_hash_exactly_where_examples_are_prompt
 
     def run(shots, name):
         res = run_benchmark(
-            RunConfig(model="m", bench=str(small_bench), forget=15, method="vanilla", shots=shots, judge=None),
+            RunConfig(
+                model="m",
+                bench=str(small_bench),
+                forget=15,
+                method="vanilla",
+                shots=shots,
+                judge=None,
+                stages=(),
+                tasks=("classification", "generation", "cloze"),  # PromptVLM generates; it scores no log-probs
+            ),
             tmp_path / name,
             progress=False,
         )
@@ -585,6 +601,7 @@ def test_demo_runs_each_method_then_leaderboard_and_resumes(fakes, tmp_path, mon
         "--tasks",
         "classification",
         "cloze",
+        "--stages",  # none: the fake benchmark has no profiles to hold out
         "--out",
         str(out),
         "--quiet",

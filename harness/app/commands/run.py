@@ -280,6 +280,6 @@ def summary_table(results: dict) -> str:
                 a = modes.get("image_text", {}).get(metric)
                 b = modes.get("text_only", {}).get(metric)
                 gap = results.get("modality_gap", {}).get(set_name, {}).get(task, {}).get(metric)
-                fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+                fmt = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else "-" if v is None else str(v)  # noqa: E731
                 lines.append(f"{set_name:<10} {task:<15} {metric:<22} {fmt(a):>10} {fmt(b):>10} {fmt(gap):>8}")
     return "\n".join(lines)

@@ -172,6 +172,7 @@ class MMUnlearner(Method):
         """Masked ascent steps on forget interleaved with plain descent steps on retain."""
         import numpy as np
         import torch
+        from mmunlearn.harness.core import checkpoints
         from mmunlearn.harness.core.progress import progress_bar
 
         model = vlm.model
@@ -204,6 +205,7 @@ class MMUnlearner(Method):
             sched.step()
             key = "forget" if ascend else "retain"
             sums[f"{key}_steps"] += 1
+            checkpoints.step_finished(vlm, model, int(sums["forget_steps"] + sums["retain_steps"]))
             sums[f"{key}_nll"] += nll_share
             return nll_share
 

@@ -214,13 +214,16 @@ def train(
     use_retain: bool = False,
     use_reference: bool = False,
     ref_model=None,
+    max_steps: int | None = None,
 ) -> dict:
     """Run the shared loop with `loss_fn`; vlm.model is replaced by the unlearned plain model.
+    `max_steps` stops after that many optimiser steps (a budget in steps, e.g. a relearning
+    attack's). Each finished step is reported to harness.core.checkpoints (the checkpoint sweep).
 
     Returns the report: trainable parameters, steps, per-epoch mean of each loss term, seconds.
     """
     import torch
-    from mmunlearn.harness.core import distributed
+    from mmunlearn.harness.core import checkpoints, distributed
     from mmunlearn.harness.core.progress import progress_bar
 
     seed_everything(seed)
@@ -240,12 +243,12 @@ def train(
         reference = make_reference(trained, params, ref_model) if use_reference else None
         trainable = [p for p in trained.parameters() if p.requires_grad]
         optim = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    plan = list(steps(forget, retain, params.batch_size, params.epochs, seed))
+    plan = list(steps(forget, retain, params.batch_size, params.epochs, seed))[:max_steps]
     sums: dict[int, dict[str, float]] = {}
     with stage(report, "train"):
         trained.train()
         bar = progress_bar(plan, desc=f"{method} unlearning", leave=False)
-        for epoch, f_pairs, r_pairs in bar:
+        for step_no, (epoch, f_pairs, r_pairs) in enumerate(bar, 1):
             # Multi-process: each rank takes its share of the batch, its loss weighted by that share,
             # and the gradients are summed: the update one process makes on the whole batch (DDP).
             f_mine = distributed.shard(f_pairs)
@@ -261,6 +264,7 @@ def train(
                 logs = {}
             distributed.all_reduce_grads_(trainable)
             optim.step()
+            checkpoints.step_finished(vlm, trained, step_no)
             acc = sums.setdefault(epoch, {})
             for k, v in logs.items():  # weighted as the loss: summed over ranks, the whole batch's terms
                 acc[k] = acc.get(k, 0.0) + float(v) * share

@@ -26,12 +26,11 @@ import json
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import load_holdout
-from mmunlearn.harness.core.contracts import SampleResult, get_task
+from mmunlearn.harness.core.contracts import SampleResult
 from mmunlearn.harness.core.privacy import MIA_SCORES, auc, forget_quality, privleak
 from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.results import SampleStore, atomic_write_json
-from mmunlearn.harness.core.seeding import chunks
-from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage
+from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
 
 NO_HOLDOUT = "not available: no holdout set"
 NO_REFERENCE = "not available: no reference model"
@@ -40,21 +39,7 @@ _reference_cache: dict[tuple, dict[str, dict]] = {}  # one process scores a refe
 
 
 def score(task_name: str, model, questions, ctx: StageContext, store) -> dict[str, SampleResult]:
-    """The stored result of every question under `task_name`, evaluating (in batches, appended
-    to `store` as they finish) only the ones not stored yet; `model()` gives the model, asked
-    for only when there is something to evaluate."""
-    task = get_task(task_name)
-    todo = [q for q in questions if store.missing([task.sample_id(q)])]
-    if todo:
-        vlm = model()
-        bar = ctx.bar(len(todo), f"privacy {task_name}") if ctx.bar else None
-        for batch in chunks(todo, ctx.task_ctx.batch_size or 8):
-            store.append(task.evaluate(vlm, batch, ctx.task_ctx))
-            if bar is not None:
-                bar.update(len(batch))
-        if bar is not None:
-            bar.close()
-    return {q.qid: SampleResult.from_dict(store.get(task.sample_id(q))) for q in questions}
+    return score_questions(task_name, model, questions, ctx, store, f"privacy {task_name}")
 
 
 def _values(results: dict[str, SampleResult], key: str, where: str = "scores") -> list[float]:
@@ -82,6 +67,12 @@ class PrivacyStage(Stage):
         "(best: closest to 0.5). privleak: 0 = as private as the reference, -100 = fully recognisable. "
         "Forget quality: KS p-value of forget truth ratios against the retain-only reference (higher is better)."
     )
+
+    def fingerprint(self, cfg, display) -> dict:
+        return {
+            "holdout": display(cfg.holdout) if cfg.holdout else None,
+            "reference_model": display(cfg.reference_model) if cfg.reference_model else None,
+        }
 
     def run(self, ctx: StageContext) -> StageOutput:
         cfg, bench = ctx.cfg, ctx.bench

@@ -591,6 +591,13 @@ def plot_stages(runs: list[Run], out: Path) -> list[str]:
     plt = _pyplot()
     written = []
     for stage, scols, _marks in stage_sections(runs):
+        own = stage.plot(runs, plt)
+        if own is not None:
+            path = out / f"{stage.name}.png"
+            _save_png(own, path)
+            plt.close(own)
+            written.append(str(path))
+            continue
         cols = [c for c in stage.columns if any(cc == c for cc, _m in scols)]
         fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 3.6), squeeze=False)
         for ax, c in zip(axes[0], cols):

@@ -56,7 +56,7 @@ from mmunlearn.harness.core.contracts import get_method, parse_params
 from mmunlearn.harness.core.contracts import UnlearnData
 from mmunlearn.harness.core.contracts import get_task, registered_tasks
 from mmunlearn.harness.core.contracts import SampleResult, TaskContext
-from mmunlearn.harness.core.stages import StageContext, get_stage, run_stages
+from mmunlearn.harness.core.stages import StageContext, get_stage, run_stages, watching
 
 PACKAGES = (
     "torch",
@@ -106,6 +106,9 @@ class RunConfig:
     stages: tuple[str, ...] = ("privacy",)  # cross-set measurements after the tasks (harness.core.stages)
     holdout: str | None = "auto"  # never-seen profiles (privacy); auto: the benchmark's Holdout_Set if any
     reference_model: str | None = "auto"  # never saw the forget set (privacy); auto: the embedded one
+    relearn_params: dict[str, str] = field(default_factory=dict)  # raw --relearn-param k=v (stage relearn)
+    eval_every: int | None = None  # checkpoint sweep every N training steps (stage sweep)
+    sweep_limit: int = 12  # questions per (set, task, mode) at each sweep checkpoint
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -128,6 +131,17 @@ class RunConfig:
                 raise ConfigError(f"unknown set {s!r}; sets: {', '.join(SETS)}")
         if not self.sets:
             raise ConfigError("at least one set is needed")
+        if self.eval_every is not None:
+            if self.eval_every < 1:
+                raise ConfigError(f"--eval-every must be >= 1, got {self.eval_every}")
+            if "sweep" not in self.stages:
+                self.stages = (*self.stages, "sweep")
+        elif "sweep" in self.stages:
+            raise ConfigError("stage sweep needs --eval-every N (score a subset every N training steps)")
+        if self.sweep_limit < 1:
+            raise ConfigError(f"--sweep-limit must be >= 1, got {self.sweep_limit}")
+        if self.relearn_params and "relearn" not in self.stages:
+            raise ConfigError("--relearn-param is given but stage relearn is not run (add --stages ... relearn)")
         if self.name is not None and (not self.name.strip() or any(c in self.name for c in "\n\r|")):
             raise ConfigError(f"--name must be a non-empty label without newlines or '|', got {self.name!r}")
 
@@ -278,9 +292,12 @@ class Timer:
 
 
 # ---------------------------------------------------------------- method application / checkpoint
-def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprint_hash, base_hash, progress, timer):
+def _apply_or_restore(
+    cfg, out: Path, vlm, bench, method_cls, params, fingerprint_hash, base_hash, progress, timer, watch=None
+):
     """Return (vlm, method_info). Reuses DIR/model/ when it holds this configuration's unlearned
-    weights; otherwise applies the method (seeded) and checkpoints it if weights changed."""
+    weights; otherwise applies the method (seeded; inside `watch()`, the stages' training
+    observers) and checkpoints it if weights changed."""
     ckpt_dir = out / MODEL_DIR
     meta_path = ckpt_dir / CHECKPOINT_META
     if meta_path.exists():
@@ -307,7 +324,8 @@ def _apply_or_restore(cfg, out: Path, vlm, bench, method_cls, params, fingerprin
     seed_everything(cfg.seed)
     data = UnlearnData.from_benchmark(bench)
     t = time.perf_counter()
-    result = method_cls().apply(vlm, data, params, cfg.seed)
+    with watch() if watch else contextlib.nullcontext():
+        result = method_cls().apply(vlm, data, params, cfg.seed)
     vlm, report = result.vlm, result.report
     vlm.system_prompt = result.system_prompt
     apply_s = round(time.perf_counter() - t, 3)
@@ -486,8 +504,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             fingerprint["name"] = cfg.name
         if cfg.stages:
             fingerprint["stages"] = list(cfg.stages)
-            fingerprint["holdout"] = display_source(cfg.holdout) if cfg.holdout else None
-            fingerprint["reference_model"] = display_source(cfg.reference_model) if cfg.reference_model else None
+            for name in cfg.stages:
+                fingerprint.update(to_jsonable(get_stage(name).fingerprint(cfg, display_source)))
         fp_hash = config_hash(fingerprint)
         resumed = claim_run_dir(out, fingerprint)  # every rank: same check, same (atomic) write
         if rank == 0:
@@ -518,13 +536,6 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         method_json = out / METHOD_FILE
         stored_method = read_json(method_json, "method report") if method_json.exists() else None
         reusable = bool(not missing and stored_method and stored_method.get("config_hash") == fp_hash)
-        unlearned = Unlearned(
-            lambda: _apply_or_restore(cfg, out, vlm, bench, method_cls, params, fp_hash, base_hash, say, timer),
-            stored_method["method_info"] if reusable and stored_method else None,  # nothing to evaluate: no re-apply
-        )
-        if not reusable:
-            vlm = unlearned.model()
-
         batch_size = cfg.batch_size or default_batch_size(vlm)
         ctx = TaskContext(
             seed=cfg.seed,
@@ -535,6 +546,41 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             bench=bench,
             scorers=tuple(cfg.scorers),
         )
+        metrics: dict = {}
+        base_vlm = vlm
+        stage_ctx: StageContext  # made below; the method is applied only after
+        unlearned = Unlearned(
+            lambda: _apply_or_restore(
+                cfg,
+                out,
+                base_vlm,
+                bench,
+                method_cls,
+                params,
+                fp_hash,
+                base_hash,
+                say,
+                timer,
+                watch=(lambda: watching(cfg.stages, stage_ctx)) if rank == 0 else None,
+            ),
+            stored_method["method_info"] if reusable and stored_method else None,  # nothing to evaluate: no re-apply
+        )
+        stage_ctx = StageContext(
+            cfg,
+            unlearned.model,
+            bench,
+            ctx,
+            store,
+            out,
+            metrics,
+            select=lambda qs: limit_questions(qs, cfg.limit),
+            subset=limit_questions,
+            display=display_source,
+            say=say.say,
+            bar=say.bar,
+        )
+        if not reusable:
+            vlm = unlearned.model()
         with timer("plan"):
             batches = plan_batches(tasks, vlm, plan, ctx, batch_size) if missing else []
         mine = [
@@ -561,29 +607,14 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             store = SampleStore(out)
 
         with timer("aggregate"):
-            metrics: dict = {}
             for set_name, task_name, mode, qs in plan:
                 samples = [SampleResult.from_dict(_stored_sample(store, tasks[task_name].sample_id(q))) for q in qs]
                 values = tasks[task_name].aggregate(samples)
                 metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
 
-        stage_records = run_stages(
-            cfg.stages,
-            StageContext(
-                cfg,
-                unlearned.model,
-                bench,
-                ctx,
-                store,
-                out,
-                metrics,
-                select=lambda qs: limit_questions(qs, cfg.limit),
-                display=display_source,
-                say=say.say,
-                bar=say.bar,
-            ),
-            timer,
-        )
+        if world > 1:
+            stage_ctx.store = store
+        stage_records = run_stages(cfg.stages, stage_ctx, timer)
         method_info = unlearned.info
         kept = bool(cfg.keep_model)
         ckpt = out / MODEL_DIR
@@ -592,75 +623,32 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         method_info = dict(method_info)
         method_info["checkpoint"] = {**method_info.get("checkpoint", {}), "kept": kept and ckpt.exists()}
 
-        commit, dirty = git_commit()
         timer.stages["total"] = round(time.perf_counter() - t_start, 3)
-        manifest = {
-            "run_id": out.name,
-            "config_hash": fp_hash,
-            "config": fingerprint,
-            "model": {
-                "name": cfg.name,
-                "source": fingerprint["model"],
-                "base_model": {"source": fingerprint["base_model"], **base} if base else None,
-                "weights_hash": base_hash,
-                "unlearned_weights_hash": method_info.get("weights_hash"),
-                "arch": getattr(vlm, "arch", None),
-                "device": str(getattr(vlm, "device", "")) or None,
-                "dtype": str(getattr(vlm, "dtype", "")) or None,
-                "trust_remote_code": cfg.trust_remote_code,
-                "allow_pickle_weights": cfg.allow_pickle_weights,
+        manifest = build_manifest(
+            cfg,
+            out,
+            fingerprint,
+            fp_hash,
+            base,
+            method_info,
+            vlm,
+            bench,
+            tasks,
+            judge,
+            stage_records,
+            timer,
+            started,
+            run_stats={
+                "batch_size": batch_size,
+                "distributed": {"world_size": world, "questions_per_rank": shares},
+                "resume": {
+                    "resumed": resumed,
+                    "samples_reused": reused_before,
+                    "samples_evaluated": n_todo,
+                    "apply_seconds_original": method_info.get("apply_seconds"),
+                },
             },
-            "benchmark": {"source": fingerprint["bench"], "fingerprint": bench.fingerprint, "forget": cfg.forget},
-            "forget": cfg.forget,
-            "method": {
-                "name": cfg.method,
-                "params": fingerprint["params"],
-                "report": method_info.get("report"),
-                "weights_changed": method_info.get("weights_changed"),
-                "system_prompt": method_info.get("system_prompt"),
-                "checkpoint": method_info.get("checkpoint"),
-            },
-            "seed": cfg.seed,
-            "shots": cfg.shots,
-            "examples": {
-                s: {
-                    t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
-                    for t, task in tasks.items()
-                }
-                for s in cfg.sets
-            }
-            if cfg.shots != 0
-            else None,
-            "test_images": cfg.test_images,
-            "sets": list(cfg.sets),
-            "tasks": list(tasks),
-            "modes": list(MODES),
-            "limit": cfg.limit,
-            "scorers": list(cfg.scorers),
-            "max_new_tokens": cfg.max_new_tokens,
-            "batch_size": batch_size,
-            "distributed": {"world_size": world, "questions_per_rank": shares},
-            "prompt_style": getattr(vlm, "prompt_style", None),
-            "judge": judge_model,
-            "judge_protocol": cfg.judge_protocol if judge_model else None,
-            "judge_requested": cfg.judge,
-            "judge_stats": to_jsonable(getattr(judge, "stats", None)) if judge_model else None,
-            "stages": to_jsonable(stage_records),
-            "resume": {
-                "resumed": resumed,
-                "samples_reused": reused_before,
-                "samples_evaluated": n_todo,
-                "apply_seconds_original": method_info.get("apply_seconds"),
-            },
-            "packages": package_versions(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "wall_time_s": dict(timer.stages),
-            "started": started,
-            "finished": now_iso(),
-        }
+        )
         existing = out / RESULTS_FILE
         stored = read_json(existing, "results file") if not missing and existing.exists() else None
         if stored and (
@@ -672,6 +660,90 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             say.say(f"wrote {write_results(out, metrics, manifest)}")
         distributed.barrier()  # the other ranks read results.json now
         return read_json(existing, "results file")
+
+
+def build_manifest(
+    cfg,
+    out,
+    fingerprint,
+    fp_hash,
+    base,
+    method_info,
+    vlm,
+    bench,
+    tasks,
+    judge,
+    stage_records,
+    timer,
+    started,
+    run_stats,
+) -> dict:
+    """results.json's manifest: what ran (configuration, model and its provenance, method and its
+    report, benchmark, examples, stages), on what (packages, platform, commit) and how long."""
+    judge_model = judge.model if judge is not None and judge.available else None
+    commit, dirty = git_commit()
+    return {
+        "run_id": out.name,
+        "config_hash": fp_hash,
+        "config": fingerprint,
+        "model": {
+            "name": cfg.name,
+            "source": fingerprint["model"],
+            "base_model": {"source": fingerprint["base_model"], **base} if base else None,
+            "weights_hash": fingerprint["weights_hash"],
+            "unlearned_weights_hash": method_info.get("weights_hash"),
+            "arch": getattr(vlm, "arch", None),
+            "device": str(getattr(vlm, "device", "")) or None,
+            "dtype": str(getattr(vlm, "dtype", "")) or None,
+            "trust_remote_code": cfg.trust_remote_code,
+            "allow_pickle_weights": cfg.allow_pickle_weights,
+        },
+        "benchmark": {"source": fingerprint["bench"], "fingerprint": bench.fingerprint, "forget": cfg.forget},
+        "forget": cfg.forget,
+        "method": {
+            "name": cfg.method,
+            "params": fingerprint["params"],
+            "report": method_info.get("report"),
+            "weights_changed": method_info.get("weights_changed"),
+            "system_prompt": method_info.get("system_prompt"),
+            "checkpoint": method_info.get("checkpoint"),
+        },
+        "seed": cfg.seed,
+        "shots": cfg.shots,
+        "examples": {
+            s: {
+                t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
+                for t, task in tasks.items()
+            }
+            for s in cfg.sets
+        }
+        if cfg.shots != 0
+        else None,
+        "test_images": cfg.test_images,
+        "sets": list(cfg.sets),
+        "tasks": list(tasks),
+        "modes": list(MODES),
+        "limit": cfg.limit,
+        "scorers": list(cfg.scorers),
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": run_stats["batch_size"],
+        "distributed": run_stats["distributed"],
+        "prompt_style": getattr(vlm, "prompt_style", None),
+        "judge": judge_model,
+        "judge_protocol": cfg.judge_protocol if judge_model else None,
+        "judge_requested": cfg.judge,
+        "judge_stats": to_jsonable(getattr(judge, "stats", None)) if judge_model else None,
+        "stages": to_jsonable(stage_records),
+        "resume": run_stats["resume"],
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "wall_time_s": dict(timer.stages),
+        "started": started,
+        "finished": now_iso(),
+    }
 
 
 def evaluate_batches(

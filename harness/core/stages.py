@@ -48,6 +48,7 @@ class StageContext:
     out: Path
     metrics: dict
     select: Callable[[list], list] = list  # the run's --limit applied to a question list
+    subset: Callable[[list, int], list] = lambda qs, n: list(qs)[:n]  # at most n, as --limit picks them
     display: Callable[[str], str] = str  # how a model source is recorded (embedded assets by name)
     say: Callable[[str], None] = print  # progress messages
     bar: Callable[[int, str], Any] | None = None  # (total, desc) -> a tqdm-like bar
@@ -72,6 +73,21 @@ class Stage:
 
     def run(self, ctx: StageContext) -> StageOutput:
         raise NotImplementedError
+
+    def fingerprint(self, cfg, display: Callable[[str], str]) -> dict:
+        """The run settings this stage's figures depend on (they join the run's configuration
+        hash, so changing one is a different run). `display` records a model source."""
+        return {}
+
+    def plot(self, runs: list, plt) -> Any:
+        """The stage's own leaderboard figure (runs: objects with .label, .metrics, .manifest), or
+        None for the default: per column, each method at (text-only, image+text)."""
+        return None
+
+    def watch(self, ctx: StageContext) -> Callable[[Any, int], None] | None:
+        """An observer of the method's training steps (harness.core.checkpoints), or None: a
+        stage that measures during training (the checkpoint sweep) returns one."""
+        return None
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
@@ -101,6 +117,41 @@ def stage_of_key(key: str) -> type[Stage] | None:
     """The stage that writes metrics[set][key], if any."""
     load_plugins("mmunlearn.stages")
     return next((s for s in STAGE_REGISTRY.values() if key in s.keys), None)
+
+
+def watching(names, ctx: StageContext):
+    """The context in which the run applies its method: every named stage's training observer
+    installed (harness.core.checkpoints), or none."""
+    from mmunlearn.harness.core.checkpoints import observing
+
+    observers = [fn for name in names if (fn := get_stage(name).watch(ctx)) is not None]
+
+    def every(vlm, step: int) -> None:
+        for fn in observers:
+            fn(vlm, step)
+
+    return observing(every if observers else None)
+
+
+def score_questions(task_name: str, model: Callable[[], Any], questions, ctx: StageContext, store, desc: str) -> dict:
+    """qid -> the stored SampleResult of every question under `task_name`, evaluating (in batches
+    of the run's size, appended to `store` as they finish, so a killed stage resumes) only the
+    ones not stored yet; `model()` gives the model, asked for only when there is work."""
+    from mmunlearn.harness.core.contracts import SampleResult, get_task
+    from mmunlearn.harness.core.seeding import chunks
+
+    task = get_task(task_name)
+    todo = [q for q in questions if store.missing([task.sample_id(q)])]
+    if todo:
+        vlm = model()
+        bar = ctx.bar(len(todo), desc) if ctx.bar else None
+        for batch in chunks(todo, ctx.task_ctx.batch_size or 8):
+            store.append(task.evaluate(vlm, batch, ctx.task_ctx))
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+    return {q.qid: SampleResult.from_dict(store.get(task.sample_id(q))) for q in questions}
 
 
 def run_stages(names, ctx: StageContext, timer) -> dict:

@@ -134,7 +134,28 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--stages",
         nargs="*",
         default=["privacy"],
-        help="cross-set measurements after the tasks (default: privacy; none: give the flag alone)",
+        help="cross-set measurements after the tasks: privacy, relearn, sweep (default: privacy; none: give the "
+        "flag alone)",
+    )
+    p.add_argument(
+        "--relearn-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="relearning attack setting (stage relearn), repeatable: folds, steps, lr, batch_size, finetune, control",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="checkpoint sweep: score a fixed subset every N optimiser steps of a training method (adds stage sweep)",
+    )
+    p.add_argument(
+        "--sweep-limit",
+        type=int,
+        default=12,
+        metavar="N",
+        help="checkpoint sweep: questions per (set, task, mode) of forget and retain at each checkpoint (default 12)",
     )
     p.add_argument(
         "--holdout",
@@ -212,6 +233,9 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         stages=tuple(args.stages),
         holdout=none_arg(args.holdout),
         reference_model=none_arg(args.reference_model),
+        relearn_params=parse_param_args(getattr(args, "relearn_param", None)),
+        eval_every=args.eval_every,
+        sweep_limit=args.sweep_limit,
     )
 
 
@@ -233,6 +257,9 @@ LIKE_KEYS = {
     "stages": "stages",
     "holdout": "holdout",
     "reference_model": "reference_model",
+    "relearn_params": "relearn_param",
+    "eval_every": "eval_every",
+    "sweep_limit": "sweep_limit",
 }
 
 
@@ -252,6 +279,8 @@ def apply_like(args: argparse.Namespace) -> list[str]:
         value = config[key]
         if key in ("bench", "holdout", "reference_model"):
             value = resolve_source(value) if value is not None else "none"
+        elif key == "relearn_params":  # recorded parsed: back to KEY=VALUE arguments
+            value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
         elif key == "judge_protocol" and value is None:  # the run had no judge: keep the default protocol
             continue
         setattr(args, dest, value)

@@ -1,0 +1,185 @@
+"""Checkpoint sweep: forgetting and utility *during* training, per modality, and the step at which
+a training method collapses.
+
+Every `--eval-every N` optimiser steps of the method's training loop (GA, GradDiff, KL-Min, NPO,
+MMUnlearner: any loop that reports to harness.core.checkpoints), the live model answers a fixed
+subset: at most `--sweep-limit` questions per (set, task, mode) of forget and retain, both
+modes, chosen as `--limit` chooses (a hash of the question id, so the subset is the same for
+every method and seed, and part of the run's own questions). The final point is the method's
+output model on the same subset, read from the run's own samples: it equals a normal run.
+
+At each point the retain answers go through the collapse detector (harness.core.robustness:
+empty, letterless multiple choice, or repetitive); the first checkpoint where most retain
+answers of one kind (free generation, multiple choice) are degenerate is the first collapsed step.
+
+Writes: the curve (every point's metrics and collapse summary) in the manifest's stage record,
+samples per checkpoint in OUT/sweep/step-<n>/samples.jsonl (a re-applied method re-evaluates
+only what is missing), and metrics["retain"]["collapse"][mode] = {first_collapse_step, collapsed,
+checkpoints, final_degenerate_share}. A method with no training steps (vanilla, MANU,
+Prompting) gets "not available: the method reports no training steps".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmunlearn.harness.core.contracts import SampleResult, get_task, registered_tasks
+from mmunlearn.harness.core.records import MODES
+from mmunlearn.harness.core.results import SampleStore, atomic_write_json, read_json
+from mmunlearn.harness.core.robustness import collapse_by_kind, degenerate, first_collapse
+from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
+
+SWEEP_DIR = "sweep"
+SWEEP_SETS = ("forget", "retain")
+SWEEP_TASKS = ("classification", "generation", "cloze")
+NO_STEPS = "not available: the method reports no training steps"
+
+
+JUDGED = ("generation", "classification")  # answer kinds the collapse detector reads (not one-word cloze)
+
+
+def reasons(results: dict[str, SampleResult]) -> list[str | None]:
+    """The degeneracy reason of every answer (None: fluent); multiple choice needs its letter."""
+    out = []
+    for r in results.values():
+        if r.extra.get("excluded"):
+            continue
+        mc = r.task == "classification"
+        out.append(degenerate(r.response, needs_letter=mc, letter=r.extra.get("letter")))
+    return out
+
+
+@register_stage
+class SweepStage(Stage):
+    name = "sweep"
+    title = "Checkpoint sweep: when does training collapse?"
+    keys = ("collapse",)
+    columns = (
+        Column("retain", "collapse", "first_collapse_step", None, "first collapsed step (none: never)"),
+        Column("retain", "collapse", "final_degenerate_share", 0.0, "degenerate retain answers at the end (0 ideal)"),
+    )
+    legend = (
+        "A retain answer is degenerate when empty, letterless (multiple choice) or repetitive (half its word "
+        "trigrams repeat); a checkpoint collapsed when most retain answers are. first_collapse_step: the first "
+        "such optimiser step (empty: never)."
+    )
+
+    def plot(self, runs: list, plt):
+        """Forgetting vs utility over training, a panel per mode: forget and retain cloze accuracy
+        (else the first task swept) per checkpoint and method; a cross at the first collapse."""
+        curves = [
+            (r.label, rec["curve"])
+            for r in runs
+            if (rec := (r.manifest.get("stages") or {}).get("sweep")) and rec.get("curve")
+        ]
+        if not curves:
+            return None
+        task = next(iter(curves[0][1][0]["metrics"]["forget"]))
+        task = "cloze" if "cloze" in curves[0][1][0]["metrics"]["forget"] else task
+        fig, axes = plt.subplots(1, len(MODES), figsize=(5.0 * len(MODES), 3.4), squeeze=False)
+        for ax, m in zip(axes[0], MODES):
+            for i, (label, curve) in enumerate(curves):
+                color = f"C{i % 10}"
+                steps = [p["step"] for p in curve]
+                for s, style in (("forget", "-"), ("retain", "--")):
+                    ys = [next(iter(p["metrics"][s][task][m].values()), None) for p in curve]
+                    ax.plot(steps, ys, style, color=color, marker=".", label=f"{label} {s}")
+                hit = next((p["step"] for p in curve if p["collapse"][m]["collapsed"]), None)
+                if hit is not None:
+                    ax.axvline(hit, color=color, linewidth=0.6, linestyle=":")
+            ax.set_xlabel("optimiser step", fontsize=8)
+            ax.set_ylabel(f"{task} (solid: forget, dashed: retain)", fontsize=8)
+            ax.set_title(f"{m} (dotted: first collapse)", fontsize=9)
+            ax.legend(fontsize=6)
+        fig.suptitle("Checkpoint sweep: forgetting vs utility over training", fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    def fingerprint(self, cfg, display) -> dict:
+        return {"eval_every": cfg.eval_every, "sweep_limit": cfg.sweep_limit}
+
+    # ------------------------------------------------------------------ the subset and its scoring
+    @staticmethod
+    def subset(ctx: StageContext) -> dict[tuple[str, str, str], list]:
+        tasks = [t for t in SWEEP_TASKS if t in (ctx.cfg.tasks or registered_tasks())]
+        return {
+            (s, t, m): ctx.subset(ctx.select(ctx.bench.questions(sets=[s], tasks=[t], modes=[m])), ctx.cfg.sweep_limit)
+            for s in SWEEP_SETS
+            for t in tasks
+            for m in MODES
+        }
+
+    def point(self, ctx: StageContext, model, store, step: int) -> dict:
+        """One point of the curve: per set, task, mode the task's aggregate; per mode the
+        collapse summary of the retain answers."""
+        results = {
+            key: score_questions(key[1], model, qs, ctx, store, f"sweep step {step} {key[1]}")
+            for key, qs in self.subset(ctx).items()
+        }
+        metrics: dict = {}
+        for (s, t, m), res in results.items():
+            agg = get_task(t).aggregate(list(res.values()))
+            metrics.setdefault(s, {}).setdefault(t, {})[m] = {
+                k: agg[k] for k in get_task(t).headline_metrics() if k in agg
+            }
+        collapse = {
+            m: collapse_by_kind({t: reasons(results["retain", t, m]) for t in JUDGED if ("retain", t, m) in results})
+            for m in MODES
+        }
+        return {"step": step, "metrics": metrics, "collapse": collapse}
+
+    # ------------------------------------------------------------------ during training
+    def watch(self, ctx: StageContext):
+        every = ctx.cfg.eval_every
+        folder = Path(ctx.out) / SWEEP_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "steps.json", {"eval_every": every, "steps": [], "last_step": 0})
+
+        def observe(vlm, step: int) -> None:
+            done = read_json(folder / "steps.json", "sweep steps")
+            if step % every == 0:
+                self.point(ctx, lambda: vlm, SampleStore(folder / f"step-{step:06d}"), step)
+                done["steps"].append(step)
+            done["last_step"] = step
+            atomic_write_json(folder / "steps.json", done)
+
+        return observe
+
+    # ------------------------------------------------------------------ after the run
+    def run(self, ctx: StageContext) -> StageOutput:
+        folder = Path(ctx.out) / SWEEP_DIR
+        done = read_json(folder / "steps.json", "sweep steps") if (folder / "steps.json").exists() else None
+        if not done or not done.get("last_step"):
+            cell = {"first_collapse_step": None, "collapsed": None, "note": NO_STEPS}
+            return StageOutput(
+                {"retain": {"collapse": {m: dict(cell) for m in MODES}}}, {"curve": [], "note": NO_STEPS}
+            )
+        curve = [
+            self.point(ctx, ctx.vlm, SampleStore(folder / f"step-{s:06d}"), s)
+            for s in done["steps"]
+            if s != done["last_step"]
+        ]
+        final = self.point(ctx, ctx.vlm, ctx.store, done["last_step"])  # the method's output: the run's own samples
+        curve.append({**final, "final": True})
+        metrics = {
+            "retain": {
+                "collapse": {
+                    m: {
+                        "first_collapse_step": first_collapse(
+                            [(p["step"], p["collapse"][m]["collapsed"]) for p in curve]
+                        ),
+                        "collapsed": float(any(p["collapse"][m]["collapsed"] for p in curve)),
+                        "checkpoints": len(curve),
+                        "final_degenerate_share": final["collapse"][m]["degenerate_share"],
+                    }
+                    for m in MODES
+                }
+            }
+        }
+        record = {
+            "eval_every": done["eval_every"],
+            "sweep_limit": ctx.cfg.sweep_limit,
+            "last_step": done["last_step"],
+            "curve": curve,
+        }
+        return StageOutput(metrics, record)

@@ -1,0 +1,110 @@
+"""Relearning recovery, fold splits and the collapse detector against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmunlearn.harness.core.robustness import (
+    COLLAPSE_SHARE,
+    collapse_by_kind,
+    collapse_summary,
+    degenerate,
+    first_collapse,
+    fold_split,
+    recovery,
+    repeated_ngram_share,
+)
+
+
+@pytest.mark.parametrize(
+    "original, unlearned, relearned, expected",
+    [
+        (1.0, 0.2, 0.6, 0.5),  # half of what unlearning took came back
+        (1.0, 0.2, 0.2, 0.0),  # nothing came back
+        (1.0, 0.2, 1.0, 1.0),  # all of it
+        (0.8, 0.2, 1.1, 1.5),  # beyond the original
+        (1.0, 0.2, 0.1, -0.125),  # the attack made it forget more
+        (0.2, 0.8, 0.5, 0.5),  # a metric that rose under unlearning (a loss): same share
+    ],
+)
+def test_recovery_is_the_share_of_the_removed_knowledge_that_came_back(original, unlearned, relearned, expected):
+    assert recovery(original, unlearned, relearned) == pytest.approx(expected)
+
+
+def test_recovery_is_undefined_when_unlearning_removed_nothing_or_a_figure_is_missing():
+    assert recovery(0.7, 0.7, 0.9) is None
+    assert recovery(None, 0.2, 0.5) is None
+    assert recovery(1.0, None, 0.5) is None
+    assert recovery(1.0, 0.2, None) is None
+
+
+def test_folds_are_disjoint_cover_every_profile_and_are_balanced():
+    ids = [str(i) for i in range(11)]
+    folds = fold_split(ids, 3, seed=0)
+    assert len(folds) == 3
+    flat = [p for f in folds for p in f]
+    assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+
+
+def test_folds_are_seeded_and_do_not_depend_on_input_order():
+    ids = [f"p{i}" for i in range(10)]
+    assert fold_split(ids, 2, seed=1) == fold_split(list(reversed(ids)), 2, seed=1)
+    assert fold_split(ids, 2, seed=1) != fold_split(ids, 2, seed=2)
+
+
+def test_folds_refuse_too_few_folds_or_profiles():
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        fold_split(["a", "b"], 1, seed=0)
+    with pytest.raises(ValueError, match="3 forget profiles cannot be split into 4"):
+        fold_split(["a", "b", "c"], 4, seed=0)
+
+
+def test_repeated_trigram_share_by_hand():
+    # trigrams: (a b c) (b c a) (c a b) (a b c): 4, of which 3 distinct -> 1 - 3/4
+    assert repeated_ngram_share("a b c a b c") == pytest.approx(0.25)
+    # (x x x) three times -> 1 - 1/3
+    assert repeated_ngram_share("x x x x x") == pytest.approx(2 / 3)
+    assert repeated_ngram_share("this person was born in the year 1985.") == 0.0
+    assert repeated_ngram_share("too short") == 0.0
+
+
+@pytest.mark.parametrize(
+    "response, mc, letter, expected",
+    [
+        ("this person was born in the city of london.", False, None, None),  # fluent
+        ("", False, None, "empty"),
+        ("   \n", True, None, "empty"),
+        ("in in in in in in in in in in", False, None, "repetitive"),
+        ("teacher teacher teacher teacher teacher", False, None, "repetitive"),
+        ("the answer is unknown to me", True, None, "letterless"),  # multiple choice without A-D
+        ("B. London", True, "B", None),
+        ("B B B B B B B B", True, "B", "repetitive"),
+    ],
+)
+def test_collapse_detector_on_hand_made_answers(response, mc, letter, expected):
+    assert degenerate(response, needs_letter=mc, letter=letter) == expected
+
+
+def test_collapse_summary_counts_reasons_and_flags_a_majority():
+    s = collapse_summary([None, "empty", "repetitive", "repetitive"])
+    assert s["answers"] == 4
+    assert s["empty_share"] == 0.25 and s["repetitive_share"] == 0.5 and s["letterless_share"] == 0.0
+    assert s["degenerate_share"] == 0.75 and s["collapsed"] is True
+    healthy = collapse_summary([None, None, "letterless"])
+    assert healthy["degenerate_share"] == pytest.approx(1 / 3)
+    assert healthy["degenerate_share"] < COLLAPSE_SHARE and healthy["collapsed"] is False
+    assert collapse_summary([])["degenerate_share"] is None and collapse_summary([])["collapsed"] is False
+
+
+def test_a_checkpoint_collapses_when_one_answer_kind_mostly_degenerates():
+    looping = collapse_by_kind({"generation": ["repetitive", "repetitive", None], "classification": [None, None, None]})
+    assert looping["collapsed"] is True and looping["degenerate_share"] == pytest.approx(2 / 3)
+    assert looping["classification"]["collapsed"] is False
+    healthy = collapse_by_kind({"generation": [None, "repetitive", None], "classification": [None, "letterless", None]})
+    assert healthy["collapsed"] is False and healthy["degenerate_share"] == pytest.approx(1 / 3)
+
+
+def test_first_collapse_is_the_earliest_collapsed_step():
+    assert first_collapse([(24, True), (8, False), (16, True)]) == 16
+    assert first_collapse([(8, False), (16, False)]) is None

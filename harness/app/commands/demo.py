@@ -72,6 +72,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         elif action.dest == "forget":
             action.help = f"forget split in percent (default {DEMO_FORGET} for the demo: 9 profiles)"
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: every registered method)")
+    p.add_argument(
+        "--manu-alphas",
+        nargs="+",
+        default=list(DEMO_MANU_ALPHAS),
+        metavar="A",
+        help=f"MANU alpha sweep (default {' '.join(DEMO_MANU_ALPHAS)}; the 'manu' row runs at alpha "
+        f"{DEMO_PARAMS['manu']['alpha']})",
+    )
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
 
 
@@ -84,7 +92,7 @@ def demo_methods(selected: list[str] | None) -> list[str]:
     return [n for n in REFERENCE_FIRST if n in names] + [n for n in names if n not in REFERENCE_FIRST]
 
 
-def demo_runs(methods: list[str]) -> list[tuple[str, str, dict[str, str]]]:
+def demo_runs(methods: list[str], alphas=DEMO_MANU_ALPHAS) -> list[tuple[str, str, dict[str, str]]]:
     """(run folder name, method, params) of every demo run: each method once, and MANU at every
     sweep alpha other than its demo alpha."""
     runs = [(m, m, dict(DEMO_PARAMS.get(m, {}))) for m in methods]
@@ -92,7 +100,7 @@ def demo_runs(methods: list[str]) -> list[tuple[str, str, dict[str, str]]]:
         chosen = DEMO_PARAMS.get("manu", {}).get("alpha")
         runs += [
             (f"manu-alpha-{a}", "manu", {**DEMO_PARAMS.get("manu", {}), "alpha": a})
-            for a in DEMO_MANU_ALPHAS
+            for a in alphas
             if a != chosen
         ]
     return runs
@@ -103,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from mmunlearn.harness.app.runner import run_benchmark
 
     out = Path(args.out)
-    runs = demo_runs(demo_methods(args.methods))
+    runs = demo_runs(demo_methods(args.methods), tuple(args.manu_alphas))
     dirs = []
     for i, (folder, method, params) in enumerate(runs, 1):
         if not args.quiet:

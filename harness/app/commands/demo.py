@@ -77,8 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEMO_MANU_ALPHAS),
         metavar="A",
-        help=f"MANU alpha sweep (default {' '.join(DEMO_MANU_ALPHAS)}; the 'manu' row runs at alpha "
-        f"{DEMO_PARAMS['manu']['alpha']})",
+        help=f"MANU alpha sweep (default {' '.join(DEMO_MANU_ALPHAS)}; the 'manu' row runs at its demo alpha)",
     )
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
 
@@ -99,9 +98,7 @@ def demo_runs(methods: list[str], alphas=DEMO_MANU_ALPHAS) -> list[tuple[str, st
     if "manu" in methods:
         chosen = DEMO_PARAMS.get("manu", {}).get("alpha")
         runs += [
-            (f"manu-alpha-{a}", "manu", {**DEMO_PARAMS.get("manu", {}), "alpha": a})
-            for a in alphas
-            if a != chosen
+            (f"manu-alpha-{a}", "manu", {**DEMO_PARAMS.get("manu", {}), "alpha": a}) for a in alphas if a != chosen
         ]
     return runs
 

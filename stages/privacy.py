@@ -29,8 +29,15 @@ from mmunlearn.harness.core.bench import load_holdout
 from mmunlearn.harness.core.contracts import SampleResult
 from mmunlearn.harness.core.privacy import MIA_SCORES, auc, forget_quality, privleak
 from mmunlearn.harness.core.records import MODES
-from mmunlearn.harness.core.results import SampleStore, atomic_write_json
-from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
+from mmunlearn.harness.core.stages import (
+    Column,
+    Stage,
+    StageContext,
+    StageOutput,
+    identity_store,
+    register_stage,
+    score_questions,
+)
 
 NO_HOLDOUT = "not available: no holdout set"
 NO_REFERENCE = "not available: no reference model"
@@ -148,13 +155,7 @@ class PrivacyStage(Stage):
             "holdout_fingerprint": holdout.fingerprint if holdout else None,
         }
         key = (json.dumps(identity, sort_keys=True), cfg.limit)
-        meta = folder / "reference.json"
-        if meta.exists() and json.loads(meta.read_text()) != identity:
-            for f in folder.glob("samples*.jsonl"):
-                f.unlink()  # another reference, or another benchmark: its scores do not apply
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(meta, identity)
-        store = SampleStore(folder)
+        store = identity_store(folder, identity, meta_name="reference.json")
         cached = _reference_cache.get(key)
         if cached is not None:  # scored earlier in this process: copy into this run's folder
             missing = [r for per in cached.values() for part in per.values() for r in part.values()]

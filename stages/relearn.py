@@ -46,9 +46,16 @@ from mmunlearn.harness.core.contracts import (
     registered_tasks,
 )
 from mmunlearn.harness.core.records import MODES
-from mmunlearn.harness.core.results import SampleStore, atomic_write_json
 from mmunlearn.harness.core.robustness import NOT_DEFINED, fold_split, recovery
-from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
+from mmunlearn.harness.core.stages import (
+    Column,
+    Stage,
+    StageContext,
+    StageOutput,
+    identity_store,
+    register_stage,
+    score_questions,
+)
 from mmunlearn.methods.training import TrainParams, train
 
 RELEARN_DIR = "relearn"
@@ -209,7 +216,8 @@ class RelearnStage(Stage):
             return StageOutput(self._metrics(tasks, unlearned, None, {}, NO_ORIGINAL), record)
         original = self._original(ctx, original_source, questions, folder)
         vlm = ctx.vlm()
-        if original["_weights_hash"] == vlm.weights_hash():
+        unlearned_hash = vlm.weights_hash()
+        if original["_weights_hash"] == unlearned_hash:
             return StageOutput(self._metrics(tasks, unlearned, original, {}, NOT_DEFINED), record)
         attacks: dict[str, dict] = {}
         record["attacks"] = {}
@@ -217,7 +225,7 @@ class RelearnStage(Stage):
             for r in MODES:
                 name = f"{kind}-{r}"
                 attacks[name], record["attacks"][name] = self._attack(
-                    ctx, vlm, kind, r, folds, params, questions, folder
+                    ctx, vlm, unlearned_hash, kind, r, folds, params, questions, folder
                 )
         return StageOutput(self._metrics(tasks, unlearned, original, attacks, None), record)
 
@@ -240,7 +248,7 @@ class RelearnStage(Stage):
             "bench_fingerprint": ctx.bench.fingerprint,
             "weights_hash": model().weights_hash(),
         }
-        store = self._store(folder / "original", identity)
+        store = identity_store(folder / "original", identity)
         cached = _original_cache.get(json.dumps(identity, sort_keys=True))
         if cached:
             store.append([r for res in cached.values() for r in res.values() if store.missing([r.qid])])
@@ -248,18 +256,7 @@ class RelearnStage(Stage):
         _original_cache[json.dumps(identity, sort_keys=True)] = out
         return {**out, "_weights_hash": identity["weights_hash"]}
 
-    @staticmethod
-    def _store(path: Path, identity: dict) -> SampleStore:
-        """The sample store of one model's answers, emptied when `identity` changed."""
-        meta = path / "identity.json"
-        if meta.exists() and json.loads(meta.read_text()) != identity:
-            for f in path.glob("samples*.jsonl"):
-                f.unlink()
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(meta, identity)
-        return SampleStore(path)
-
-    def _attack(self, ctx, vlm, kind, mode, folds, params, questions, folder):
+    def _attack(self, ctx, vlm, unlearned_hash, kind, mode, folds, params, questions, folder):
         """Per held-out fold: fine-tune on the other folds (attack) or on as many retain facts
         (control) in `mode`, answer the fold's forget questions in both modes. Returns (results
         by (task, mode), record)."""
@@ -275,14 +272,14 @@ class RelearnStage(Stage):
                     retain, min(len(retain), len(train_pairs))
                 )
             identity = {
-                "unlearned_weights_hash": vlm.weights_hash(),
+                "unlearned_weights_hash": unlearned_hash,
                 "params": params.__dict__,
                 "kind": kind,
                 "mode": mode,
                 "held_out": held_out,
                 "seed": seed,
             }
-            store = self._store(folder / f"{kind}-{mode}-fold{k}", identity)
+            store = identity_store(folder / f"{kind}-{mode}-fold{k}", identity)
             holder: dict = {}
 
             def model(train_pairs=train_pairs, holder=holder, k=k):

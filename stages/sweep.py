@@ -15,7 +15,7 @@ answers of one kind (free generation, multiple choice) are degenerate is the fir
 Writes: the curve (every point's metrics and collapse summary) in the manifest's stage record,
 samples per checkpoint in OUT/sweep/step-<n>/samples.jsonl (a re-applied method re-evaluates
 only what is missing), and metrics["retain"]["collapse"][mode] = {first_collapse_step, collapsed,
-checkpoints, final_degenerate_share}. A method with no training steps (vanilla, MANU,
+checkpoints_scored, final_degenerate_share}. A method with no training steps (vanilla, MANU,
 Prompting) gets "not available: the method reports no training steps".
 """
 
@@ -54,6 +54,7 @@ class SweepStage(Stage):
     name = "sweep"
     title = "Checkpoint sweep: when does training collapse?"
     keys = ("collapse",)
+    lower_means_known = ("final_degenerate_share", "collapsed")  # on retain, more of them is worse
     columns = (
         Column("retain", "collapse", "first_collapse_step", None, "first collapsed step (none: never)"),
         Column("retain", "collapse", "final_degenerate_share", 0.0, "degenerate retain answers at the end (0 ideal)"),
@@ -133,15 +134,16 @@ class SweepStage(Stage):
         every = ctx.cfg.eval_every
         folder = Path(ctx.out) / SWEEP_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "steps.json", {"eval_every": every, "steps": [], "last_step": 0})
+        atomic_write_json(folder / "steps.json", {"eval_every": every, "steps": [], "last_step": 0})  # a fresh apply
+
+        done: dict = {"eval_every": every, "steps": [], "last_step": 0}
 
         def observe(vlm, step: int) -> None:
-            done = read_json(folder / "steps.json", "sweep steps")
             if step % every == 0:
                 self.point(ctx, lambda: vlm, SampleStore(folder / f"step-{step:06d}"), step)
                 done["steps"].append(step)
             done["last_step"] = step
-            atomic_write_json(folder / "steps.json", done)
+            atomic_write_json(folder / "steps.json", done)  # after every step: the last one is the final point
 
         return observe
 
@@ -169,7 +171,7 @@ class SweepStage(Stage):
                             [(p["step"], p["collapse"][m]["collapsed"]) for p in curve]
                         ),
                         "collapsed": float(any(p["collapse"][m]["collapsed"] for p in curve)),
-                        "checkpoints": len(curve),
+                        "checkpoints_scored": len(curve),
                         "final_degenerate_share": final["collapse"][m]["degenerate_share"],
                     }
                     for m in MODES

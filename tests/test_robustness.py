@@ -108,3 +108,13 @@ def test_a_checkpoint_collapses_when_one_answer_kind_mostly_degenerates():
 def test_first_collapse_is_the_earliest_collapsed_step():
     assert first_collapse([(24, True), (8, False), (16, True)]) == 16
     assert first_collapse([(8, False), (16, False)]) is None
+
+
+def test_check_reads_collapse_and_recovery_in_the_right_direction():
+    from mmunlearn.harness.core.contracts import knowledge_falls
+
+    # retain: more degenerate answers is less kept knowledge (a regression); forget: more
+    # recovery is more knowledge (a regression there too)
+    assert knowledge_falls("collapse", "final_degenerate_share") is True
+    assert knowledge_falls("collapse", "first_collapse_step") is False
+    assert knowledge_falls("relearn_cloze", "recovery_from_text_only") is False

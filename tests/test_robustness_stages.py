@@ -74,7 +74,8 @@ def test_sweep_curve_has_a_point_every_n_steps_and_the_final_one(swept):
     last = results["manifest"]["method"]["report"]["changed"]["steps"]
     assert record["last_step"] == last and last >= 4
     steps = [p["step"] for p in record["curve"]]
-    assert steps == [*range(2, last, 2), last] if last % 2 else [*range(2, last + 1, 2)]
+    expected = [*range(2, last + 1, 2)] + ([last] if last % 2 else [])  # every 2nd step, then the final one
+    assert steps == expected
     assert record["curve"][-1].get("final") is True
     for point in record["curve"]:
         assert set(point["metrics"]) == {"forget", "retain"}
@@ -112,7 +113,7 @@ def test_collapse_metrics_follow_the_curve(swept):
         flagged = [p["step"] for p in curve if p["collapse"][m]["collapsed"]]
         assert cell["first_collapse_step"] == (flagged[0] if flagged else None)
         assert cell["collapsed"] == float(bool(flagged))
-        assert cell["checkpoints"] == len(curve)
+        assert cell["checkpoints_scored"] == len(curve)
         assert cell["final_degenerate_share"] == curve[-1]["collapse"][m]["degenerate_share"]
 
 

@@ -133,6 +133,22 @@ def watching(names, ctx: StageContext):
     return observing(every if observers else None)
 
 
+def identity_store(folder: Path, identity: dict, meta_name: str = "identity.json"):
+    """The SampleStore of one model's answers in `folder` (a reference, an attacked copy), emptied
+    when the model or benchmark it was made with (`identity`, kept in `meta_name`) changed."""
+    import json
+
+    from mmunlearn.harness.core.results import SampleStore, atomic_write_json
+
+    meta = folder / meta_name
+    if meta.exists() and json.loads(meta.read_text()) != identity:
+        for f in folder.glob("samples*.jsonl"):
+            f.unlink()  # another model, or another benchmark: its answers do not apply
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(meta, identity)
+    return SampleStore(folder)
+
+
 def score_questions(task_name: str, model: Callable[[], Any], questions, ctx: StageContext, store, desc: str) -> dict:
     """qid -> the stored SampleResult of every question under `task_name`, evaluating (in batches
     of the run's size, appended to `store` as they finish, so a killed stage resumes) only the

@@ -16,11 +16,17 @@ Per relearn task metric and evaluation mode, with r the relearn modality:
 (0: nothing came back, 1: back to the original). The control repeats the attack on as many
 *retain* facts (same modality, steps, seed): recovery from generic fine-tuning, not from the
 forget facts, shows there as control_recovery_from_<r>. "original" is the model the method
-started from (`--model`, or `--base-model` for an external checkpoint); where original =
-unlearned the recovery is None with a note.
+started from (`--model`, or `--base-model` for an external checkpoint); where unlearning moved
+the metric by less than MIN_REMOVED (0.1) the recovery is None with a note.
+
+The attack's own profiles are scored too: trained_recovery_from_<r> is the recovery on the facts
+it fine-tuned on (in mode r), in each evaluation mode. It says whether the attack worked at all
+(near 1 in mode r) and, in the other mode, whether a fact relearned in one modality is back in
+the other; the held-out figure says whether relearning some facts brings back *others*.
 
 metrics["forget"]["relearn_<task>"][eval mode] = {metric, original, unlearned,
-relearned_from_<r>, control_from_<r>, recovery_from_<r>, control_recovery_from_<r>, ...}.
+relearned_from_<r>, control_from_<r>, trained_from_<r>, recovery_from_<r>,
+control_recovery_from_<r>, trained_recovery_from_<r>, questions_scored, note}.
 Samples: OUT/relearn/<attack>/samples.jsonl per attack model (resumable: an attack whose
 questions are all stored is not trained again), the folds in the manifest.
 """
@@ -46,7 +52,7 @@ from mmunlearn.harness.core.contracts import (
     registered_tasks,
 )
 from mmunlearn.harness.core.records import MODES
-from mmunlearn.harness.core.robustness import NOT_DEFINED, fold_split, recovery
+from mmunlearn.harness.core.robustness import NOT_DEFINED, fold_split, recovery, removed_enough
 from mmunlearn.harness.core.stages import (
     Column,
     Stage,
@@ -139,29 +145,40 @@ class RelearnStage(Stage):
     title = "Relearning: do a few steps on some forget facts bring the others back?"
     keys = tuple(RELEARN_KEYS)
     columns = tuple(
-        Column(
-            "forget", key, f"{kind}recovery_from_{r}", 0.0, f"{kind or 'attack '}recovery, relearned in {r} (0 ideal)"
-        )
+        Column("forget", key, f"{kind}recovery_from_{r}", ideal, f"{kind or 'attack '}recovery, relearned in {r}")
         for key in ("relearn_cloze", "relearn_classification_loglik_frame", "relearn_generation")
-        for kind in ("", "control_")
+        for kind, ideal in (("", 0.0), ("control_", None), ("trained_", None))
         for r in MODES
     )
+    table_per_key = True
     legend = (
-        "recovery = (relearned - unlearned) / (original - unlearned) on held-out forget profiles after fine-tuning "
-        "on the other forget profiles in one modality (columns: relearn modality; the mode: evaluation modality). "
-        "0 = nothing came back, 1 = all of it. control_: the same attack on retain facts."
+        "recovery = (relearned - unlearned) / (original - unlearned) after fine-tuning a copy of the unlearned model "
+        "on some forget profiles' facts in one modality (_from_<modality>; the mode in brackets: evaluation "
+        "modality). 0 = nothing came back, 1 = all of it. recovery: on the held-out profiles (0 ideal); control_: "
+        "the same attack on retain facts (what generic fine-tuning brings back); trained_: on the profiles the "
+        "attack trained on (near 1 in its own modality: the attack worked; in the other: a fact relearned in one "
+        "modality is back in the other)."
     )
 
     def plot(self, runs: list, plt):
         """Recovery heat-maps: a row per method, a panel per task; in each, relearn modality
-        (rows) x evaluation modality (columns); annotated, "n/a" where not defined."""
+        (rows) x evaluation modality (columns), coloured by the held-out recovery and annotated
+        with it, the control's ("ctl") and the trained profiles' ("own"); "n/a" where not defined."""
         keys = [k for k in ("relearn_cloze", "relearn_classification_loglik_frame", "relearn_generation")]
         grid: dict[tuple[str, str], list[list]] = {}
         for r in runs:
             for k in keys:
                 cells = r.metrics.get("forget", {}).get(k, {})
-                values = [[cells.get(e, {}).get(f"recovery_from_{rm}") for e in MODES] for rm in MODES]
-                if any(v is not None for row in values for v in row):
+                values = [
+                    [
+                        tuple(
+                            cells.get(e, {}).get(f"{kind}recovery_from_{rm}") for kind in ("", "control_", "trained_")
+                        )
+                        for e in MODES
+                    ]
+                    for rm in MODES
+                ]
+                if any(v[0] is not None for row in values for v in row):
                     grid[r.label, k] = values
         labels = list(dict.fromkeys(label for label, _k in grid))
         keys = [k for k in keys if any(kk == k for _l, kk in grid)]
@@ -178,15 +195,15 @@ class RelearnStage(Stage):
                 if cell is None:
                     ax.set_axis_off()
                     continue
-                values = cell
-                shown = [[v if v is not None else float("nan") for v in row] for row in values]
+                shown = [[v[0] if v[0] is not None else float("nan") for v in row] for row in cell]
                 ax.imshow(shown, vmin=0.0, vmax=1.0, cmap="Reds")
                 for a in range(2):
                     for b in range(2):
-                        v = values[a][b]
-                        ax.text(b, a, "n/a" if v is None else f"{v:.2f}", ha="center", va="center", fontsize=8)
+                        held, control, own = (("n/a" if v is None else f"{v:.2f}") for v in cell[a][b])
+                        text = held if held == "n/a" else f"{held}\nctl {control}\nown {own}"
+                        ax.text(b, a, text, ha="center", va="center", fontsize=6)
                 ax.set_title(f"{label}\n{k.removeprefix('relearn_')}", fontsize=7)
-        fig.suptitle("Recovery after relearning (0 = robust forgetting, 1 = all back)", fontsize=9)
+        fig.suptitle("Recovery on held-out forget profiles after relearning (0 = robust, 1 = all back)", fontsize=9)
         fig.tight_layout()
         return fig
 
@@ -258,12 +275,15 @@ class RelearnStage(Stage):
 
     def _attack(self, ctx, vlm, unlearned_hash, kind, mode, folds, params, questions, folder):
         """Per held-out fold: fine-tune on the other folds (attack) or on as many retain facts
-        (control) in `mode`, answer the fold's forget questions in both modes. Returns (results
-        by (task, mode), record)."""
+        (control) in `mode`, answer the fold's forget questions in both modes; the attack also
+        answers the questions of the profiles it trained on (did it relearn what it saw, and in
+        the other mode?). Returns ({"held_out": results by (task, mode), "trained": the trained
+        profiles' results by (task, mode), pooled over folds}, record)."""
         seed = ctx.cfg.seed
         pool = ctx.bench.fact_pairs("forget", mode)
         retain = ctx.bench.fact_pairs("retain", mode)
         results: dict = {k: {} for k in questions}
+        trained: dict = {k: [] for k in questions}  # each question once per fold that trained on it
         record = []
         for k, held_out in enumerate(folds):
             train_pairs = [p for p in pool if p.profile_id not in held_out]
@@ -291,9 +311,13 @@ class RelearnStage(Stage):
             for key, qs in questions.items():
                 mine = [q for q in qs if q.profile_id in held_out]
                 results[key].update(score_questions(key[0], model, mine, ctx, store, f"relearn {kind} {mode} fold {k}"))
+                if kind == "attack":
+                    seen = [q for q in qs if q.profile_id not in held_out]
+                    desc = f"relearn {kind} {mode} fold {k} (trained profiles)"
+                    trained[key] += score_questions(key[0], model, seen, ctx, store, desc).values()
             record.append({"held_out": held_out, "facts": len(train_pairs), **holder.get("report", {"reused": True})})
             holder.clear()
-        return results, record
+        return {"held_out": results, "trained": trained}, record
 
     @staticmethod
     def _metrics(tasks, unlearned, original, attacks, note) -> dict:
@@ -310,10 +334,16 @@ class RelearnStage(Stage):
                 for r in MODES:
                     for kind, prefix in (("attack", ""), ("control", "control_")):
                         res = attacks.get(f"{kind}-{r}")
-                        relearned = _mean(task, metric, res[task, m].values()) if res else None
+                        relearned = _mean(task, metric, res["held_out"][task, m].values()) if res else None
                         cell[f"{'relearned' if kind == 'attack' else 'control'}_from_{r}"] = relearned
                         cell[f"{prefix}recovery_from_{r}"] = recovery(cell["original"], unl, relearned)
-                if note or cell["original"] == unl:
+                    # every question is trained on by K-1 folds' attacks, so the pooled mean weighs each
+                    # equally: the same questions as original and unlearned
+                    res = attacks.get(f"attack-{r}")
+                    seen = _mean(task, metric, res["trained"][task, m]) if res and res["trained"][task, m] else None
+                    cell[f"trained_from_{r}"] = seen
+                    cell[f"trained_recovery_from_{r}"] = recovery(cell["original"], unl, seen)
+                if note or not removed_enough(cell["original"], unl):
                     cell["note"] = note or NOT_DEFINED
                 out["forget"].setdefault(key, {})[m] = cell
         return out

@@ -56,13 +56,13 @@ class SweepStage(Stage):
     keys = ("collapse",)
     lower_means_known = ("final_degenerate_share", "collapsed")  # on retain, more of them is worse
     columns = (
-        Column("retain", "collapse", "first_collapse_step", None, "first collapsed step (none: never)"),
+        Column("retain", "collapse", "first_collapse_step", None, "first collapsed step", empty="never"),
         Column("retain", "collapse", "final_degenerate_share", 0.0, "degenerate retain answers at the end (0 ideal)"),
     )
     legend = (
         "A retain answer is degenerate when empty, letterless (multiple choice) or repetitive (half its word "
         "trigrams repeat); a checkpoint collapsed when most retain answers are. first_collapse_step: the first "
-        "such optimiser step (empty: never)."
+        "such optimiser step (never: no checkpoint collapsed)."
     )
 
     def plot(self, runs: list, plt):

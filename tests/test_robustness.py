@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.robustness import (
     COLLAPSE_SHARE,
     collapse_by_kind,
@@ -33,6 +34,12 @@ def test_recovery_is_the_share_of_the_removed_knowledge_that_came_back(original,
 
 def test_recovery_is_undefined_when_unlearning_removed_nothing_or_a_figure_is_missing():
     assert recovery(0.7, 0.7, 0.9) is None
+    # MANU's image+text generation on the demo: ROUGE-L 1.000 -> 0.992; one changed answer would
+    # read as a recovery of -12, so a removal under MIN_REMOVED (0.1) is not measured against.
+    assert recovery(1.0, 0.992, 0.894) is None
+    assert recovery(1.0, 0.95, 1.0) is None
+    assert recovery(1.0, 0.9, 0.95) == pytest.approx(0.5)  # exactly MIN_REMOVED: defined
+    assert recovery(1.0, 0.95, 1.0, min_removed=0.05) == pytest.approx(1.0)
     assert recovery(None, 0.2, 0.5) is None
     assert recovery(1.0, None, 0.5) is None
     assert recovery(1.0, 0.2, None) is None
@@ -118,3 +125,65 @@ def test_check_reads_collapse_and_recovery_in_the_right_direction():
     assert knowledge_falls("collapse", "final_degenerate_share") is True
     assert knowledge_falls("collapse", "first_collapse_step") is False
     assert knowledge_falls("relearn_cloze", "recovery_from_text_only") is False
+
+
+def test_leaderboard_tells_a_collapse_that_never_came_from_a_figure_not_available():
+    from mmunlearn.harness.app.leaderboard import Run, stage_text
+    from mmunlearn.stages.sweep import NO_STEPS, SweepStage
+
+    step = next(c for c in SweepStage.columns if c.metric == "first_collapse_step")
+
+    def run(cell):
+        return Run("m", "ga", {}, 0, "p", {"retain": {"collapse": {"text_only": cell}}}, {}, {})
+
+    assert stage_text(run({"first_collapse_step": 40, "collapsed": 1.0}), step, "text_only") == "40"
+    assert stage_text(run({"first_collapse_step": None, "collapsed": 0.0}), step, "text_only") == "never"
+    assert stage_text(run({"first_collapse_step": None, "note": NO_STEPS}), step, "text_only") == "–"
+    assert stage_text(run({"first_collapse_step": None}), step, "image_text") == "–"  # not swept in this mode
+
+
+def test_relearn_cells_by_hand():
+    """Four cloze questions (profiles a, b held out in turn): original knew all four, the
+    unlearned model none; the text attack brings back one held-out answer of four and three of
+    the four it trained on, the control none."""
+    from mmunlearn.harness.core.contracts import SampleResult
+    from mmunlearn.stages.relearn import RelearnStage
+
+    def answers(right: set[int], mode: str) -> dict:
+        return {
+            f"q{i}/{mode}": SampleResult(
+                f"q{i}/{mode}",
+                "forget",
+                "cloze",
+                mode,
+                "ab"[i % 2],
+                "h",
+                "x",
+                {"accuracy": float(i in right), "exact_match": 0.0},
+            )
+            for i in range(4)
+        }
+
+    unlearned = {("cloze", m): answers(set(), m) for m in MODES}
+    original = {("cloze", m): answers({0, 1, 2, 3}, m) for m in MODES}
+    attacks = {
+        f"{kind}-{r}": {
+            "held_out": {
+                ("cloze", m): answers({0} if kind == "attack" and r == "text_only" else set(), m) for m in MODES
+            },
+            "trained": {
+                ("cloze", m): list(answers({0, 1, 2} if kind == "attack" else set(), m).values()) for m in MODES
+            },
+        }
+        for kind in ("attack", "control")
+        for r in MODES
+    }
+    cell = RelearnStage._metrics(["cloze"], unlearned, original, attacks, None)["forget"]["relearn_cloze"]["image_text"]
+    assert cell["original"] == 1.0 and cell["unlearned"] == 0.0 and "note" not in cell
+    assert cell["recovery_from_text_only"] == 0.25 and cell["recovery_from_image_text"] == 0.0
+    assert cell["trained_recovery_from_text_only"] == 0.75
+    assert cell["control_recovery_from_text_only"] == 0.0
+    # nothing removed: every recovery None, with the reason
+    same = RelearnStage._metrics(["cloze"], original, original, attacks, None)["forget"]["relearn_cloze"]["text_only"]
+    assert same["recovery_from_text_only"] is None and same["trained_recovery_from_text_only"] is None
+    assert same["note"].startswith("not defined: unlearning removed less than 0.1")

@@ -158,21 +158,26 @@ def test_relearn_cells_recompute_from_the_attack_samples(relearned):
         held = [r for r in mine.values() if r.set == "forget" and r.task == "cloze" and r.mode == m]
         assert cell["unlearned"] == pytest.approx(sum(r.scores["accuracy"] for r in held) / len(held))
         assert cell["original"] == pytest.approx(sum(originals[r.qid].scores["accuracy"] for r in held) / len(held))
+        folds = results["manifest"]["stages"]["relearn"]["folds"]
         for r_mode in MODES:
             attacked = [
-                a
+                (k, a)
                 for k in (0, 1)
                 for a in _samples(out / "relearn" / f"attack-{r_mode}-fold{k}" / "samples.jsonl")
                 if a.task == "cloze" and a.mode == m
             ]
-            assert sorted(a.qid for a in attacked) == sorted(r.qid for r in held)  # each question once
-            relearned = sum(a.scores["accuracy"] for a in attacked) / len(attacked)
-            assert cell[f"relearned_from_{r_mode}"] == pytest.approx(relearned)
-            assert cell[f"recovery_from_{r_mode}"] == (
-                pytest.approx(recovery(cell["original"], cell["unlearned"], relearned))
-                if cell["original"] != cell["unlearned"]
-                else None
-            )
+            held_out = [a for k, a in attacked if a.profile_id in folds[k]]
+            trained = [a for k, a in attacked if a.profile_id not in folds[k]]
+            assert sorted(a.qid for a in held_out) == sorted(r.qid for r in held)  # each question once
+            assert sorted(a.qid for a in trained) == sorted(r.qid for r in held)  # and once trained on
+            for figure, answers in (("relearned", held_out), ("trained", trained)):
+                score = sum(a.scores["accuracy"] for a in answers) / len(answers)
+                expected = recovery(cell["original"], cell["unlearned"], score)
+                assert cell[f"{figure}_from_{r_mode}"] == pytest.approx(score)
+                prefix = "" if figure == "relearned" else "trained_"
+                assert cell[f"{prefix}recovery_from_{r_mode}"] == (
+                    None if expected is None else pytest.approx(expected)
+                )
 
 
 def test_relearn_resumes_without_retraining(relearned, world, monkeypatch):

@@ -249,13 +249,29 @@ def stage_value(run: Run, col: Column, mode: str) -> float | None:
     return v if _num(v) else None
 
 
+def stage_text(run: Run, col: Column, mode: str) -> str:
+    """A stage cell as shown: counts as integers; a None figure as "–" where the run noted why
+    (not available, not defined), else as the column's `empty` text."""
+    v = stage_value(run, col, mode)
+    if v is not None:
+        return str(v) if isinstance(v, int) else fmt(v)
+    cell = run.metrics.get(col.set, {}).get(col.key, {}).get(mode)
+    return col.empty if isinstance(cell, dict) and col.metric in cell and not cell.get("note") else "–"
+
+
+def _has_cell(run: Run, col: Column, mode: str) -> bool:
+    """Whether the run reports this figure, a number or a None with its reason (shown as –)."""
+    cell = run.metrics.get(col.set, {}).get(col.key, {}).get(mode)
+    return isinstance(cell, dict) and col.metric in cell
+
+
 def stage_sections(runs: list[Run]):
-    """Per registered stage with numbers in some run: (stage, [(column, mode)], marks), where
+    """Per registered stage that some run reports: (stage, [(column, mode)], marks), where
     the best value is the one closest to the column's ideal (a stage's figures have no single
     direction: an AUC of 0.5 is ideal, below it is over-unlearning)."""
     for name in registered_stages():
         stage = get_stage(name)
-        cols = [(c, m) for c in stage.columns for m in MODES if any(stage_value(r, c, m) is not None for r in runs)]
+        cols = [(c, m) for c in stage.columns for m in MODES if any(_has_cell(r, c, m) for r in runs)]
         if not cols:
             continue
         col_marks: dict[tuple[Column, str], dict[str, str]] = {}
@@ -270,6 +286,19 @@ def stage_sections(runs: list[Run]):
                 label: ("best" if d == best else "worst") for label, d in dist.items() if d in (best, worst)
             }
         yield stage, cols, col_marks
+
+
+def stage_tables(stage, scols: list) -> list[tuple[str | None, list]]:
+    """A stage's leaderboard tables: (sub-title or None, its (column, mode) pairs); one per key
+    when the stage asks for it, headed by the key, whose columns then drop it."""
+    if not stage.table_per_key:
+        return [(None, scols)]
+    keys = list(dict.fromkeys(c.key for c, _m in scols))
+    return [(k, [(c, m) for c, m in scols if c.key == k]) for k in keys]
+
+
+def _stage_header(c: Column, m: str, sub: str | None) -> str:
+    return f"{c.metric} ({MODE_SHORT[m]})" if sub else f"{c.key} {c.metric} ({MODE_SHORT[m]})"
 
 
 def _stage_note(runs: list[Run], stage) -> str | None:
@@ -367,18 +396,19 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         note = _stage_note(runs, stage)
         if note:
             lines += [f"Where a cell is –: {note}.", ""]
-        header = (
-            ["method"] + (["from"] if sources else []) + [f"{c.key} {c.metric} ({MODE_SHORT[m]})" for c, m in scols]
-        )
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for r in runs:
-            cells = _row_head(r, sources)
-            for c, m in scols:
-                text = fmt(stage_value(r, c, m))
-                mark = col_marks[c, m].get(r.label)
-                cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        for sub, tcols in stage_tables(stage, scols):
+            if sub:
+                lines += [f"### {sub}", ""]
+            header = ["method"] + (["from"] if sources else []) + [_stage_header(c, m, sub) for c, m in tcols]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for r in runs:
+                cells = _row_head(r, sources)
+                for c, m in tcols:
+                    text = stage_text(r, c, m)
+                    mark = col_marks[c, m].get(r.label)
+                    cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     gdf, keys = gap_frame(runs)
     if keys:
         lines += [
@@ -449,17 +479,19 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
             out.append(f"<tr>{head}{cells}</tr>")
         out.append("</table>")
     for stage, scols, col_marks in stage_sections(runs):
-        out.append(f"<h2>{e(stage.title)}</h2><p>{e(stage.legend)}</p><table><tr><th>method</th>")
-        if sources:
-            out.append("<th>from</th>")
-        out.append("".join(f"<th>{e(c.key)} {e(c.metric)} ({e(MODE_SHORT[m])})</th>" for c, m in scols) + "</tr>")
-        for r in runs:
-            head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
-            cells = "".join(
-                f"<td class='{col_marks[c, m].get(r.label, '')}'>{fmt(stage_value(r, c, m))}</td>" for c, m in scols
-            )
-            out.append(f"<tr>{head}{cells}</tr>")
-        out.append("</table>")
+        out.append(f"<h2>{e(stage.title)}</h2><p>{e(stage.legend)}</p>")
+        for sub, tcols in stage_tables(stage, scols):
+            if sub:
+                out.append(f"<h3>{e(sub)}</h3>")
+            out.append("<table><tr><th>method</th>" + ("<th>from</th>" if sources else ""))
+            out.append("".join(f"<th>{e(_stage_header(c, m, sub))}</th>" for c, m in tcols) + "</tr>")
+            for r in runs:
+                head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
+                cells = "".join(
+                    f"<td class='{col_marks[c, m].get(r.label, '')}'>{stage_text(r, c, m)}</td>" for c, m in tcols
+                )
+                out.append(f"<tr>{head}{cells}</tr>")
+            out.append("</table>")
     _, keys = gap_frame(runs)
     if keys:
         out.append(

@@ -7,7 +7,10 @@ what unlearning took away:
     recovery = (relearned - unlearned) / (original - unlearned)
 
 0 = nothing came back (the forgetting is robust), 1 = back to the original model, > 1 = beyond
-it; not defined when original = unlearned (unlearning removed nothing to recover).
+it. Not defined when unlearning removed less than MIN_REMOVED of the metric: on the 54 forget
+questions per mode of the embedded default one question is 0.019 of an accuracy, so a removal of
+0.01-0.05 (MANU at alpha 0.3 on image+text cloze: 3 questions) makes every flipped answer a
+recovery step of 0.4-2 and the figure noise (an unclamped -11.8 was seen on a ROUGE gap of 0.008).
 
 Collapse (open-unlearning #167: an AUC near 0 can be over-unlearning, not success): a retain
 answer is degenerate when it is empty, when a multiple-choice answer carries no letter A-D, or
@@ -29,17 +32,29 @@ from collections.abc import Sequence
 REPEAT_N = 3
 REPEAT_SHARE = 0.5
 COLLAPSE_SHARE = 0.5
-NOT_DEFINED = "not defined: original = unlearned (nothing was removed to recover)"
+MIN_REMOVED = 0.1
+NOT_DEFINED = (
+    f"not defined: unlearning removed less than {MIN_REMOVED} of the metric (|original - unlearned| < {MIN_REMOVED}), "
+    "too little to measure a recovery against"
+)
 
 
-def recovery(original: float | None, unlearned: float | None, relearned: float | None) -> float | None:
-    """(relearned - unlearned) / (original - unlearned); None when any is missing or original = unlearned."""
-    if original is None or unlearned is None or relearned is None:
+def removed_enough(original: float | None, unlearned: float | None, min_removed: float = MIN_REMOVED) -> bool:
+    """Whether unlearning moved the metric by at least min_removed (either direction)."""
+    if original is None or unlearned is None:
+        return False
+    return abs(original - unlearned) >= min_removed - 1e-9
+
+
+def recovery(
+    original: float | None, unlearned: float | None, relearned: float | None, min_removed: float = MIN_REMOVED
+) -> float | None:
+    """(relearned - unlearned) / (original - unlearned); None when a figure is missing or unlearning
+    removed less than min_removed."""
+    if relearned is None or not removed_enough(original, unlearned, min_removed):
         return None
-    gap = original - unlearned
-    if abs(gap) < 1e-12:
-        return None
-    return (relearned - unlearned) / gap
+    assert original is not None and unlearned is not None
+    return (relearned - unlearned) / (original - unlearned)
 
 
 def fold_split(profile_ids: Sequence[str], folds: int, seed: int) -> list[list[str]]:

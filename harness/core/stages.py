@@ -26,13 +26,15 @@ STAGE_REGISTRY: dict[str, type["Stage"]] = {}
 @dataclass(frozen=True)
 class Column:
     """One leaderboard column of a stage: metrics[set][key][mode][metric], its ideal value (the
-    closest is best; None: no ideal, not marked) and how to read it."""
+    closest is best; None: no ideal, not marked) and how to read it. `empty` is the cell's text
+    when the figure is None without a "not available" note (a first collapse step that never came)."""
 
     set: str
     key: str
     metric: str
     ideal: float | None
     reads: str
+    empty: str = "–"
 
 
 @dataclass
@@ -62,7 +64,8 @@ class StageOutput:
 
 class Stage:
     """name: CLI `--stages`, manifest. keys: the metrics[set] keys it writes. lower_means_known:
-    metrics where lower means the model knows more (for `check`). columns: leaderboard columns."""
+    metrics where lower means the model knows more (for `check`). columns: leaderboard columns;
+    table_per_key: one leaderboard table per key (a grid per task) instead of one wide table."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
@@ -70,6 +73,7 @@ class Stage:
     lower_means_known: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[Column, ...]] = ()
     legend: ClassVar[str] = ""
+    table_per_key: ClassVar[bool] = False
 
     def run(self, ctx: StageContext) -> StageOutput:
         raise NotImplementedError

@@ -222,6 +222,7 @@ class MMUnlearner(Method):
                 step(r_batch, ascend=False)
             for f_batch in f_batches:  # more forget than retain batches: finish the forget pass
                 step(f_batch, ascend=True)
+        checkpoints.training_finished(vlm, model)
         # every rank's parts of the batch means, summed once after training
         totals = distributed.all_reduce_sum_numpy(np.array([sums["forget_nll"], sums["retain_nll"]]))
         sums["forget_nll"], sums["retain_nll"] = (float(t) for t in totals)

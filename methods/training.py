@@ -218,7 +218,8 @@ def train(
 ) -> dict:
     """Run the shared loop with `loss_fn`; vlm.model is replaced by the unlearned plain model.
     `max_steps` stops after that many optimiser steps (a budget in steps, e.g. a relearning
-    attack's). Each finished step is reported to harness.core.checkpoints (the checkpoint sweep).
+    attack's). Each finished step, and the end of training, is reported to harness.core.checkpoints
+    (the checkpoint sweep).
 
     Returns the report: trainable parameters, steps, per-epoch mean of each loss term, seconds.
     """
@@ -269,6 +270,7 @@ def train(
             for k, v in logs.items():  # weighted as the loss: summed over ranks, the whole batch's terms
                 acc[k] = acc.get(k, 0.0) + float(v) * share
             bar.set_postfix({k: f"{float(v):.3g}" for k, v in logs.items()})
+        checkpoints.training_finished(vlm, trained)
     with stage(report, "merge"):
         vlm.model = finish_trainable(trained, params)
     report["changed"] = {

@@ -12,10 +12,18 @@ At each point the retain answers go through the collapse detector (harness.core.
 empty, letterless multiple choice, or repetitive); the first checkpoint where most retain
 answers of one kind (free generation, multiple choice) are degenerate is the first collapsed step.
 
+`--select best` makes the run's output the best checkpoint instead of the last one, by the rule
+stated in harness.core.robustness (SELECT_RULE: the worst mode's mean retain - forget, among
+checkpoints that did not collapse): the watcher keeps a CPU copy of the best checkpoint's
+trainable weights so far (LoRA adapters; a full fine-tune's whole model), scores the last step
+too, and puts the best weights back before the method merges them. The selection is made on the
+sweep subset, which is part of the questions then reported: selected figures are optimistic by
+the amount of that choice (the manifest records the rule, every checkpoint's trade-off and the step).
+
 Writes: the curve (every point's metrics and collapse summary) in the manifest's stage record,
 samples per checkpoint in OUT/sweep/step-<n>/samples.jsonl (a re-applied method re-evaluates
 only what is missing), and metrics["retain"]["collapse"][mode] = {first_collapse_step, collapsed,
-checkpoints_scored, final_degenerate_share}. A method with no training steps (vanilla, MANU,
+checkpoints_scored, final_degenerate_share (of the run's output model)}. A method with no training steps (vanilla, MANU,
 Prompting) gets "not available: the method reports no training steps".
 """
 
@@ -26,13 +34,15 @@ from pathlib import Path
 from mmunlearn.harness.core.contracts import SampleResult, get_task, registered_tasks
 from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.results import SampleStore, atomic_write_json, read_json
-from mmunlearn.harness.core.robustness import collapse_by_kind, degenerate, first_collapse
+from mmunlearn.harness.core.checkpoints import Watcher, restore, snapshot
+from mmunlearn.harness.core.robustness import SELECT_RULE, collapse_by_kind, degenerate, first_collapse, select_best
 from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
 
 SWEEP_DIR = "sweep"
 SWEEP_SETS = ("forget", "retain")
 SWEEP_TASKS = ("classification", "generation", "cloze")
 NO_STEPS = "not available: the method reports no training steps"
+NONE_ELIGIBLE = "no checkpoint eligible (every scored checkpoint collapsed): the final model is kept"
 
 
 JUDGED = ("generation", "classification")  # answer kinds the collapse detector reads (not one-word cloze)
@@ -85,19 +95,24 @@ class SweepStage(Stage):
                 for s, style in (("forget", "-"), ("retain", "--")):
                     ys = [next(iter(p["metrics"][s][task][m].values()), None) for p in curve]
                     ax.plot(steps, ys, style, color=color, marker=".", label=f"{label} {s}")
+                chosen = next((p for p in curve if p.get("output") and not p.get("final")), None)
+                if chosen is not None:  # --select best kept an earlier checkpoint
+                    y = next(iter(chosen["metrics"]["forget"][task][m].values()), None)
+                    ax.plot([chosen["step"]], [y], "*", color=color, markersize=10)
                 hit = next((p["step"] for p in curve if p["collapse"][m]["collapsed"]), None)
                 if hit is not None:
                     ax.axvline(hit, color=color, linewidth=0.6, linestyle=":")
             ax.set_xlabel("optimiser step", fontsize=8)
             ax.set_ylabel(f"{task} (solid: forget, dashed: retain)", fontsize=8)
-            ax.set_title(f"{m} (dotted: first collapse)", fontsize=9)
+            ax.set_title(f"{m} (dotted: first collapse; star: selected checkpoint)", fontsize=9)
             ax.legend(fontsize=6)
         fig.suptitle("Checkpoint sweep: forgetting vs utility over training", fontsize=10)
         fig.tight_layout()
         return fig
 
     def fingerprint(self, cfg, display) -> dict:
-        return {"eval_every": cfg.eval_every, "sweep_limit": cfg.sweep_limit}
+        selecting = {"select": cfg.select} if cfg.select != "final" else {}  # absent: earlier runs keep their hash
+        return {"eval_every": cfg.eval_every, "sweep_limit": cfg.sweep_limit, **selecting}
 
     # ------------------------------------------------------------------ the subset and its scoring
     @staticmethod
@@ -130,22 +145,47 @@ class SweepStage(Stage):
         return {"step": step, "metrics": metrics, "collapse": collapse}
 
     # ------------------------------------------------------------------ during training
-    def watch(self, ctx: StageContext):
-        every = ctx.cfg.eval_every
+    def watch(self, ctx: StageContext) -> Watcher:
+        every, select = ctx.cfg.eval_every, ctx.cfg.select == "best"
         folder = Path(ctx.out) / SWEEP_DIR
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / "steps.json", {"eval_every": every, "steps": [], "last_step": 0})  # a fresh apply
 
         done: dict = {"eval_every": every, "steps": [], "last_step": 0}
+        points: list[dict] = []  # scored live, for --select best
+        best: dict = {}  # the best checkpoint's trainable weights so far (checkpoints.snapshot)
 
-        def observe(vlm, step: int) -> None:
-            if step % every == 0:
-                self.point(ctx, lambda: vlm, SampleStore(folder / f"step-{step:06d}"), step)
-                done["steps"].append(step)
-            done["last_step"] = step
+        def score(vlm, n: int) -> None:
+            points.append(self.point(ctx, lambda: vlm, SampleStore(folder / f"step-{n:06d}"), n))
+            done["steps"].append(n)
+            if select and select_best(points, MODES)[0] == n:
+                best["weights"] = snapshot(vlm.model)
+
+        def step(vlm, n: int) -> None:
+            if n % every == 0:
+                score(vlm, n)
+            done["last_step"] = n
             atomic_write_json(folder / "steps.json", done)  # after every step: the last one is the final point
 
-        return observe
+        def finished(vlm) -> None:
+            """--select best: score the last step if it was not, then put the best checkpoint back."""
+            if not select or not done["last_step"]:
+                return
+            if done["steps"][-1:] != [done["last_step"]]:
+                score(vlm, done["last_step"])
+            chosen, scores = select_best(points, MODES)
+            if chosen is not None and chosen != done["last_step"]:
+                restore(vlm.model, best["weights"])
+            best.clear()
+            done["selected"] = {
+                "rule": SELECT_RULE,
+                "step": chosen,
+                "tradeoff": {str(k): v for k, v in scores.items()},
+                **({} if chosen is not None else {"note": NONE_ELIGIBLE}),
+            }
+            atomic_write_json(folder / "steps.json", done)
+
+        return Watcher(step, finished)
 
     # ------------------------------------------------------------------ after the run
     def run(self, ctx: StageContext) -> StageOutput:
@@ -153,16 +193,21 @@ class SweepStage(Stage):
         done = read_json(folder / "steps.json", "sweep steps") if (folder / "steps.json").exists() else None
         if not done or not done.get("last_step"):
             cell = {"first_collapse_step": None, "collapsed": None, "note": NO_STEPS}
-            return StageOutput(
-                {"retain": {"collapse": {m: dict(cell) for m in MODES}}}, {"curve": [], "note": NO_STEPS}
-            )
-        curve = [
-            self.point(ctx, ctx.vlm, SampleStore(folder / f"step-{s:06d}"), s)
-            for s in done["steps"]
-            if s != done["last_step"]
-        ]
-        final = self.point(ctx, ctx.vlm, ctx.store, done["last_step"])  # the method's output: the run's own samples
-        curve.append({**final, "final": True})
+            nothing: dict = {"curve": [], "note": NO_STEPS}
+            if ctx.cfg.select == "best":
+                nothing["selected"] = {"rule": SELECT_RULE, "step": None, "note": NO_STEPS}
+            return StageOutput({"retain": {"collapse": {m: dict(cell) for m in MODES}}}, nothing)
+        selected = done.get("selected")
+        last = done["last_step"]
+        output = selected["step"] if selected and selected["step"] is not None else last  # the run's own model
+        curve = []
+        for s in sorted({*done["steps"], last}):
+            if s == output:  # the method's output: the run's own samples (a normal run's answers)
+                point = {**self.point(ctx, ctx.vlm, ctx.store, s), "output": True}
+            else:
+                point = self.point(ctx, ctx.vlm, SampleStore(folder / f"step-{s:06d}"), s)
+            curve.append({**point, **({"final": True} if s == last else {})})
+        out_point = next(p for p in curve if p.get("output"))
         metrics = {
             "retain": {
                 "collapse": {
@@ -172,7 +217,7 @@ class SweepStage(Stage):
                         ),
                         "collapsed": float(any(p["collapse"][m]["collapsed"] for p in curve)),
                         "checkpoints_scored": len(curve),
-                        "final_degenerate_share": final["collapse"][m]["degenerate_share"],
+                        "final_degenerate_share": out_point["collapse"][m]["degenerate_share"],
                     }
                     for m in MODES
                 }
@@ -181,7 +226,8 @@ class SweepStage(Stage):
         record = {
             "eval_every": done["eval_every"],
             "sweep_limit": ctx.cfg.sweep_limit,
-            "last_step": done["last_step"],
+            "last_step": last,
             "curve": curve,
+            **({"selected": selected} if selected else {}),
         }
         return StageOutput(metrics, record)

@@ -14,6 +14,8 @@ from mmunlearn.harness.core.robustness import (
     fold_split,
     recovery,
     repeated_ngram_share,
+    select_best,
+    tradeoff,
 )
 
 
@@ -115,6 +117,78 @@ def test_a_checkpoint_collapses_when_one_answer_kind_mostly_degenerates():
 def test_first_collapse_is_the_earliest_collapsed_step():
     assert first_collapse([(24, True), (8, False), (16, True)]) == 16
     assert first_collapse([(8, False), (16, False)]) is None
+
+
+def _metrics(forget: dict, retain: dict) -> dict:
+    """Sweep metrics {set: {task: {mode: {metric: v}}}} from {(task, mode): v} per set."""
+    out: dict = {}
+    for s, cells in (("forget", forget), ("retain", retain)):
+        for (t, m), v in cells.items():
+            out.setdefault(s, {}).setdefault(t, {})[m] = {"accuracy": v}
+    return out
+
+
+def test_tradeoff_is_the_worst_modes_mean_retain_minus_forget():
+    m = _metrics(
+        forget={
+            ("cloze", "image_text"): 0.2,
+            ("cloze", "text_only"): 0.8,
+            ("generation", "image_text"): 0.4,
+            ("generation", "text_only"): 0.6,
+        },
+        retain={
+            ("cloze", "image_text"): 0.9,
+            ("cloze", "text_only"): 1.0,
+            ("generation", "image_text"): 0.7,
+            ("generation", "text_only"): 0.8,
+        },
+    )
+    # image+text: ((0.9-0.2) + (0.7-0.4)) / 2 = 0.5; text-only: ((1.0-0.8) + (0.8-0.6)) / 2 = 0.2
+    assert tradeoff(m, MODES) == pytest.approx(0.2)
+    assert tradeoff(m, ["image_text"]) == pytest.approx(0.5)
+    # the first metric that was scored counts (letter accuracy None: a log-likelihood scorer's)
+    m["forget"]["cloze"]["text_only"] = {"accuracy": None, "accuracy_loglik_frame": 0.5}
+    m["retain"]["cloze"]["text_only"] = {"accuracy": None, "accuracy_loglik_frame": 0.9}
+    assert tradeoff(m, ["text_only"]) == pytest.approx(((0.9 - 0.5) + 0.2) / 2)
+    assert tradeoff(_metrics({("cloze", "text_only"): 0.1}, {("cloze", "text_only"): 0.9}), MODES) is None
+
+
+def _point(step: int, gap: float, collapsed: tuple[str, ...] = ()) -> dict:
+    cells = {("cloze", m): 1.0 - gap for m in MODES}
+    return {
+        "step": step,
+        "metrics": _metrics(forget=cells, retain={k: 1.0 for k in cells}),
+        "collapse": {m: {"collapsed": m in collapsed} for m in MODES},
+    }
+
+
+def test_select_best_takes_the_best_trade_off_that_did_not_collapse_earliest_on_a_tie():
+    points = [_point(4, 0.25), _point(8, 0.75), _point(12, 0.9, collapsed=("text_only",)), _point(16, 0.75)]
+    step, scores = select_best(points, MODES)
+    assert step == 8  # 12 is better but collapsed in one mode; 16 ties with 8 and comes later
+    assert scores == pytest.approx({4: 0.25, 8: 0.75, 12: 0.9, 16: 0.75})
+    assert select_best([_point(4, 0.5, collapsed=MODES)], MODES) == (None, {4: pytest.approx(0.5)})
+
+
+def test_a_snapshot_restores_the_trainable_weights_only():
+    import torch
+
+    from mmunlearn.harness.core.checkpoints import restore, snapshot
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[1].weight.requires_grad_(False)
+    snap = snapshot(model)
+    assert set(snap) == {"0.weight", "0.bias", "1.bias"}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    restore(model, snap)
+    for n, p in model.named_parameters():
+        expected = before[n] + (1.0 if n == "1.weight" else 0.0)
+        assert torch.equal(p, expected), n
+    with pytest.raises(RuntimeError, match="no parameter"):
+        restore(torch.nn.Linear(3, 3), {"0.weight": snap["0.weight"]})
 
 
 def test_check_reads_collapse_and_recovery_in_the_right_direction():

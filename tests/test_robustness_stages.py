@@ -230,4 +230,83 @@ def test_bad_robustness_settings_fail_before_any_work(world, tmp_path):
         run_benchmark(config(world, stages=("sweep",)), tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="--eval-every must be >= 1"):
         run_benchmark(config(world, eval_every=0), tmp_path / "d", progress=False)
-    assert not any((tmp_path / n / "results.json").exists() for n in "abcd")
+    with pytest.raises(ConfigError, match="--select best needs --eval-every"):
+        run_benchmark(config(world, select="best"), tmp_path / "e", progress=False)
+    with pytest.raises(ConfigError, match="--select must be one of final, best"):
+        run_benchmark(config(world, eval_every=2, select="top"), tmp_path / "f", progress=False)
+    assert not any((tmp_path / n / "results.json").exists() for n in "abcdef")
+
+
+def test_select_best_is_refused_under_several_processes(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # only read, no process group is started before the refusal
+    with pytest.raises(ConfigError, match="one process only"):
+        run_benchmark(config(world, eval_every=2, select="best"), tmp_path / "g", progress=False)
+
+
+FULL = {**GA, "finetune": "full"}  # restoring full weights is exact: the selected answers must match
+
+
+@pytest.fixture(scope="module")
+def selected(world):
+    out = world["root"] / "selected"
+    return out, run_benchmark(
+        config(world, params=FULL, eval_every=2, sweep_limit=2, select="best"), out, progress=False
+    )
+
+
+def _headline(cell: dict):
+    return next((v for v in cell.values() if v is not None), None)
+
+
+def test_select_best_keeps_the_checkpoint_its_rule_chooses(selected, world):
+    out, results = selected
+    record = results["manifest"]["stages"]["sweep"]
+    chosen, last = record["selected"]["step"], record["last_step"]
+    bench = load_benchmark(world["bench"], 15)
+    by_hand = {}
+    for point in record["curve"]:
+        step = point["step"]
+        live = {r.qid: r for r in _samples(out / "sweep" / f"step-{step:06d}" / "samples.jsonl")}
+        worst = None
+        for m in MODES:
+            gaps = []
+            for t in TASKS:
+                cell = {}
+                for s in ("forget", "retain"):
+                    qs = limit_questions(bench.questions(sets=[s], tasks=[t], modes=[m]), 2)
+                    agg = get_task(t).aggregate([live[q.qid] for q in qs])
+                    cell[s] = _headline({k: agg[k] for k in get_task(t).headline_metrics() if k in agg})
+                gaps.append(cell["retain"] - cell["forget"])
+            worst = min(worst, sum(gaps) / len(gaps)) if worst is not None else sum(gaps) / len(gaps)
+        by_hand[step] = worst
+        assert record["selected"]["tradeoff"][str(step)] == pytest.approx(worst), step
+    eligible = [p["step"] for p in record["curve"] if not any(p["collapse"][m]["collapsed"] for m in MODES)]
+    best = max(by_hand[s] for s in eligible)
+    assert chosen == min(s for s in eligible if by_hand[s] == pytest.approx(best))
+    assert chosen < last, (
+        "on this tiny model GA's best checkpoint comes before its last step (else nothing is restored)"
+    )
+    assert [p["step"] for p in record["curve"] if p.get("output")] == [chosen]
+
+
+def test_the_selected_run_answers_as_its_checkpoint_did_and_is_not_the_final_model(selected, world):
+    out, results = selected
+    chosen = results["manifest"]["stages"]["sweep"]["selected"]["step"]
+    live = _samples(out / "sweep" / f"step-{chosen:06d}" / "samples.jsonl")
+    own = {(r.qid, r.task): r for r in _samples(out / "samples.jsonl")}
+    assert live
+    for r in live:
+        assert own[r.qid, r.task].response == r.response, r.qid
+    final = run_benchmark(config(world, params=FULL), world["root"] / "full-final", progress=False)
+    hashes = (
+        results["manifest"]["model"]["unlearned_weights_hash"],
+        final["manifest"]["model"]["unlearned_weights_hash"],
+    )
+    assert hashes[0] != hashes[1]
+    assert results["manifest"]["config_hash"] != final["manifest"]["config_hash"]
+
+
+def test_a_selected_run_is_labelled_with_its_step_on_the_leaderboard(selected, tmp_path):
+    build_leaderboard([selected[0]], tmp_path / "board")
+    chosen = selected[1]["manifest"]["stages"]["sweep"]["selected"]["step"]
+    assert f"[best checkpoint: step {chosen}]" in (tmp_path / "board" / "leaderboard.md").read_text()

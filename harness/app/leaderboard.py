@@ -95,6 +95,15 @@ def method_label(method: str, params: dict) -> str:
     return f"{method} (" + ", ".join(f"{k}={_fmt_param(v)}" for k, v in shown.items()) + ")"
 
 
+def selection_label(manifest: dict) -> str:
+    """' [best checkpoint: step 24]' for a run whose output is the sweep's choice (--select best)."""
+    selected = ((manifest.get("stages") or {}).get("sweep") or {}).get("selected")
+    if not selected:
+        return ""
+    step = selected.get("step")
+    return f" [best checkpoint: step {step}]" if step is not None else " [best checkpoint: none, final kept]"
+
+
 def find_runs(paths) -> list[tuple[str, str]]:
     """(root, run) for every run under the given paths. A path is a run (a results.json or the
     folder holding one; its root is its parent folder) or a result root: every run below it,
@@ -147,7 +156,7 @@ def load_runs(paths) -> list[Run]:
         )
         raise ConfigError(f"runs on different benchmarks or forget splits cannot share a leaderboard: {detail}")
     for r in runs:
-        r.label = r.name or method_label(r.method, r.params)
+        r.label = (r.name or method_label(r.method, r.params)) + selection_label(r.manifest)
     _dedupe_labels(runs)
     runs.sort(key=lambda r: (not r.is_reference, r.label))
     return runs

@@ -73,6 +73,7 @@ PACKAGES = (
     "mmunlearn",
 )
 CHECKPOINT_META = "checkpoint.json"
+SELECT_CHOICES = ("final", "best")  # --select: the method's last step, or the sweep's best checkpoint
 
 
 @dataclass
@@ -109,6 +110,7 @@ class RunConfig:
     relearn_params: dict[str, str] = field(default_factory=dict)  # raw --relearn-param k=v (stage relearn)
     eval_every: int | None = None  # checkpoint sweep every N training steps (stage sweep)
     sweep_limit: int = 12  # questions per (set, task, mode) at each sweep checkpoint
+    select: str = "final"  # the run's output model: the method's last step, or the sweep's best checkpoint
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -138,6 +140,12 @@ class RunConfig:
                 self.stages = (*self.stages, "sweep")
         elif "sweep" in self.stages:
             raise ConfigError("stage sweep needs --eval-every N (score a subset every N training steps)")
+        if self.select not in SELECT_CHOICES:
+            raise ConfigError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}")
+        if self.select == "best" and self.eval_every is None:
+            raise ConfigError("--select best needs --eval-every N (the checkpoints it chooses among)")
+        if self.select == "best" and distributed.launched():
+            raise ConfigError("--select best runs in one process only (the checkpoints are scored on one rank)")
         if self.sweep_limit < 1:
             raise ConfigError(f"--sweep-limit must be >= 1, got {self.sweep_limit}")
         if self.relearn_params and "relearn" not in self.stages:

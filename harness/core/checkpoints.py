@@ -1,12 +1,14 @@
-"""Training-step observers: a method's training loop reports each finished optimiser step, and
-whoever measures *during* training (the checkpoint sweep) listens.
+"""Training-step observers: a method's training loop reports each finished optimiser step and the
+end of training, and whoever measures *during* training (the checkpoint sweep) listens.
 
 A method does not know it is being watched: it calls `step_finished(vlm, model, step)` after
-each `optimizer.step()`, which does nothing unless the runner installed an observer with
-`observing(fn)`. The observer sees the live model (LoRA adapters unmerged, train mode); it must
-leave it as it found it (`evaluation_of`: eval mode and no gradients while it looks, train mode
-and every random-number state restored afterwards), so a watched run trains exactly as an
-unwatched one.
+each `optimizer.step()` and `training_finished(vlm, model)` after its last one (before it merges
+LoRA adapters or freezes the model), which do nothing unless the runner installed a `Watcher`
+with `observing(watcher)`. The watcher sees the live model (LoRA adapters unmerged, train mode);
+it must leave it as it found it (`evaluation_of`: eval mode and no gradients while it looks,
+train mode and every random-number state restored afterwards), so a watched run trains exactly
+as an unwatched one. One exception, asked for by the user: at the end of training a watcher may
+put back the trainable weights of an earlier step (`snapshot` / `restore`, `--select best`).
 """
 
 from __future__ import annotations
@@ -14,29 +16,67 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import random
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-Observer = Callable[[Any, int], None]  # (vlm whose .model is the live model, step number from 1)
-_OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("mmunlearn_training_observer", default=None)
+
+@dataclass(frozen=True)
+class Watcher:
+    """step(vlm, n): after optimiser step n (from 1); finished(vlm): after the last one, before
+    the method merges or freezes the model. Both see the live model as vlm.model."""
+
+    step: Callable[[Any, int], None]
+    finished: Callable[[Any], None] | None = None
+
+
+_WATCHER: contextvars.ContextVar[Watcher | None] = contextvars.ContextVar("mmunlearn_training_watcher", default=None)
 
 
 @contextlib.contextmanager
-def observing(fn: Observer | None) -> Iterator[None]:
-    """Install `fn` as the training-step observer for the duration (None: no observer)."""
-    token = _OBSERVER.set(fn)
+def observing(watcher: Watcher | None) -> Iterator[None]:
+    """Install `watcher` for the duration (None: nobody watches)."""
+    token = _WATCHER.set(watcher)
     try:
         yield
     finally:
-        _OBSERVER.reset(token)
+        _WATCHER.reset(token)
 
 
 def step_finished(vlm, model, step: int) -> None:
     """Called by a training loop after optimiser step `step` (1-based) of `model` (vlm's live model)."""
-    fn = _OBSERVER.get()
-    if fn is None:
+    w = _WATCHER.get()
+    if w is None:
         return
     with evaluation_of(model):
-        fn(vlm, step)
+        w.step(vlm, step)
+
+
+def training_finished(vlm, model) -> None:
+    """Called by a training loop after its last optimiser step, before merging or freezing `model`."""
+    w = _WATCHER.get()
+    if w is None or w.finished is None:
+        return
+    with evaluation_of(model):
+        w.finished(vlm)
+
+
+def snapshot(model) -> dict:
+    """A CPU copy of the trainable parameters (requires_grad): what training changes. LoRA: the
+    adapters (megabytes); full fine-tuning: a copy of the model in host memory."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore(model, snap: dict) -> None:
+    """Put a `snapshot` back into the same live model (same parameter names)."""
+    import torch
+
+    params = dict(model.named_parameters())
+    missing = sorted(set(snap) - set(params))
+    if missing:
+        raise RuntimeError(f"cannot restore a training snapshot: the model has no parameter {missing[0]!r}")
+    with torch.no_grad():
+        for n, value in snap.items():
+            params[n].copy_(value.to(params[n].device))
 
 
 @contextlib.contextmanager

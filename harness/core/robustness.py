@@ -22,6 +22,14 @@ mode when, for some kind of answer (free generation, multiple choice), at least 
 of its retain answers there are degenerate: a majority, so one odd answer does not flag a
 healthy model, and a model that loops on most free answers is flagged even if it still picks
 letters. (One-word cloze fills cannot show repetition and are not judged.)
+
+Checkpoint selection (`--select best`): a checkpoint's trade-off is, per mode, the mean over the
+swept tasks of (retain - forget) in each task's headline metric (higher on both means the model
+knows more, so retain - forget rises as it forgets the forget set and keeps the rest), and the
+checkpoint's figure is its *worst* mode: a checkpoint that forgets only in text-only input scores
+what its image+text answers score. The best checkpoint has the highest figure among those that
+did not collapse in any mode; ties go to the earliest step (less training, less damage beyond
+the subset). No eligible checkpoint: nothing is selected.
 """
 
 from __future__ import annotations
@@ -117,3 +125,44 @@ def collapse_by_kind(reasons: dict[str, Sequence[str | None]]) -> dict:
 def first_collapse(points: Sequence[tuple[int, bool]]) -> int | None:
     """The first step whose checkpoint collapsed, from (step, collapsed) in step order; None if none."""
     return next((step for step, collapsed in sorted(points) if collapsed), None)
+
+
+SELECT_RULE = (
+    "highest min over modes of mean over tasks of (retain - forget) headline, on the sweep subset, among "
+    "checkpoints collapsed in no mode; ties: earliest step"
+)
+
+
+def tradeoff(metrics: dict, modes: Sequence[str]) -> float | None:
+    """A checkpoint's forget/retain trade-off from its sweep metrics {set: {task: {mode: {metric:
+    value}}}}, whose cells list the task's headline metrics in order (the first one scored counts:
+    letter accuracy, else a log-likelihood scorer's): min over modes of the mean over tasks of
+    retain - forget; None when a mode has no task scored on both sets."""
+
+    def headline(cell: dict) -> float | None:
+        return next((v for v in cell.values() if v is not None), None)
+
+    per_mode = []
+    for m in modes:
+        gaps = []
+        for task, cells in metrics.get("retain", {}).items():
+            r = headline(cells.get(m, {}))
+            f = headline(metrics.get("forget", {}).get(task, {}).get(m, {}))
+            if r is not None and f is not None:
+                gaps.append(r - f)
+        if not gaps:
+            return None
+        per_mode.append(sum(gaps) / len(gaps))
+    return min(per_mode) if per_mode else None
+
+
+def select_best(points: Sequence[dict], modes: Sequence[str]) -> tuple[int | None, dict[int, float | None]]:
+    """(the best step or None, {step: trade-off}) over sweep points {"step", "metrics", "collapse"}
+    by SELECT_RULE; a collapsed checkpoint's trade-off is listed but it is not eligible."""
+    scores = {p["step"]: tradeoff(p["metrics"], modes) for p in points}
+    eligible = [
+        (score, -p["step"])
+        for p in points
+        if (score := scores[p["step"]]) is not None and not any(p["collapse"][m]["collapsed"] for m in modes)
+    ]
+    return (-max(eligible)[1] if eligible else None), scores

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.plugins import load_plugins
+
+if TYPE_CHECKING:
+    from mmunlearn.harness.core.checkpoints import Watcher
 
 STAGE_REGISTRY: dict[str, type["Stage"]] = {}
 
@@ -88,9 +91,9 @@ class Stage:
         None for the default: per column, each method at (text-only, image+text)."""
         return None
 
-    def watch(self, ctx: StageContext) -> Callable[[Any, int], None] | None:
-        """An observer of the method's training steps (harness.core.checkpoints), or None: a
-        stage that measures during training (the checkpoint sweep) returns one."""
+    def watch(self, ctx: StageContext) -> "Watcher | None":
+        """A harness.core.checkpoints.Watcher of the method's training, or None: a stage that
+        measures during training (the checkpoint sweep) returns one."""
         return None
 
 
@@ -124,17 +127,22 @@ def stage_of_key(key: str) -> type[Stage] | None:
 
 
 def watching(names, ctx: StageContext):
-    """The context in which the run applies its method: every named stage's training observer
+    """The context in which the run applies its method: every named stage's training watcher
     installed (harness.core.checkpoints), or none."""
-    from mmunlearn.harness.core.checkpoints import observing
+    from mmunlearn.harness.core.checkpoints import Watcher, observing
 
-    observers = [fn for name in names if (fn := get_stage(name).watch(ctx)) is not None]
+    watchers = [w for name in names if (w := get_stage(name).watch(ctx)) is not None]
 
-    def every(vlm, step: int) -> None:
-        for fn in observers:
-            fn(vlm, step)
+    def step(vlm, n: int) -> None:
+        for w in watchers:
+            w.step(vlm, n)
 
-    return observing(every if observers else None)
+    def finished(vlm) -> None:
+        for w in watchers:
+            if w.finished is not None:
+                w.finished(vlm)
+
+    return observing(Watcher(step, finished) if watchers else None)
 
 
 def identity_store(folder: Path, identity: dict, meta_name: str = "identity.json"):

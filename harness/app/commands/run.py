@@ -158,6 +158,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="checkpoint sweep: questions per (set, task, mode) of forget and retain at each checkpoint (default 12)",
     )
     p.add_argument(
+        "--select",
+        choices=("final", "best"),
+        default="final",
+        help="the run's output model: the method's last training step (final, default) or the sweep checkpoint "
+        "with the best forget/retain trade-off in its worst mode, among those that did not collapse (best; "
+        "needs --eval-every)",
+    )
+    p.add_argument(
         "--holdout",
         default="auto",
         help="profiles no model saw, the non-members of membership inference: a benchmark folder with a "
@@ -236,6 +244,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         relearn_params=parse_param_args(getattr(args, "relearn_param", None)),
         eval_every=args.eval_every,
         sweep_limit=args.sweep_limit,
+        select=args.select,
     )
 
 

@@ -21,6 +21,7 @@ from mmunlearn.stages.sweep import NO_STEPS
 
 pytestmark = pytest.mark.slow
 GA = {"lr": "5e-3", "epochs": "2", "batch_size": "2"}
+RELEARN = dict(stages=("relearn",), tasks=("cloze", "generation"), relearn_params={"steps": "3", "lr": "1e-2"})
 TASKS = ("classification", "generation", "cloze")
 
 
@@ -131,8 +132,7 @@ def test_a_method_without_training_steps_says_the_sweep_is_not_available(world):
 @pytest.fixture(scope="module")
 def relearned(world):
     out = world["root"] / "relearned"
-    cfg = config(world, stages=("relearn",), tasks=("cloze", "generation"), relearn_params={"steps": "3", "lr": "1e-2"})
-    return out, run_benchmark(cfg, out, progress=False)
+    return out, run_benchmark(config(world, keep_model=True, **RELEARN), out, progress=False)
 
 
 def test_relearn_folds_are_recorded_disjoint_and_cover_the_forget_profiles(relearned, world):
@@ -188,10 +188,27 @@ def test_relearn_resumes_without_retraining(relearned, world, monkeypatch):
 
     monkeypatch.setattr("mmunlearn.stages.relearn.attack", no_training)
     (out / "results.json").unlink()  # the stage runs again from its stored samples
-    cfg = config(world, stages=("relearn",), tasks=("cloze", "generation"), relearn_params={"steps": "3", "lr": "1e-2"})
+    cfg = config(world, keep_model=True, **RELEARN)  # as the fixture ran it
     again = run_benchmark(cfg, out, progress=False)
     assert again["metrics"] == results["metrics"]
     assert all(a.get("reused") for runs in again["manifest"]["stages"]["relearn"]["attacks"].values() for a in runs)
+
+
+def test_the_attack_on_an_external_checkpoint_equals_the_attack_in_the_run_that_made_it(relearned, world):
+    """The user story: a checkpoint unlearned elsewhere, scored by path with --base-model, gets the
+    same relearning figures as the run that unlearned it (the attack needs only model and data)."""
+    out, results = relearned
+    external = run_benchmark(
+        config(world, method="vanilla", params={}, model=str(out / "model"), base_model=world["model"], **RELEARN),
+        world["root"] / "external-relearn",
+        progress=False,
+    )
+    assert external["manifest"]["model"]["weights_hash"] == results["manifest"]["model"]["unlearned_weights_hash"]
+    assert external["manifest"]["stages"]["relearn"]["folds"] == results["manifest"]["stages"]["relearn"]["folds"]
+    for task in ("relearn_cloze", "relearn_generation"):
+        assert external["metrics"]["forget"][task] == results["metrics"]["forget"][task]
+    cells = [external["metrics"]["forget"][t][m] for t in ("relearn_cloze", "relearn_generation") for m in MODES]
+    assert all(c["original"] is not None and c.get("note") != NO_ORIGINAL for c in cells)  # the base was scored
 
 
 def test_an_external_checkpoint_without_base_has_no_original(world):

@@ -20,22 +20,27 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mmunlearn.harness.app import defaults
+from mmunlearn.harness.app.manifest import (
+    build_manifest,
+    config_hash,
+    display_source,
+    judge_model_of,
+    now_iso,
+    run_fingerprint,
+)
 from mmunlearn.harness.core import distributed, provenance
 from mmunlearn.harness.core.bench import TEST_IMAGE_CHOICES, load_benchmark
 from mmunlearn.harness.core.errors import ConfigError
-from mmunlearn.harness.core.examples import OFFICIAL, parse_shots, plan_examples
+from mmunlearn.harness.core.examples import OFFICIAL, parse_shots
 from mmunlearn.harness.core.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
 from mmunlearn.harness.core.model import CPU_BATCH_SIZE, load_vlm
 from mmunlearn.harness.core.records import MODES, SETS, ImageDecoder
@@ -58,20 +63,6 @@ from mmunlearn.harness.core.contracts import get_task, registered_tasks
 from mmunlearn.harness.core.contracts import SampleResult, TaskContext
 from mmunlearn.harness.core.stages import StageContext, get_stage, run_stages, watching
 
-PACKAGES = (
-    "torch",
-    "transformers",
-    "datasets",
-    "peft",
-    "accelerate",
-    "rouge-score",
-    "openai",
-    "numpy",
-    "pandas",
-    "pyarrow",
-    "pillow",
-    "mmunlearn",
-)
 CHECKPOINT_META = "checkpoint.json"
 SELECT_CHOICES = ("final", "best")  # --select: the method's last step, or the sweep's best checkpoint
 
@@ -168,59 +159,6 @@ def resolve_stage_inputs(cfg: RunConfig) -> None:
         cfg.reference_model = str(defaults.DEFAULT_REFERENCE_MODEL) if embedded else None
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def display_source(source: str | os.PathLike) -> str:
-    """How a model/benchmark source is recorded: the embedded assets by name (so committed
-    results do not carry this machine's paths), local paths absolute, hub ids verbatim."""
-    p = Path(source)
-    if p.exists():
-        p = p.resolve()
-        try:
-            return f"embedded:{p.relative_to(defaults.ASSETS.resolve()).as_posix()}"
-        except ValueError:
-            return str(p)
-    return str(source)
-
-
-def resolve_source(recorded: str) -> str:
-    """Inverse of display_source: an `embedded:` name back to the asset's path."""
-    prefix = "embedded:"
-    return str(defaults.ASSETS / recorded[len(prefix) :]) if recorded.startswith(prefix) else recorded
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_commit() -> tuple[str | None, bool | None]:
-    """(HEAD commit, working tree dirty?) of the checkout this package runs from; (None, None) outside git."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return head.stdout.strip(), (bool(status.stdout.strip()) if status.returncode == 0 else None)
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
 def limit_questions(questions: list, limit: int | None) -> list:
     """At most `limit` questions, chosen by a hash of the qid (spread over profiles, the same
     for every method and seed), kept in benchmark order."""
@@ -228,10 +166,6 @@ def limit_questions(questions: list, limit: int | None) -> list:
         return list(questions)
     keep = {q.qid for q in sorted(questions, key=lambda q: hashlib.sha256(q.qid.encode()).hexdigest())[:limit]}
     return [q for q in questions if q.qid in keep]
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(to_jsonable(config), sort_keys=True).encode()).hexdigest()
 
 
 class Progress:
@@ -456,64 +390,21 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
     timer = Timer()
     started = now_iso()
     t_start = time.perf_counter()
-
-    # Validate cheap things before loading anything heavy.
-    method_cls = get_method(cfg.method)
-    params = parse_params(method_cls, dict(cfg.params))
-    tasks = {name: get_task(name) for name in (cfg.tasks or registered_tasks())}
-    for name in cfg.stages:
-        get_stage(name)  # an unknown stage fails before anything is loaded
-    judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
-    judge_model = judge.model if judge is not None and judge.available else None
-    if cfg.judge and judge_model is None and "generation" in tasks:
-        say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
+    method_cls, params, tasks, judge = resolve_plugins(cfg, say)  # before loading anything heavy
 
     with run_lock(out) if rank == 0 else contextlib.nullcontext():
-        say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
-        with timer("load_benchmark"):
-            bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
-        say.say(f"loading model {cfg.model}")
-        with timer("load_model"):
-            vlm = load_vlm(
-                cfg.model,
-                device=distributed.local_device() or cfg.device,
-                dtype=cfg.dtype,
-                trust_remote_code=cfg.trust_remote_code,
-                allow_pickle=cfg.allow_pickle_weights,
-                device_map=cfg.device_map,
-                base_model=base_source,
-            )
+        bench, vlm = load_inputs(cfg, base_source, say, timer)
         with timer("hash_weights"):
             base_hash = vlm.weights_hash()
-
-        fingerprint = {
-            "model": display_source(cfg.model),
-            "weights_hash": base_hash,
-            "bench": display_source(cfg.bench),
-            "bench_fingerprint": bench.fingerprint,
-            "forget": cfg.forget,
-            "method": cfg.method,
-            "params": to_jsonable(params),
-            "seed": cfg.seed,
-            "shots": cfg.shots,
-            "test_images": cfg.test_images,
-            "dtype": cfg.dtype,
-            "sets": list(cfg.sets),
-            "tasks": list(tasks),
-            "limit": cfg.limit,
-            "judge": judge_model,
-            "judge_protocol": cfg.judge_protocol if judge_model else None,
-            "max_new_tokens": cfg.max_new_tokens,
-            "scorers": list(cfg.scorers),
-        }
-        if base_source:  # only when given, so runs without one keep their configuration hash
-            fingerprint["base_model"] = display_source(base_source)
-        if cfg.name:
-            fingerprint["name"] = cfg.name
-        if cfg.stages:
-            fingerprint["stages"] = list(cfg.stages)
-            for name in cfg.stages:
-                fingerprint.update(to_jsonable(get_stage(name).fingerprint(cfg, display_source)))
+        fingerprint = run_fingerprint(
+            cfg,
+            weights_hash=base_hash,
+            bench=bench,
+            params=params,
+            tasks=tasks,
+            judge_model=judge_model_of(judge),
+            base_source=base_source,
+        )
         fp_hash = config_hash(fingerprint)
         resumed = claim_run_dir(out, fingerprint)  # every rank: same check, same (atomic) write
         if rank == 0:
@@ -524,23 +415,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         if resumed:
             say.say(f"resuming run in {out}: {reused_before} samples already done")
 
-        # Plan: (set, task, mode) -> selected questions.
-        plan = []
-        for set_name in cfg.sets:
-            for task_name in tasks:
-                for mode in MODES:
-                    qs = limit_questions(
-                        bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()], modes=[mode]),
-                        cfg.limit,
-                    )
-                    if not qs:
-                        raise ConfigError(
-                            f"the benchmark has no {task_name} questions in set {set_name!r}, mode "
-                            f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)"
-                        )
-                    plan.append((set_name, task_name, mode, qs))
+        plan = plan_questions(cfg, bench, tasks)
         missing = any(store.missing(tasks[t].sample_id(q) for q in qs) for _, t, _, qs in plan)
-
         method_json = out / METHOD_FILE
         stored_method = read_json(method_json, "method report") if method_json.exists() else None
         reusable = bool(not missing and stored_method and stored_method.get("config_hash") == fp_hash)
@@ -612,25 +488,12 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             return read_json(out / RESULTS_FILE, "results file")
         if world > 1:
             merge_shards(out)
-            store = SampleStore(out)
+            store = stage_ctx.store = SampleStore(out)
 
         with timer("aggregate"):
-            for set_name, task_name, mode, qs in plan:
-                samples = [SampleResult.from_dict(_stored_sample(store, tasks[task_name].sample_id(q))) for q in qs]
-                values = tasks[task_name].aggregate(samples)
-                metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
-
-        if world > 1:
-            stage_ctx.store = store
+            aggregate_into(metrics, plan, tasks, store)
         stage_records = run_stages(cfg.stages, stage_ctx, timer)
-        method_info = unlearned.info
-        kept = bool(cfg.keep_model)
-        ckpt = out / MODEL_DIR
-        if not kept and ckpt.exists():
-            shutil.rmtree(ckpt, ignore_errors=True)  # only a resume aid; the run is complete now
-        method_info = dict(method_info)
-        method_info["checkpoint"] = {**method_info.get("checkpoint", {}), "kept": kept and ckpt.exists()}
-
+        method_info = release_checkpoint(unlearned.info, out, keep=bool(cfg.keep_model))
         timer.stages["total"] = round(time.perf_counter() - t_start, 3)
         manifest = build_manifest(
             cfg,
@@ -657,101 +520,96 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 },
             },
         )
-        existing = out / RESULTS_FILE
-        stored = read_json(existing, "results file") if not missing and existing.exists() else None
-        if stored and (
-            stored.get("manifest", {}).get("config_hash") == fp_hash
-            and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics)))
-        ):
-            say.say(f"{existing} is up to date")  # a finished run rerun: keep the file (and its timings)
-        else:
-            say.say(f"wrote {write_results(out, metrics, manifest)}")
+        write_unless_current(out, metrics, manifest, say, finished_before=not missing)
         distributed.barrier()  # the other ranks read results.json now
-        return read_json(existing, "results file")
+        return read_json(out / RESULTS_FILE, "results file")
 
 
-def build_manifest(
-    cfg,
-    out,
-    fingerprint,
-    fp_hash,
-    base,
-    method_info,
-    vlm,
-    bench,
-    tasks,
-    judge,
-    stage_records,
-    timer,
-    started,
-    run_stats,
-) -> dict:
-    """results.json's manifest: what ran (configuration, model and its provenance, method and its
-    report, benchmark, examples, stages), on what (packages, platform, commit) and how long."""
-    judge_model = judge.model if judge is not None and judge.available else None
-    commit, dirty = git_commit()
-    return {
-        "run_id": out.name,
-        "config_hash": fp_hash,
-        "config": fingerprint,
-        "model": {
-            "name": cfg.name,
-            "source": fingerprint["model"],
-            "base_model": {"source": fingerprint["base_model"], **base} if base else None,
-            "weights_hash": fingerprint["weights_hash"],
-            "unlearned_weights_hash": method_info.get("weights_hash"),
-            "arch": getattr(vlm, "arch", None),
-            "device": str(getattr(vlm, "device", "")) or None,
-            "dtype": str(getattr(vlm, "dtype", "")) or None,
-            "trust_remote_code": cfg.trust_remote_code,
-            "allow_pickle_weights": cfg.allow_pickle_weights,
-        },
-        "benchmark": {"source": fingerprint["bench"], "fingerprint": bench.fingerprint, "forget": cfg.forget},
-        "forget": cfg.forget,
-        "method": {
-            "name": cfg.method,
-            "params": fingerprint["params"],
-            "report": method_info.get("report"),
-            "weights_changed": method_info.get("weights_changed"),
-            "system_prompt": method_info.get("system_prompt"),
-            "checkpoint": method_info.get("checkpoint"),
-        },
-        "seed": cfg.seed,
-        "shots": cfg.shots,
-        "examples": {
-            s: {
-                t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
-                for t, task in tasks.items()
-            }
-            for s in cfg.sets
-        }
-        if cfg.shots != 0
-        else None,
-        "test_images": cfg.test_images,
-        "sets": list(cfg.sets),
-        "tasks": list(tasks),
-        "modes": list(MODES),
-        "limit": cfg.limit,
-        "scorers": list(cfg.scorers),
-        "max_new_tokens": cfg.max_new_tokens,
-        "batch_size": run_stats["batch_size"],
-        "distributed": run_stats["distributed"],
-        "prompt_style": getattr(vlm, "prompt_style", None),
-        "judge": judge_model,
-        "judge_protocol": cfg.judge_protocol if judge_model else None,
-        "judge_requested": cfg.judge,
-        "judge_stats": to_jsonable(getattr(judge, "stats", None)) if judge_model else None,
-        "stages": to_jsonable(stage_records),
-        "resume": run_stats["resume"],
-        "packages": package_versions(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "wall_time_s": dict(timer.stages),
-        "started": started,
-        "finished": now_iso(),
-    }
+def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
+    """(method class, its parsed parameters, {name: task}, judge or None): every name and
+    parameter checked before anything heavy is loaded."""
+    method_cls = get_method(cfg.method)
+    params = parse_params(method_cls, dict(cfg.params))
+    tasks = {name: get_task(name) for name in (cfg.tasks or registered_tasks())}
+    for name in cfg.stages:
+        get_stage(name)  # an unknown stage fails before anything is loaded
+    judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
+    if cfg.judge and judge_model_of(judge) is None and "generation" in tasks:
+        say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
+    return method_cls, params, tasks, judge
+
+
+def load_inputs(cfg: RunConfig, base_source: str | None, say: Progress, timer: Timer) -> tuple:
+    """(benchmark, model) as the run configuration names them."""
+    say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
+    with timer("load_benchmark"):
+        bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
+    say.say(f"loading model {cfg.model}")
+    with timer("load_model"):
+        vlm = load_vlm(
+            cfg.model,
+            device=distributed.local_device() or cfg.device,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            allow_pickle=cfg.allow_pickle_weights,
+            device_map=cfg.device_map,
+            base_model=base_source,
+        )
+    return bench, vlm
+
+
+def plan_questions(cfg: RunConfig, bench, tasks: dict) -> list[tuple]:
+    """(set, task, mode, questions) for every cell the run scores, --limit applied; a cell without
+    questions is a configuration error (an empty mean is no figure)."""
+    plan = []
+    for set_name in cfg.sets:
+        for task_name in tasks:
+            for mode in MODES:
+                qs = limit_questions(
+                    bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()], modes=[mode]),
+                    cfg.limit,
+                )
+                if not qs:
+                    raise ConfigError(
+                        f"the benchmark has no {task_name} questions in set {set_name!r}, mode "
+                        f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)"
+                    )
+                plan.append((set_name, task_name, mode, qs))
+    return plan
+
+
+def aggregate_into(metrics: dict, plan: list[tuple], tasks: dict, store: SampleStore) -> None:
+    """metrics[set][task][mode] = the task's aggregate over the cell's stored answers (filled in
+    place: the stages hold the same dict)."""
+    for set_name, task_name, mode, qs in plan:
+        samples = [SampleResult.from_dict(_stored_sample(store, tasks[task_name].sample_id(q))) for q in qs]
+        values = tasks[task_name].aggregate(samples)
+        metrics.setdefault(set_name, {}).setdefault(task_name, {})[mode] = to_jsonable(values)
+
+
+def release_checkpoint(method_info: dict, out: Path, keep: bool) -> dict:
+    """The finished run's method report; DIR/model/ was only a resume aid and is removed unless
+    --keep-model (the report says whether it was kept)."""
+    ckpt = out / MODEL_DIR
+    if not keep and ckpt.exists():
+        shutil.rmtree(ckpt, ignore_errors=True)
+    info = dict(method_info)
+    info["checkpoint"] = {**info.get("checkpoint", {}), "kept": keep and ckpt.exists()}
+    return info
+
+
+def write_unless_current(out: Path, metrics: dict, manifest: dict, say: Progress, finished_before: bool) -> None:
+    """Write results.json, except when a finished run is rerun and its file already holds these
+    metrics for this configuration: it is kept, with its original timings."""
+    existing = out / RESULTS_FILE
+    stored = read_json(existing, "results file") if finished_before and existing.exists() else None
+    if stored and (
+        stored.get("manifest", {}).get("config_hash") == manifest["config_hash"]
+        and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics)))
+    ):
+        say.say(f"{existing} is up to date")
+    else:
+        say.say(f"wrote {write_results(out, metrics, manifest)}")
 
 
 def evaluate_batches(

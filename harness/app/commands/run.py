@@ -275,7 +275,7 @@ LIKE_KEYS = {
 def apply_like(args: argparse.Namespace) -> list[str]:
     """Copy the evaluation settings of the run `args.like` into every argument left at its
     default; returns the arguments taken."""
-    from mmunlearn.harness.app.runner import resolve_source
+    from mmunlearn.harness.app.manifest import resolve_source
     from mmunlearn.harness.core.results import load_results
 
     config = load_results(args.like)["manifest"].get("config") or {}

@@ -47,3 +47,27 @@ def test_drill_answer_names_each_option_with_its_own_letter():
         words = answer.split()
         pairs = dict(zip(words[1::2], words[0::2]))  # letter -> option text named before it
         assert list(listed) == list(LETTERS) and pairs == listed
+
+
+def test_robustness_grid_cell_reads_recovery_control_and_trained_or_not_defined():
+    grid = _script("robustness_grid")
+    figures = {
+        "recovery_from_text_only": 0.5,
+        "control_recovery_from_text_only": -0.25,
+        "trained_recovery_from_text_only": 1.0,
+        "recovery_from_image_text": None,  # unlearning removed too little: not defined
+        "control_recovery_from_image_text": None,
+        "trained_recovery_from_image_text": None,
+    }
+    assert grid.cell(figures, "text_only") == "0.50 / -0.25 / 1.00"
+    assert grid.cell(figures, "image_text") == "n/a"
+
+
+def test_readme_robustness_tables_are_the_committed_results(capsys):
+    """README "Robustness": every row of its grid and sweep tables is what
+    `python scripts/robustness_grid.py results/robustness` prints from the committed runs."""
+    grid = _script("robustness_grid")
+    assert grid.main([str(SCRIPTS.parent / "results" / "robustness")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    readme = (SCRIPTS.parent / "README.md").read_text().splitlines()
+    assert len(rows) > 12 and not [row for row in rows if row not in readme]

@@ -69,15 +69,17 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit() -> tuple[str | None, bool | None]:
-    """(HEAD commit, working tree dirty?) of the checkout this package runs from; (None, None) outside git."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root: Path | None = None) -> tuple[str | None, bool | None]:
+    """(HEAD commit, code modified?) of the checkout this package runs from (or `root`); (None, None)
+    outside git. Modified means a tracked file outside results/ differs from HEAD: regenerating the
+    committed results (`make reference`, `make robustness`) rewrites results/ and is not a code change."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None, None
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
             capture_output=True,
             text=True,
             timeout=10,

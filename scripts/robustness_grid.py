@@ -1,6 +1,7 @@
 """The README "Robustness" tables, read from a leaderboard root of runs made with `--stages relearn
 --eval-every N` (`make robustness` writes results/robustness): per method and task, the 2x2
-recovery grid (held-out recovery / control / trained profiles' recovery per cell), then the
+recovery grid (held-out recovery / control / trained profiles' recovery per cell), how well each
+attack fitted what it trained on (its last epoch's answer NLL, over the folds), then the
 checkpoint sweep (cloze on the swept subset at every checkpoint, and the first collapsed step).
 
     python scripts/robustness_grid.py results/robustness [--methods ga npo manu mmunlearner]
@@ -62,6 +63,20 @@ def grid_rows(results: dict) -> list[str]:
     return rows
 
 
+ATTACKS = ("attack-text_only", "attack-image_text", "control-text_only", "control-image_text")
+
+
+def fit_row(results: dict) -> str:
+    """The last epoch's training NLL of each attack, lowest-highest over the folds (a reused attack
+    that was not retrained has none)."""
+    attacks = results["manifest"]["stages"]["relearn"].get("attacks") or {}
+    cells = []
+    for name in ATTACKS:
+        nll = [a["loss_by_epoch"][-1]["nll"] for a in attacks.get(name, []) if a.get("loss_by_epoch")]
+        cells.append(f"{min(nll):.3g}-{max(nll):.3g}" if nll else "n/a")
+    return f"| {label(results)} | {' | '.join(cells)} |"
+
+
 def sweep_rows(results: dict, task: str = "cloze", metric: str = "accuracy") -> list[str]:
     sweep = results["manifest"].get("stages", {}).get("sweep")
     collapse = results["metrics"].get("retain", {}).get("collapse")
@@ -90,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for results in runs:
         print("\n".join(grid_rows(results)))
+    print()
+    print("| method | attack, text_only | attack, image_text | control, text_only | control, image_text |")
+    print("|---|---|---|---|---|")
+    for results in runs:
+        print(fit_row(results))
     print()
     print("| method | mode | steps | forget cloze | retain cloze | first collapse | final degenerate share |")
     print("|---|---|---|---|---|---|---|")

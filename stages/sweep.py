@@ -5,8 +5,9 @@ Every `--eval-every N` optimiser steps of the method's training loop (GA, GradDi
 MMUnlearner: any loop that reports to harness.core.checkpoints), the live model answers a fixed
 subset: at most `--sweep-limit` questions per (set, task, mode) of forget and retain, both
 modes, chosen as `--limit` chooses (a hash of the question id, so the subset is the same for
-every method and seed, and part of the run's own questions). The final point is the method's
-output model on the same subset, read from the run's own samples: it equals a normal run.
+every method and seed, and part of the run's own questions). The run's output model (the last
+step, or the `--select best` checkpoint) is read from the run's own samples on the same subset:
+without --select best the final point equals a normal run.
 
 At each point the retain answers go through the collapse detector (harness.core.robustness:
 empty, letterless multiple choice, or repetitive); the first checkpoint where most retain

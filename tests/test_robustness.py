@@ -170,6 +170,19 @@ def test_select_best_takes_the_best_trade_off_that_did_not_collapse_earliest_on_
     assert select_best([_point(4, 0.5, collapsed=MODES)], MODES) == (None, {4: pytest.approx(0.5)})
 
 
+def test_select_best_ties_trade_offs_equal_on_paper_but_not_in_float_bits():
+    def point(step, forget, retain):
+        cells = {("cloze", m): forget for m in MODES}
+        return {
+            "step": step,
+            "metrics": _metrics(forget=cells, retain={k: retain for k in cells}),
+            "collapse": {m: {"collapsed": False} for m in MODES},
+        }
+
+    points = [point(8, 0.25, 0.7), point(16, 0.45, 0.9)]  # 0.7 - 0.25 = 0.44999999999999996, 0.9 - 0.45 = 0.45
+    assert select_best(points, MODES)[0] == 8
+
+
 def test_a_snapshot_restores_the_trainable_weights_only():
     import torch
 

@@ -314,7 +314,10 @@ def test_the_selected_run_answers_as_its_checkpoint_did_and_is_not_the_final_mod
     assert live
     for r in live:
         assert own[r.qid, r.task].response == r.response, r.qid
-    final = run_benchmark(config(world, params=FULL), world["root"] / "full-final", progress=False)
+    # the same run with --select final: only the choice differs, so the hashes tell the two apart
+    final = run_benchmark(
+        config(world, params=FULL, eval_every=2, sweep_limit=2), world["root"] / "full-final", progress=False
+    )
     hashes = (
         results["manifest"]["model"]["unlearned_weights_hash"],
         final["manifest"]["model"]["unlearned_weights_hash"],
@@ -327,3 +330,24 @@ def test_a_selected_run_is_labelled_with_its_step_on_the_leaderboard(selected, t
     build_leaderboard([selected[0]], tmp_path / "board")
     chosen = selected[1]["manifest"]["stages"]["sweep"]["selected"]["step"]
     assert f"[best checkpoint: step {chosen}]" in (tmp_path / "board" / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [("ga", GA), ("mmunlearner", {"lr": "1e-2", "batch_size": "2"})],
+    ids=["ga-lora", "mmunlearner"],
+)
+def test_select_best_puts_back_lora_adapters_and_mmunlearners_tower_weights(world, tmp_path, method, params):
+    """LoRA: the adapters are restored before the merge; MMUnlearner: its trained tower weights."""
+    out = tmp_path / method
+    results = run_benchmark(
+        config(world, method=method, params=params, eval_every=2, sweep_limit=2, select="best"), out, progress=False
+    )
+    sweep = results["manifest"]["stages"]["sweep"]
+    chosen, last = sweep["selected"]["step"], sweep["last_step"]
+    assert chosen is not None and chosen < last  # else nothing was restored
+    live = _samples(out / "sweep" / f"step-{chosen:06d}" / "samples.jsonl")
+    at_last = {(r.qid, r.task): r.response for r in _samples(out / "sweep" / f"step-{last:06d}" / "samples.jsonl")}
+    own = {(r.qid, r.task): r.response for r in _samples(out / "samples.jsonl")}
+    assert [own[r.qid, r.task] for r in live] == [r.response for r in live]
+    assert any(at_last[r.qid, r.task] != r.response for r in live)  # the last step answered otherwise

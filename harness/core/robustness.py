@@ -127,6 +127,7 @@ def first_collapse(points: Sequence[tuple[int, bool]]) -> int | None:
     return next((step for step, collapsed in sorted(points) if collapsed), None)
 
 
+TIE_DIGITS = 9  # trade-offs equal to this many decimals tie (means of float differences: 0.7-0.25 != 0.9-0.45)
 SELECT_RULE = (
     "highest min over modes of mean over tasks of (retain - forget) headline, on the sweep subset, among "
     "checkpoints collapsed in no mode; ties: earliest step"
@@ -161,7 +162,7 @@ def select_best(points: Sequence[dict], modes: Sequence[str]) -> tuple[int | Non
     by SELECT_RULE; a collapsed checkpoint's trade-off is listed but it is not eligible."""
     scores = {p["step"]: tradeoff(p["metrics"], modes) for p in points}
     eligible = [
-        (score, -p["step"])
+        (round(score, TIE_DIGITS), -p["step"])  # equal on paper is a tie, whatever the last float bits say
         for p in points
         if (score := scores[p["step"]]) is not None and not any(p["collapse"][m]["collapsed"] for m in modes)
     ]

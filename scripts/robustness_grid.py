@@ -13,10 +13,12 @@ against them (and regenerated with them) rather than copied by hand.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-MODES = ("image_text", "text_only")
+from mmunlearn.harness.app.leaderboard import method_label
+from mmunlearn.harness.core.records import MODES
+from mmunlearn.harness.core.results import load_results
+
 SHORT = {"image_text": "img", "text_only": "txt"}
 # (the relearn task key, how the README names it)
 TASKS = (
@@ -45,9 +47,9 @@ def cell(figures: dict, relearn: str) -> str:
 
 
 def label(results: dict) -> str:
+    """The leaderboard's row label: the method and the parameters it changed from its defaults."""
     method = results["manifest"]["method"]
-    params = method.get("params") or {}
-    return f"{method['name']} (alpha {params['alpha']})" if method["name"] == "manu" else method["name"]
+    return method_label(method["name"], method.get("params") or {})
 
 
 def grid_rows(results: dict) -> list[str]:
@@ -82,9 +84,8 @@ def sweep_rows(results: dict, task: str = "cloze", metric: str = "accuracy") -> 
     collapse = results["metrics"].get("retain", {}).get("collapse")
     if not sweep or not collapse or not sweep.get("curve"):
         return []  # no sweep, or a method without training steps (MANU)
-    rows = []
+    curve, rows = sweep["curve"], []
     for m in MODES:
-        curve = sweep["curve"]
         forget = ", ".join(_fmt(p["metrics"]["forget"][task][m][metric]) for p in curve)
         retain = ", ".join(_fmt(p["metrics"]["retain"][task][m][metric]) for p in curve)
         first = collapse[m]["first_collapse_step"]
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="a leaderboard root (its runs/ hold the runs)")
     parser.add_argument("--methods", nargs="+", default=["ga", "npo", "manu", "mmunlearner"], help="run folder names")
     args = parser.parse_args(argv)
-    runs = [json.loads((args.root / "runs" / name / "results.json").read_text()) for name in args.methods]
+    runs = [load_results(args.root / "runs" / name) for name in args.methods]
     print("| method | task | original / unlearned img, txt | text → img | text → txt | image → img | image → txt |")
     print("|---|---|---|---|---|---|---|")
     for results in runs:

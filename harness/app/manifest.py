@@ -134,20 +134,7 @@ def run_fingerprint(cfg, *, weights_hash: str, bench, params, tasks: dict, judge
 
 
 def build_manifest(
-    cfg,
-    out,
-    fingerprint,
-    fp_hash,
-    base,
-    method_info,
-    vlm,
-    bench,
-    tasks,
-    judge,
-    stage_records,
-    timer,
-    started,
-    run_stats,
+    cfg, out, fingerprint, *, base, method_info, vlm, bench, tasks, judge, stage_records, timer, started, run_stats
 ) -> dict:
     """results.json's manifest: what ran (configuration, model and its provenance, method and its
     report, benchmark, examples, stages), on what (packages, platform, commit) and how long."""
@@ -155,7 +142,7 @@ def build_manifest(
     commit, dirty = git_commit()
     return {
         "run_id": out.name,
-        "config_hash": fp_hash,
+        "config_hash": config_hash(fingerprint),
         "config": fingerprint,
         "model": {
             "name": cfg.name,

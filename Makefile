@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install reference robustness clean lint typecheck
+.PHONY: run test install reference robustness clean lint typecheck docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ typecheck: $(STAMP)
 	for d in harness tasks methods stages; do ln -sfn $(CURDIR)/$$d build/typecheck/mmunlearn/$$d; done
 	$(VENV)/bin/mypy -p mmunlearn.harness -p mmunlearn.tasks -p mmunlearn.methods -p mmunlearn.stages
 
-test: lint typecheck
+# The documentation site (mkdocs, material theme) into build/site; --strict turns a broken link,
+# a missing page or a page left out of the navigation into a failure.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint typecheck docs
 	$(PY) -m pytest -q
 
 clean:

@@ -1,5 +1,5 @@
 """Check the three claims of the MANU paper on a demo folder (`make run` -> runs/demo,
-`make reference` -> results/demo), each measured as the README states it:
+`make reference` -> results/demo), each measured as docs/reference-results.md states it:
 
 1. GA-style methods, which unlearn on image+text data, forget more in image+text than in
    text-only: on the forget set, the drop from vanilla is larger in image_text than in

@@ -7,7 +7,7 @@ MLPs, and all vision MLPs) with the same exact pruning MANU uses, and prints clo
 
     python scripts/fact_locus.py [--model DIR] [--bench DIR] [--limit 60]
 
-Figures it gave on the embedded tiny LLaVA are in the README (v2) and docs/tiny-model.md (v1).
+Figures it gave on the embedded tiny LLaVA are in docs/reference-results.md (v2) and docs/tiny-model.md (v1).
 """
 
 from __future__ import annotations

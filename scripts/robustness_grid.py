@@ -1,4 +1,4 @@
-"""The README "Robustness" tables, read from a leaderboard root of runs made with `--stages relearn
+"""The "Robustness" page's tables (docs/robustness.md), read from a leaderboard root of runs made with `--stages relearn
 --eval-every N` (`make robustness` writes results/robustness): per method and task, the 2x2
 recovery grid (held-out recovery / control / trained profiles' recovery per cell), how well each
 attack fitted what it trained on (its last epoch's answer NLL, over the folds), then the
@@ -6,7 +6,7 @@ checkpoint sweep (cloze on the swept subset at every checkpoint, and the first c
 
     python scripts/robustness_grid.py results/robustness [--methods ga npo manu mmunlearner]
 
-The README's figures are this script's output on the committed results, so they can be checked
+The page's figures are this script's output on the committed results, so they can be checked
 against them (and regenerated with them) rather than copied by hand.
 """
 
@@ -20,13 +20,13 @@ from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.results import load_results
 
 SHORT = {"image_text": "img", "text_only": "txt"}
-# (the relearn task key, how the README names it)
+# (the relearn task key, how the page names it)
 TASKS = (
     ("relearn_cloze", "cloze"),
     ("relearn_classification_loglik_frame", "MC (loglik_frame)"),
     ("relearn_generation", "generation (ROUGE-L)"),
 )
-# README column order: relearned in r, evaluated in e
+# the page's column order: relearned in r, evaluated in e
 GRID = (
     ("text_only", "image_text"),
     ("text_only", "text_only"),

@@ -26,7 +26,7 @@ def test_demo_row_matches_committed_reference(method, tmp_path):
         assert report.compared > 0
         assert not report.failed, report.render()
         # Both ways: a change that forgets *more* must also update the committed reference
-        # (the README tables and claims are read from it).
+        # (the docs tables and claims are read from it).
         rerun, committed = (dict(_scores(d / name)) for d in (tmp_path / "runs", REFERENCE))
         assert rerun.keys() == committed.keys(), name
         drift = {k: (rerun[k], committed[k]) for k in rerun if _differ(rerun[k], committed[k])}
@@ -47,7 +47,7 @@ def _differ(a, b, tolerance: float = 0.02) -> bool:
 
 
 def test_committed_demo_shows_the_three_claims_of_the_paper_on_cloze():
-    """README "Reference results": the committed demo shows the MANU paper's three claims,
+    """docs/reference-results.md: the committed demo shows the MANU paper's three claims,
     measured on cloze accuracy (`python scripts/demo_claims.py results/demo --task cloze`)."""
     import importlib.util
 

@@ -1,6 +1,6 @@
 """The multiple-choice log-likelihood scorers on the embedded tiny model: the adapter's scores are
 what a hand-written forward pass gives, and the demo's scorer (loglik_frame) agrees with cloze
-on vanilla in both modes, where loglik_answer does not in image+text (README, "Scorers")."""
+on vanilla in both modes, where loglik_answer does not in image+text (docs/scorers.md)."""
 
 from __future__ import annotations
 

@@ -63,8 +63,8 @@ def test_robustness_grid_cell_reads_recovery_control_and_trained_or_not_defined(
     assert grid.cell(figures, "image_text") == "n/a"
 
 
-def test_readme_robustness_tables_are_the_committed_results(capsys):
-    """README "Robustness": its grid, attack-fit and sweep tables are exactly what
+def test_robustness_page_tables_are_the_committed_results(capsys):
+    """docs/robustness.md: its grid, attack-fit and sweep tables are exactly what
     `python scripts/robustness_grid.py results/robustness` prints from the committed runs (no row
     missing, none stale)."""
     grid = _script("robustness_grid")
@@ -74,8 +74,7 @@ def test_readme_robustness_tables_are_the_committed_results(capsys):
         return [line for line in lines if line.startswith("| ") and not line.startswith(("| method |", "|---"))]
 
     printed = rows(capsys.readouterr().out.splitlines())
-    readme = (SCRIPTS.parent / "README.md").read_text()
-    section = readme[readme.index("### On the embedded default (`make robustness`") :]
-    section = section[: section.index("\n## ")]
+    page = (SCRIPTS.parent / "docs" / "robustness.md").read_text()
+    section = page[page.index("## On the embedded default (`make robustness`") :]
     assert len(printed) == 4 * 3 + 4 + 3 * 2  # grid: 4 methods x 3 tasks; fit: 4; sweep: 3 trained x 2 modes
     assert rows(section.splitlines()) == printed

@@ -120,6 +120,24 @@ def _names(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- reading
 
 
+def parquet_table(data: bytes) -> pa.Table:
+    """Decode one parquet file's bytes from memory that Arrow owns.
+
+    Why not `pq.read_table(io.BytesIO(data))`: Arrow's I/O threads then hold the chunks they read
+    as Python objects, and the last reference to one can drop on an Arrow thread after the table is
+    returned. If that happens while the interpreter is finalizing, the thread's attempt to take the
+    GIL ends it with pthread_exit inside a noexcept C++ destructor: std::terminate, "terminate called
+    without an active exception", exit 134 after a command had finished (seen under CPU load in
+    about 1 of 5 runs of a bare read-and-exit script; backtrace: ~PyBuffer <- ReadRangeCache <-
+    the scanner's generator state, on an Arrow thread). Copied into an Arrow buffer, nothing an
+    Arrow thread releases is a Python object. tests/test_clean_exit.py checks both."""
+    buffer = pa.allocate_buffer(len(data))
+    writer = pa.FixedSizeBufferWriter(buffer)
+    writer.write(data)
+    writer.close()
+    return pq.read_table(pa.BufferReader(buffer))
+
+
 class _Reader:
     """Reads one config as a pyarrow table and contributes to the fingerprint."""
 
@@ -148,7 +166,7 @@ class _Reader:
             self.hash.update(f"{config}/{f.relative_to(folder)}\0".encode())
             self.hash.update(data)
             try:
-                tables.append(pq.read_table(io.BytesIO(data)))
+                tables.append(parquet_table(data))
             except (pa.ArrowException, OSError) as exc:
                 raise BenchmarkError(config, None, None, f"unreadable parquet file {f}: {exc}") from exc
         try:
@@ -465,7 +483,7 @@ def load_holdout(source: str | os.PathLike, bench: Benchmark | None = None) -> H
         data = path.read_bytes()
         reader.hash.update(data)
         try:
-            table = pq.read_table(io.BytesIO(data))
+            table = parquet_table(data)
         except (pa.ArrowException, OSError) as exc:
             raise BenchmarkError(config, None, None, f"unreadable parquet file {path}: {exc}") from exc
     elif (path / HOLDOUT_CONFIG).is_dir():

@@ -33,7 +33,7 @@ DEMO_PARAMS: dict[str, dict[str, str]] = {
 }
 # MANU's alpha sweep. On the tiny model the paper's 2 % (and 5 %, 10 %) change no answer: every
 # fact is spread over many of its 5,248 neurons. 30 % is the demo's alpha: it forgets in both
-# modes and keeps retain within 0.05 (README, "Reference results"). The "manu" row uses
+# modes and keeps retain within 0.05 (docs/reference-results.md). The "manu" row uses
 # DEMO_PARAMS["manu"]; the others run as manu-alpha-<a>.
 DEMO_MANU_ALPHAS = ("0.2", "0.3", "0.4")
 # Questions per (set, task, mode): every forget and test question (54-63), 60 of the others.
@@ -46,7 +46,7 @@ REFERENCE_FIRST = ("vanilla",)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     # loglik_frame beside the official scorer: the tiny model knows its facts but cannot read an
-    # option list (see README), so the official letter accuracy alone would hide every effect; it
+    # option list (see docs/scorers.md), so the official letter accuracy alone would hide every effect; it
     # answers bare image questions in full sentences, so its options are scored inside that frame
     # (tasks/classification.py), not straight after ASSISTANT: as loglik_answer does.
     # Zero-shot: the tiny model's figures are zero-shot, and it keeps `make run` within minutes on a

@@ -62,6 +62,8 @@ from mmunlearn.harness.core.contracts import UnlearnData
 from mmunlearn.harness.core.contracts import get_task, registered_tasks
 from mmunlearn.harness.core.contracts import SampleResult, TaskContext
 from mmunlearn.harness.core.stages import StageContext, get_stage, run_stages, watching
+from mmunlearn.harness.core.statistics import RESAMPLES
+from mmunlearn.harness.core.uncertainty import Bootstrap, task_intervals, verify
 
 CHECKPOINT_META = "checkpoint.json"
 SELECT_CHOICES = ("final", "best")  # --select: the method's last step, or the sweep's best checkpoint
@@ -102,6 +104,9 @@ class RunConfig:
     eval_every: int | None = None  # checkpoint sweep every N training steps (stage sweep)
     sweep_limit: int = 12  # questions per (set, task, mode) at each sweep checkpoint
     select: str = "final"  # the run's output model: the method's last step, or the sweep's best checkpoint
+    # Profile-bootstrap resamples of every figure's interval (results.json "intervals", seeded with
+    # --seed); 0: no intervals. Not part of the configuration: a rerun with another B only rewrites them.
+    bootstrap: int = RESAMPLES
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -137,6 +142,8 @@ class RunConfig:
             raise ConfigError("--select best needs --eval-every N (the checkpoints it chooses among)")
         if self.select == "best" and distributed.launched():
             raise ConfigError("--select best runs in one process only (the checkpoints are scored on one rank)")
+        if self.bootstrap != 0 and self.bootstrap < 2:
+            raise ConfigError(f"--bootstrap must be 0 (no intervals) or >= 2 resamples, got {self.bootstrap}")
         if self.sweep_limit < 1:
             raise ConfigError(f"--sweep-limit must be >= 1, got {self.sweep_limit}")
         if self.relearn_params and "relearn" not in self.stages:
@@ -462,6 +469,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             display=display_source,
             say=say.say,
             bar=say.bar,
+            bootstrap=Bootstrap(resamples=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else None,
         )
         if not reusable:
             vlm = unlearned.model()
@@ -492,7 +500,17 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
 
         with timer("aggregate"):
             aggregate_into(metrics, plan, tasks, store)
+        boot = stage_ctx.bootstrap
+        if boot is not None:
+            with timer("intervals"):  # the stages add theirs as they run (run_stages)
+                stage_ctx.intervals = task_intervals(metrics, plan, tasks, store, boot)
         stage_records = run_stages(cfg.stages, stage_ctx, timer)
+        intervals, dropped = None, []
+        if boot is not None:
+            with timer("intervals"):
+                intervals, dropped = verify(stage_ctx.intervals, metrics)
+            if dropped:
+                say.say(f"no interval for {len(dropped)} figures whose interval is not theirs: {', '.join(dropped)}")
         method_info = release_checkpoint(unlearned.info, out, keep=bool(cfg.keep_model))
         timer.stages["total"] = round(time.perf_counter() - t_start, 3)
         manifest = build_manifest(
@@ -519,7 +537,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 },
             },
         )
-        write_unless_current(out, metrics, manifest, say, finished_before=not missing)
+        manifest["intervals"] = None if boot is None else {**boot.manifest(), "dropped": dropped}
+        write_unless_current(out, metrics, manifest, say, finished_before=not missing, intervals=intervals)
         distributed.barrier()  # the other ranks read results.json now
         return read_json(out / RESULTS_FILE, "results file")
 
@@ -597,18 +616,22 @@ def release_checkpoint(method_info: dict, out: Path, keep: bool) -> dict:
     return info
 
 
-def write_unless_current(out: Path, metrics: dict, manifest: dict, say: Progress, finished_before: bool) -> None:
+def write_unless_current(
+    out: Path, metrics: dict, manifest: dict, say: Progress, finished_before: bool, intervals: dict | None = None
+) -> None:
     """Write results.json, except when a finished run is rerun and its file already holds these
-    metrics for this configuration: it is kept, with its original timings."""
+    metrics and intervals for this configuration: it is kept, with its original timings."""
     existing = out / RESULTS_FILE
     stored = read_json(existing, "results file") if finished_before and existing.exists() else None
+    plain = lambda obj: json.loads(json.dumps(to_jsonable(obj)))  # noqa: E731 - as read back from the file
     if stored and (
         stored.get("manifest", {}).get("config_hash") == manifest["config_hash"]
-        and stored.get("metrics") == json.loads(json.dumps(to_jsonable(metrics)))
+        and stored.get("metrics") == plain(metrics)
+        and stored.get("intervals") == plain(intervals)
     ):
         say.say(f"{existing} is up to date")
     else:
-        say.say(f"wrote {write_results(out, metrics, manifest)}")
+        say.say(f"wrote {write_results(out, metrics, manifest, intervals)}")
 
 
 def evaluate_batches(

@@ -280,18 +280,17 @@ def modality_gap(metrics: Mapping) -> dict:
     return gap
 
 
-def write_results(run_dir: str | os.PathLike, metrics: Mapping, manifest: Mapping) -> Path:
-    """Atomically write results.json and return its path."""
+def write_results(
+    run_dir: str | os.PathLike, metrics: Mapping, manifest: Mapping, intervals: Mapping | None = None
+) -> Path:
+    """Atomically write results.json and return its path. `intervals` (harness.core.uncertainty):
+    intervals[set][key][mode][metric] beside the figures; a file without them has no key."""
     path = Path(run_dir) / RESULTS_FILE
-    atomic_write_json(
-        path,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "metrics": metrics,
-            "modality_gap": modality_gap(metrics),
-            "manifest": manifest,
-        },
-    )
+    data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "metrics": metrics, "modality_gap": modality_gap(metrics)}
+    if intervals is not None:
+        data["intervals"] = intervals
+    data["manifest"] = manifest
+    atomic_write_json(path, data)
     return path
 
 
@@ -323,8 +322,18 @@ def load_results(run: str | os.PathLike) -> dict:
             isinstance(modes, dict) and all(isinstance(v, dict) for v in modes.values()) for modes in tasks.values()
         ):
             raise ConfigError(f"{path}: metrics[{set_name!r}] must map task -> mode -> {{metric: value}}")
+    if not isinstance(data.get("intervals", {}), dict):
+        raise ConfigError(f"{path}: 'intervals' must map set -> key -> mode -> {{metric: interval}}")
     data["_path"] = str(path)
     return data
+
+
+def interval_of(results: Mapping, set_name: str, key: str, mode: str, metric: str) -> dict | None:
+    """The interval stored beside metrics[set][key][mode][metric] ({value, se, lo, hi, ...}), or None:
+    a results.json written before intervals existed, a figure that is None, a count, or one with no
+    interval. An entry whose lo/hi are None says why in its `method` (a KS p-value is a test)."""
+    found = (results.get("intervals") or {}).get(set_name, {}).get(key, {}).get(mode, {}).get(metric)
+    return found if isinstance(found, dict) else None
 
 
 def iter_metrics(metrics: Mapping):

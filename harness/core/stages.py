@@ -9,6 +9,10 @@ register under the `mmunlearn.stages` entry point, so a user's package can add i
 A stage returns metrics in the run's own layout, metrics[set][key][mode] = {metric: value}, so
 results.json, the modality gap, `check` and the leaderboard read them as they read a task's.
 A figure a stage cannot compute is None with a `note` saying why, never a number.
+
+A stage's figures are not plain means of task samples, so each stage says how they vary with the
+profiles sampled: `Stage.intervals` returns results.json "intervals" in the same layout
+(harness.core.uncertainty), from what its `run` kept in `StageOutput.evidence`; the default is none.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from mmunlearn.harness.core.plugins import load_plugins
 
 if TYPE_CHECKING:
     from mmunlearn.harness.core.checkpoints import Watcher
+    from mmunlearn.harness.core.uncertainty import Bootstrap
 
 STAGE_REGISTRY: dict[str, type["Stage"]] = {}
 
@@ -57,12 +62,16 @@ class StageContext:
     display: Callable[[str], str] = str  # how a model source is recorded (embedded assets by name)
     say: Callable[[str], None] = print  # progress messages
     bar: Callable[[int, str], Any] | None = None  # (total, desc) -> a tqdm-like bar
+    bootstrap: "Bootstrap | None" = None  # how intervals are drawn; None: the run writes none
+    intervals: dict = field(default_factory=dict)  # the run's intervals, filled as metrics are
 
 
 @dataclass
 class StageOutput:
     metrics: dict = field(default_factory=dict)  # {set: {key: {mode: {metric: value}}}}
     record: dict = field(default_factory=dict)  # what the manifest keeps (sources, fingerprints)
+    # What `Stage.intervals` needs (per-question results): kept in memory only, never written.
+    evidence: Any = field(default=None, repr=False, compare=False)
 
 
 class Stage:
@@ -95,6 +104,14 @@ class Stage:
         """A harness.core.checkpoints.Watcher of the method's training, or None: a stage that
         measures during training (the checkpoint sweep) returns one."""
         return None
+
+    def intervals(self, ctx: StageContext, output: StageOutput, boot: "Bootstrap") -> dict:
+        """Intervals of this stage's figures, {set: {key: {mode: {metric: Interval.to_dict()}}}}
+        (harness.core.uncertainty), from `output.evidence` as this instance's `run` left it; called
+        right after `run` when the run writes intervals. A figure may be left out (no interval) or
+        given `uncertainty.no_interval(value, why)`; the runner keeps only entries whose value
+        equals the figure in `output.metrics`. Default: none."""
+        return {}
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
@@ -183,7 +200,10 @@ def score_questions(task_name: str, model: Callable[[], Any], questions, ctx: St
 
 
 def run_stages(names, ctx: StageContext, timer) -> dict:
-    """Run each named stage; merge its metrics into ctx.metrics; returns {name: record}."""
+    """Run each named stage; merge its metrics into ctx.metrics and, when ctx.bootstrap is set, its
+    intervals into ctx.intervals (timed as "intervals"); returns {name: record}."""
+    from mmunlearn.harness.core.uncertainty import merge
+
     records = {}
     for name in names:
         stage = get_stage(name)
@@ -191,5 +211,8 @@ def run_stages(names, ctx: StageContext, timer) -> dict:
             result = stage.run(ctx)
         for set_name, keys in result.metrics.items():
             ctx.metrics.setdefault(set_name, {}).update(keys)
+        if ctx.bootstrap is not None:
+            with timer("intervals"):
+                merge(ctx.intervals, stage.intervals(ctx, result, ctx.bootstrap))
         records[name] = result.record
     return records

@@ -345,6 +345,7 @@ class Manu(Method):
     """MANU: prune the neurons most important to the forget set relative to the retain set."""
 
     name = "manu"
+    seed_dependent = False  # training-free: statistics and pruning use no random numbers
 
     @dataclass
     class Params(MethodParams):

@@ -17,6 +17,7 @@ class Prompting(Method):
     """System prompt telling the model not to reveal personal information; weights untouched."""
 
     name = "prompting"
+    seed_dependent = False
 
     @dataclass
     class Params(MethodParams):

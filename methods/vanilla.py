@@ -10,6 +10,7 @@ class Vanilla(Method):
     """No unlearning: evaluate the model as it is."""
 
     name = "vanilla"
+    seed_dependent = False
 
     def apply(self, vlm, data, params, seed):
         report = new_report(self, params, seed)

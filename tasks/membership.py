@@ -31,6 +31,7 @@ class MembershipTask(Task):
     metrics = MIA_SCORES
     headline = ("mia_loss",)
     lower_means_known = MIA_SCORES
+    raw_scores = MIA_SCORES  # mean scores in nats / z-units: check gates their AUCs (stages/privacy.py)
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)

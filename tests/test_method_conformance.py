@@ -76,3 +76,16 @@ def test_a_run_resumes_from_its_checkpoint_to_identical_metrics(name, world, tmp
     assert again["manifest"]["method"]["checkpoint"]["reused"] is changed  # weight changes are never redone
     assert again["manifest"]["model"]["unlearned_weights_hash"] == first["manifest"]["model"]["unlearned_weights_hash"]
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_method_that_says_it_is_seed_independent_gives_the_same_model_under_every_seed(name, world):
+    """`run --seeds` runs a seed-independent method once: the claim must hold, not be assumed."""
+    cls = get_method(name)
+    data = UnlearnData.from_benchmark(load_benchmark(world / "bench", forget=15))
+    results = [cls().apply(_fresh_vlm(), data, parse_params(cls, {}), seed) for seed in (0, 1, 7)]
+    same = {(r.vlm.weights_hash(), r.system_prompt) for r in results}
+    if not cls.seed_dependent:
+        assert len(same) == 1, f"{name} says seed_dependent = False, but seeds 0, 1, 7 gave different models"
+    elif name in ("ga", "grad_diff", "kl_min", "npo", "mmunlearner"):  # the built-in training methods
+        assert len(same) > 1, f"{name} gave the same model under seeds 0, 1, 7: is it seed-independent?"

@@ -1,8 +1,20 @@
 """Regression check of one run against a stored baseline, and absolute gates (for CI).
 
 Forgetting got weaker when a forget/test metric rose; utility dropped when a retain/celebrity
-metric fell. Either beyond the tolerance is a regression. Runs on different benchmark data or
-forget splits measure different things and are refused rather than compared.
+metric fell. A change is a regression only when it is in the bad direction, beyond the tolerance
+(on the metric's own scale) **and** significant:
+
+* the baseline aggregates seeds (`run --seeds`): the run's figure lies outside the baseline's
+  95% prediction interval for a new seed, on the bad side;
+* otherwise: the 95% interval of the difference excludes zero (`harness.app.paired`: a paired
+  profile bootstrap over the questions both runs answered; unpaired from the stored intervals
+  where a figure is not a per-question mean).
+
+Every bad-direction change beyond the tolerance is printed with its interval and p-value; those
+that are not significant are counted "within noise". A run or baseline without intervals (results
+written before they existed) falls back to the tolerance alone and says so. Raw membership score
+means (Task.raw_scores) are not compared unless asked (`--all-metrics`): their AUCs are. Runs on
+different benchmark data or forget splits measure different things and are refused.
 
 Gates bound one figure of the run whatever any baseline says: `--max
 forget.mia_mink.image_text.auc=0.6` fails when that AUC is above 0.6, or is missing, or is not a
@@ -13,8 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmunlearn.harness.app.paired import Difference, difference
+from mmunlearn.harness.app.seeds import seed_summary
 from mmunlearn.harness.core.errors import ConfigError
-from mmunlearn.harness.core.contracts import knowledge_falls
+from mmunlearn.harness.core.contracts import is_raw_score, knowledge_falls
 from mmunlearn.harness.core.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
@@ -39,12 +53,14 @@ class Finding:
     baseline: float | None
     run: float | None
     problem: str
+    evidence: str = ""  # the difference's interval and p-value, or the seed prediction interval
 
     def line(self) -> str:
         if self.baseline is None or self.run is None:
             return f"  {self.key}: {self.problem}"
         delta = self.run - self.baseline
-        return f"  {self.key}: {self.baseline:.4f} -> {self.run:.4f} ({delta:+.4f}; {self.problem})"
+        ev = f"; {self.evidence}" if self.evidence else ""
+        return f"  {self.key}: {self.baseline:.4f} -> {self.run:.4f} ({delta:+.4f}; {self.problem}{ev})"
 
 
 @dataclass
@@ -54,9 +70,11 @@ class CheckReport:
     tolerance: float
     compared: int = 0
     regressions: list[Finding] = field(default_factory=list)
+    within_noise: list[Finding] = field(default_factory=list)
     missing: list[Finding] = field(default_factory=list)
     not_scored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rule: str = ""
 
     @property
     def failed(self) -> bool:
@@ -64,10 +82,15 @@ class CheckReport:
 
     def render(self) -> str:
         out = [f"check {self.run}", f"   vs baseline {self.baseline} (tolerance {self.tolerance:g})"]
+        if self.rule:
+            out.append(f"   significance: {self.rule}")
         out += [f"note: {n}" for n in self.notes]
         if self.regressions:
             out.append(f"REGRESSIONS ({len(self.regressions)}):")
             out += [f.line() for f in self.regressions]
+        if self.within_noise:
+            out.append(f"beyond the tolerance but within noise, not regressions ({len(self.within_noise)}):")
+            out += [f.line() for f in self.within_noise]
         if self.missing:
             out.append(f"MISSING in run ({len(self.missing)}):")
             out += [f.line() for f in self.missing]
@@ -76,7 +99,7 @@ class CheckReport:
         verdict = "FAIL" if self.failed else "OK"
         out.append(
             f"{verdict}: {self.compared} metrics compared, {len(self.regressions)} regressions, "
-            f"{len(self.missing)} missing"
+            f"{len(self.within_noise)} within noise, {len(self.missing)} missing"
         )
         return "\n".join(out)
 
@@ -85,7 +108,22 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
+def _significance(run: dict, base: dict, cell: tuple[str, str, str], metric: str, r: float, worse_if_higher: bool):
+    """(significant, evidence text): is the run's figure significantly on the bad side of the
+    baseline's? None for `significant` when nothing tells (no interval anywhere)."""
+    summary = seed_summary(base, *cell, metric)
+    if summary and summary.get("prediction_interval"):
+        lo, hi = summary["prediction_interval"]
+        outside = r > hi if worse_if_higher else r < lo
+        return outside, f"baseline {summary['n']} seeds, a new seed's 95% range [{lo:.4f}, {hi:.4f}]"
+    d: Difference | None = difference(run, base, cell, metric)
+    if d is None or d.lo is None:
+        return None, "no interval"
+    bad_side = d.lo > 0 if worse_if_higher else d.hi < 0  # type: ignore[operator]
+    return bad_side, f"95% CI {d.text()}"
+
+
+def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = False) -> CheckReport:
     """Compare every metric of `baseline_dir` with `run_dir`; raises ConfigError on incomparable runs."""
     if tolerance < 0:
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
@@ -104,12 +142,17 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
         )
 
     report = CheckReport(run=run["_path"], baseline=base["_path"], tolerance=tolerance)
+    report.rule = (
+        "outside the baseline's seed prediction interval"
+        if base.get("seeds")
+        else "95% interval of the difference excludes 0 (paired profile bootstrap)"
+    )
     for key in NOTED_KEYS:
         if rm.get(key) != bm.get(key):
             report.notes.append(f"{key} differs: run {rm.get(key)!r}, baseline {bm.get(key)!r}")
-
+    untold = 0
     for set_name, task, mode, metric, b in iter_metrics(base["metrics"]):
-        if not _num(b):
+        if not _num(b) or (not all_metrics and is_raw_score(task, metric)):
             continue
         label = f"{set_name}/{task}/{mode} {metric}"
         cell = run["metrics"].get(set_name, {}).get(task, {}).get(mode)
@@ -122,11 +165,29 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02) -> CheckReport:
             continue
         report.compared += 1
         allowed = tolerance * METRIC_RANGE.get(metric, 1.0)
-        gained = -(r - b) if knowledge_falls(task, metric) else r - b  # knowledge the run has over the baseline
+        falls = knowledge_falls(task, metric)
+        gained = -(r - b) if falls else r - b  # knowledge the run has over the baseline
         if set_name in LOWER_IS_BETTER_SETS and gained > allowed:
-            report.regressions.append(Finding(label, b, r, "forgetting weaker: should not rise"))
+            problem = "forgetting weaker: should not rise" if not falls else "forgetting weaker: should not fall"
         elif set_name in HIGHER_IS_BETTER_SETS and -gained > allowed:
-            report.regressions.append(Finding(label, b, r, "utility dropped: should not fall"))
+            problem = "utility dropped: should not fall" if not falls else "utility dropped: should not rise"
+        else:
+            continue
+        worse_if_higher = (set_name in LOWER_IS_BETTER_SETS) != falls
+        significant, evidence = _significance(run, base, (set_name, task, mode), metric, r, worse_if_higher)
+        finding = Finding(label, b, r, problem, evidence)
+        if significant is None:
+            untold += 1
+            report.regressions.append(finding)
+        elif significant:
+            report.regressions.append(finding)
+        else:
+            report.within_noise.append(finding)
+    if untold:
+        report.notes.append(
+            f"{untold} change(s) beyond the tolerance had no interval (results without intervals or "
+            "per-question records): judged on the tolerance alone"
+        )
     return report
 
 

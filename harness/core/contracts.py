@@ -162,6 +162,9 @@ class Task:
     lower_means_known: metrics where a *lower* value means the model knows more (a loss or a
         perplexity); for all others higher means more knowledge. On the forget and test sets less
         knowledge is better, on retain and celebrity more.
+    raw_scores: metrics on no fixed scale (mean membership scores, in nats or z-units): reported,
+        but `check` gates them only when asked, since no tolerance fits their scale (the AUCs
+        computed from them are gated).
     """
 
     name: ClassVar[str] = ""
@@ -169,6 +172,7 @@ class Task:
     metrics: ClassVar[tuple[str, ...]] = ()
     headline: ClassVar[tuple[str, ...]] = ()
     lower_means_known: ClassVar[tuple[str, ...]] = ()
+    raw_scores: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def question_type(cls) -> str:
@@ -298,6 +302,13 @@ def knowledge_falls(task: str, metric: str) -> bool:
         stage = stage_of_key(task)
         return stage is not None and metric in stage.lower_means_known
     return metric in cls.lower_means_known
+
+
+def is_raw_score(task: str, metric: str) -> bool:
+    """True for a task's raw score means (Task.raw_scores), which `check` does not gate by default."""
+    load_plugins("mmunlearn.tasks")
+    cls = TASK_REGISTRY.get(task)
+    return cls is not None and metric in cls.raw_scores
 
 
 def registered_tasks() -> tuple[str, ...]:
@@ -542,6 +553,9 @@ class Method:
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
     description: ClassVar[str] = ""
+    # Whether another seed can give another model. A method that says False runs once under
+    # `run --seeds` (tests/test_method_conformance.py checks the claim for every method).
+    seed_dependent: ClassVar[bool] = True
 
     def apply(self, vlm, data: UnlearnData, params, seed: int) -> MethodResult:
         raise NotImplementedError

@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tolerance", type=float, default=0.02, help="allowed change on each metric's own scale (default 0.02)"
     )
     p.add_argument(
+        "--all-metrics",
+        action="store_true",
+        help="also compare raw membership score means (mia_loss, mia_mink, ...; default: only their AUCs)",
+    )
+    p.add_argument(
         "--max",
         action="append",
         default=[],
@@ -55,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         report = gate_only(args.run, gates)
     else:
         baseline = find_row([args.baseline], args.row).path if args.row is not None else args.baseline
-        report = apply_gates(compare(args.run, baseline, args.tolerance), load_results(args.run)["metrics"], gates)
+        report = apply_gates(
+            compare(args.run, baseline, args.tolerance, args.all_metrics), load_results(args.run)["metrics"], gates
+        )
     print(report.render())
     return 1 if report.failed else 0

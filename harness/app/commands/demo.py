@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mmunlearn.harness.app.commands.run import add_common_arguments, config_from_args
 from mmunlearn.harness.app.defaults import DEMO_FORGET
+from mmunlearn.harness.core.errors import ConfigError
 
 NAME = "demo"
 HELP = (
@@ -80,6 +81,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"MANU alpha sweep (default {' '.join(DEMO_MANU_ALPHAS)}; the 'manu' row runs at its demo alpha)",
     )
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="seeds 0..N-1 per run (default 1: one run folder per method); with N > 1 each run folder holds "
+        "seed-<s>/ runs and their aggregate, and a seed-independent run runs once",
+    )
 
 
 def demo_methods(selected: list[str] | None) -> list[str]:
@@ -106,7 +115,10 @@ def demo_runs(methods: list[str], alphas=DEMO_MANU_ALPHAS) -> list[tuple[str, st
 def run(args: argparse.Namespace) -> int:
     from mmunlearn.harness.app.leaderboard import build_leaderboard
     from mmunlearn.harness.app.runner import run_benchmark
+    from mmunlearn.harness.app.seeds import run_seeds
 
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     out = Path(args.out)
     runs = demo_runs(demo_methods(args.methods), tuple(args.manu_alphas))
     dirs = []
@@ -114,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[mmunlearn demo] run {i}/{len(runs)}: {folder}", flush=True)
         run_dir = out / "runs" / folder
-        run_benchmark(config_from_args(args, method=method, params=params), run_dir, progress=not args.quiet)
+        cfg = config_from_args(args, method=method, params=params)
+        if args.seeds > 1:
+            run_seeds(cfg, list(range(args.seeds)), run_dir, lambda c, d: run_benchmark(c, d, progress=not args.quiet))
+        else:
+            run_benchmark(cfg, run_dir, progress=not args.quiet)
         dirs.append(run_dir)
     files = build_leaderboard(dirs, out)
     print(f"leaderboard: {files['leaderboard.md']}")

@@ -191,6 +191,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter, repeatable")
     p.add_argument("--out", required=True, help="run directory (rerun with the same arguments to resume)")
     p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="run once per seed into OUT/seed-<s>/ (each resumable) and write OUT/results.json with the mean, "
+        "the between-seed sd, each seed's value and intervals; a seed-independent run runs once and says so",
+    )
+    p.add_argument(
         "--name",
         default=None,
         help="leaderboard label for this model (an unlearned checkpoint from elsewhere: --method vanilla scores it as it is)",
@@ -302,7 +311,13 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "like", None):
         apply_like(args)
-    results = run_benchmark(config_from_args(args), args.out, progress=not args.quiet)
+    cfg = config_from_args(args)
+    if args.seeds:
+        from mmunlearn.harness.app.seeds import run_seeds
+
+        results = run_seeds(cfg, args.seeds, args.out, lambda c, d: run_benchmark(c, d, progress=not args.quiet))
+    else:
+        results = run_benchmark(cfg, args.out, progress=not args.quiet)
     if not args.quiet:
         print(summary_table(results))
     return 0

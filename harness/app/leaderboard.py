@@ -13,14 +13,27 @@ import html
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmunlearn.harness.core.contracts import get_method, get_task, knowledge_falls, param_defaults, registered_tasks
+from mmunlearn.harness.core.contracts import (
+    get_method,
+    get_task,
+    is_raw_score,
+    knowledge_falls,
+    param_defaults,
+    registered_tasks,
+)
 from mmunlearn.harness.core.stages import Column, get_stage, registered_stages
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import MODES, SETS
-from mmunlearn.harness.core.results import LOWER_IS_BETTER_SETS, atomic_file, atomic_write_text, load_results
+from mmunlearn.harness.core.results import (
+    LOWER_IS_BETTER_SETS,
+    atomic_file,
+    atomic_write_text,
+    interval_of,
+    load_results,
+)
 
 
 def task_headlines() -> dict[str, tuple[str, ...]]:
@@ -40,8 +53,13 @@ SET_TITLES = {
 LEGEND = (
     "Best value per column in **bold**, worst in *italics* (among unlearning methods; vanilla is the "
     "reference and is not marked). On forget and test **lower is better** (knowledge forgotten); on "
-    "retain and celebrity **higher is better** (utility kept)."
+    "retain and celebrity **higher is better** (utility kept). Each value is followed by the half-width "
+    "of its 95% interval (profile bootstrap; for a row of several seeds, seeds and questions together). "
+    "† on forget and test: the drop against vanilla is significant (paired profile bootstrap over the "
+    "same questions, 95% interval of the difference below 0; significant is not large: read the size "
+    "beside it). Raw membership score means carry no mark."
 )
+SIGNIFICANT = "†"
 REFERENCE = "vanilla"
 
 
@@ -56,6 +74,12 @@ class Run:
     gap: dict
     manifest: dict
     source: str = ""  # the result root it was found under (marked when a leaderboard has several)
+    results: dict = field(default_factory=dict)  # the whole results.json (intervals, seeds)
+
+    @property
+    def n_seeds(self) -> int:
+        """Seeds this row aggregates (`run --seeds`): 1 for a single run."""
+        return len((self.results.get("seeds") or {}).get("seeds") or [None])
 
     @property
     def name(self) -> str | None:
@@ -120,8 +144,20 @@ def find_runs(paths) -> list[tuple[str, str]]:
         below = sorted(f.parent for f in path.rglob("results.json"))
         if not below:
             raise ConfigError(f"{p}: no results.json below it (not a run directory or a result root)")
-        found += [(str(p), str(run)) for run in below]
+        found += [(str(p), str(run)) for run in below if not _is_seed_of_aggregate(run)]
     return found
+
+
+def _is_seed_of_aggregate(run: Path) -> bool:
+    """A seed folder of a `run --seeds` aggregate: its row is the aggregate's."""
+    above = run.parent / "results.json"
+    if not above.is_file():
+        return False
+    try:
+        seeds = load_results(run.parent).get("seeds") or {}
+    except ConfigError:
+        return False
+    return run.name in (seeds.get("runs") or [])
 
 
 def load_runs(paths) -> list[Run]:
@@ -145,6 +181,7 @@ def load_runs(paths) -> list[Run]:
                 gap=res.get("modality_gap", {}),
                 manifest=man,
                 source=root,
+                results=res,
             )
         )
     keys = {(r.manifest.get("benchmark", {}).get("fingerprint"), r.manifest.get("forget")) for r in runs}
@@ -215,6 +252,46 @@ def value(run: Run, col) -> float | None:
     return v if _num(v) else None
 
 
+def bounds(run: Run, s: str, key: str, metric: str, m: str) -> tuple[float, float] | None:
+    """The 95% interval stored beside a figure (results.json "intervals"), or None."""
+    iv = interval_of(run.results, s, key, m, metric)
+    lo, hi = (iv or {}).get("lo"), (iv or {}).get("hi")
+    return (lo, hi) if _num(lo) and _num(hi) else None
+
+
+def with_halfwidth(v: float | None, b: tuple[float, float] | None) -> str:
+    """'0.315 ±0.120': the value and the half-width of its interval (the interval may be skewed:
+    the CSV has both ends)."""
+    text = fmt(v)
+    return text if v is None or b is None else f"{text} ±{(b[1] - b[0]) / 2:.3f}"
+
+
+def drop_is_significant(run: Run, vanilla: Run | None, col) -> bool:
+    """Whether the run knows significantly less than vanilla in a forget/test column (paired
+    profile bootstrap over the questions both answered; seeds averaged per question)."""
+    from mmunlearn.harness.app.paired import difference
+
+    s, t, metric, m = col
+    if vanilla is None or run is vanilla or s not in LOWER_IS_BETTER_SETS or is_raw_score(t, metric):
+        return False  # raw membership score means have no scale a drop is read on (their AUCs do)
+    if not run.results or not vanilla.results:
+        return False
+    d = difference(run.results, vanilla.results, (s, t, m), metric)
+    if d is None or not d.significant:
+        return False
+    return (d.diff > 0) if knowledge_falls(t, metric) else (d.diff < 0)
+
+
+def seed_spread(run: Run, s: str, key: str, metric: str, m: str) -> str:
+    """'0.523 ± 0.190 (3)': mean ± between-seed sd over a row's seeds."""
+    from mmunlearn.harness.app.seeds import seed_summary
+
+    summary = seed_summary(run.results, s, key, m, metric)
+    if not summary or summary.get("sd") is None:
+        return "–"
+    return f"{summary['mean']:.3f} ± {summary['sd']:.3f} ({summary['n']})"
+
+
 def gap_value(run: Run, s: str, t: str, metric: str) -> float | None:
     v = run.gap.get(s, {}).get(t, {}).get(metric)
     return v if _num(v) else None
@@ -253,6 +330,23 @@ def set_sections(runs: list[Run]):
             yield f"{SET_TITLES[s]} ({arrow})", scols, {c: marks(runs, c) for c in scols}
 
 
+def headline_cells(runs: list[Run], scols) -> dict[tuple[str, tuple], str]:
+    """(label, column) -> the cell text: value ±half-width, and † where the forget/test drop
+    against vanilla is significant. One source for the Markdown and HTML tables."""
+    vanilla = next((r for r in runs if r.is_reference), None)
+    out = {}
+    for r in runs:
+        for c in scols:
+            v = value(r, c)
+            text = with_halfwidth(v, bounds(r, c[0], c[1], c[2], c[3]))
+            out[r.label, c] = text + (SIGNIFICANT if v is not None and drop_is_significant(r, vanilla, c) else "")
+    return out
+
+
+def several_seeds(runs: list[Run]) -> bool:
+    return any(r.n_seeds > 1 for r in runs)
+
+
 def stage_value(run: Run, col: Column, mode: str) -> float | None:
     v = run.metrics.get(col.set, {}).get(col.key, {}).get(mode, {}).get(col.metric)
     return v if _num(v) else None
@@ -263,7 +357,7 @@ def stage_text(run: Run, col: Column, mode: str) -> str:
     (not available, not defined), else as the column's `empty` text."""
     v = stage_value(run, col, mode)
     if v is not None:
-        return str(v) if isinstance(v, int) else fmt(v)
+        return str(v) if isinstance(v, int) else with_halfwidth(v, bounds(run, col.set, col.key, col.metric, mode))
     cell = run.metrics.get(col.set, {}).get(col.key, {}).get(mode)
     return col.empty if isinstance(cell, dict) and col.metric in cell and not cell.get("note") else "–"
 
@@ -340,9 +434,17 @@ def frame(runs: list[Run]):
             "model": (r.manifest.get("model") or {}).get("source"),
             "run": r.path,
         }
-        row.update({"/".join(c): value(r, c) for c in cols})
+        row["n_seeds"] = r.n_seeds
+        for c in cols:
+            b = bounds(r, *c[:3], c[3])
+            row.update(
+                {"/".join(c): value(r, c), "/".join(c) + "/lower": b and b[0], "/".join(c) + "/upper": b and b[1]}
+            )
         for _stage, scols, _marks in stage_sections(runs):
-            row.update({f"{c.set}/{c.key}/{c.metric}/{m}": stage_value(r, c, m) for c, m in scols})
+            for c, m in scols:
+                b = bounds(r, c.set, c.key, c.metric, m)
+                name = f"{c.set}/{c.key}/{c.metric}/{m}"
+                row.update({name: stage_value(r, c, m), name + "/lower": b and b[0], name + "/upper": b and b[1]})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -384,22 +486,27 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         "",
         *_sources_note(runs),
     ]
+    seeded = several_seeds(runs)
     for title, scols, col_marks in set_sections(runs):
         lines += [f"## {title}", ""]
         header = (
             ["method"]
             + (["from"] if sources else [])
+            + (["seeds"] if seeded else [])
             + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
         )
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        texts = headline_cells(runs, scols)
         for r in runs:
-            cells = _row_head(r, sources)
+            cells = _row_head(r, sources) + ([str(r.n_seeds)] if seeded else [])
             for c in scols:
-                text = fmt(value(r, c), c[2])
+                text = texts[r.label, c]
                 mark = col_marks[c].get(r.label)
                 cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if seeded:
+        lines += seed_spread_section(runs)
     for stage, scols, col_marks in stage_sections(runs):
         lines += [f"## {stage.title}", "", stage.legend, ""]
         note = _stage_note(runs, stage)
@@ -443,11 +550,31 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
             f"`{model.get('source')}`",
             f"`{base}`" if base else "–",
             f"`{r.path}`",
-            str(r.seed),
+            ", ".join(map(str, (r.results.get("seeds") or {}).get("seeds") or [r.seed])),
             f"`{json.dumps(r.params, sort_keys=True)}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seed_spread_section(runs: list[Run]) -> list[str]:
+    """Markdown: mean ± between-seed sd (seeds) of each headline figure, for rows of several seeds."""
+    seeded = [r for r in runs if r.n_seeds > 1]
+    cols = headline_columns(runs)
+    lines = [
+        "## Seed spread (mean ± between-seed sd, number of seeds)",
+        "",
+        "How far one seed's figure moves: a new seed's 95% prediction interval is about mean ± "
+        "t(0.975, n-1)·sd·sqrt(1+1/n), ±5 sd with 3 seeds (results.json `seeds.cells`).",
+        "",
+    ]
+    header = ["method"] + [f"{s} {t} {metric} ({MODE_SHORT[m]})" for (s, t, metric, m) in cols]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in seeded:
+        lines.append(
+            "| " + " | ".join([r.label] + [seed_spread(r, s, t, metric, m) for (s, t, metric, m) in cols]) + " |"
+        )
+    return lines + [""]
 
 
 def render_html(runs: list[Run], plots: list[str]) -> str:
@@ -482,8 +609,9 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
             span = sum(1 for c in scols if c[1:3] == (t, metric))
             out.append(f"<th colspan={span}>{e(t)} {e(metric)}</th>")
         out.append("</tr><tr>" + "".join(f"<th>{e(MODE_SHORT[c[3]])}</th>" for c in scols) + "</tr>")
+        texts = headline_cells(runs, scols)
         for r in runs:
-            cells = "".join(f"<td class='{col_marks[c].get(r.label, '')}'>{fmt(value(r, c), c[2])}</td>" for c in scols)
+            cells = "".join(f"<td class='{col_marks[c].get(r.label, '')}'>{e(texts[r.label, c])}</td>" for c in scols)
             head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
             out.append(f"<tr>{head}{cells}</tr>")
         out.append("</table>")
@@ -553,16 +681,22 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
             shown = [r for r in runs if not (delta and r is vanilla)]
             width = 0.38
             for k, m in enumerate(MODES):
-                ys = []
+                ys, errs = [], ([], [])
                 for r in shown:
                     v = value(r, (s, t, metric, m))
+                    b = bounds(r, s, t, metric, m)
+                    shift = 0.0
                     if delta and v is not None:
                         assert vanilla is not None  # delta is only set when there is a vanilla run
                         base = value(vanilla, (s, t, metric, m))
-                        v = None if base is None else v - base
+                        v, shift = (None, 0.0) if base is None else (v - base, base)
                     ys.append(float("nan") if v is None else v)
+                    # the run's 95% interval (vanilla's figure taken as fixed on the change panels)
+                    errs[0].append(0.0 if v is None or b is None else max(0.0, v - (b[0] - shift)))
+                    errs[1].append(0.0 if v is None or b is None else max(0.0, (b[1] - shift) - v))
                 xs = [i + (k - 0.5) * width for i in range(len(shown))]
                 ax.bar(xs, ys, width, label=MODE_SHORT[m], color=("#4c72b0", "#dd8452")[k])
+                ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor="black", elinewidth=0.7, capsize=2)
             ax.set_xticks(range(len(shown)))
             ax.set_xticklabels([r.label for r in shown], rotation=40, ha="right", fontsize=7)
             ax.axhline(0, color="black", linewidth=0.6)
@@ -580,6 +714,12 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
 
 def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[tuple[str, float, float]]:
     """(label, forget drop = vanilla - method on forget, retain kept = method / vanilla on retain)."""
+    return [(label, x, y) for label, x, y, _xe, _ye in tradeoff_points_with_errors(runs, task, metric, mode)]
+
+
+def tradeoff_points_with_errors(runs: list[Run], task: str, metric: str, mode: str):
+    """tradeoff_points with each axis's 95% interval as (below, above) error lengths, from the
+    method's own intervals with vanilla's figures taken as fixed ((0, 0) without an interval)."""
     vanilla = next((r for r in runs if r.is_reference), None)
     if vanilla is None:
         return []
@@ -591,7 +731,11 @@ def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[
         f, rv = value(r, ("forget", task, metric, mode)), value(r, ("retain", task, metric, mode))
         if f0 is None or r0 is None or f is None or rv is None or r0 == 0:
             continue
-        pts.append((r.label, f0 - f, rv / r0))
+        x, y = f0 - f, rv / r0
+        fb, rb = bounds(r, "forget", task, metric, mode), bounds(r, "retain", task, metric, mode)
+        xe = (0.0, 0.0) if fb is None else (max(0.0, x - (f0 - fb[1])), max(0.0, (f0 - fb[0]) - x))
+        ye = (0.0, 0.0) if rb is None else (max(0.0, y - rb[0] / r0), max(0.0, rb[1] / r0 - y))
+        pts.append((r.label, x, y, xe, ye))
     return pts
 
 
@@ -609,8 +753,18 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
     for i, m in enumerate(MODES):
         for j, (t, metric) in enumerate(tasks):
             ax = axes[i][j]
-            for label, x, y in tradeoff_points(runs, t, metric, m):
-                ax.scatter([x], [y], s=30, color=colours[label])
+            for label, x, y, xe, ye in tradeoff_points_with_errors(runs, t, metric, m):
+                ax.errorbar(
+                    [x],
+                    [y],
+                    xerr=[[xe[0]], [xe[1]]],
+                    yerr=[[ye[0]], [ye[1]]],
+                    fmt="o",
+                    ms=4,
+                    color=colours[label],
+                    elinewidth=0.7,
+                    capsize=2,
+                )
                 ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
             ax.axvline(0, color="grey", linewidth=0.6, linestyle="--")
             ax.axhline(1, color="grey", linewidth=0.6, linestyle="--")

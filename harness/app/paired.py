@@ -61,7 +61,7 @@ def _run_dirs(results: dict) -> list[Path]:
     return [here]
 
 
-def _samples(folder: str) -> dict[Cell, dict[str, tuple[str, dict]]]:
+def run_samples(folder: str) -> dict[Cell, dict[str, tuple[str, dict]]]:
     """cell -> qid -> (profile id, scores) from one run's samples.jsonl (excluded questions out);
     read once per file version (a leaderboard pairs every method with vanilla)."""
     path = Path(folder) / SAMPLES_FILE
@@ -92,11 +92,13 @@ def question_scores(results: dict, cell: Cell, metric: str) -> dict[str, tuple[s
     run has no per-question score for it (not a per-question mean, or no samples.jsonl)."""
     per_seed = []
     for folder in _run_dirs(results):
-        rows = _samples(str(folder)).get(cell)
+        rows = run_samples(str(folder)).get(cell)
         if not rows:
             return None
         per_seed.append({q: (p, sc.get(metric)) for q, (p, sc) in rows.items()})
-    if not per_seed or not any(metric in sc for _p, sc in _samples(str(_run_dirs(results)[0])).get(cell, {}).values()):
+    if not per_seed or not any(
+        metric in sc for _p, sc in run_samples(str(_run_dirs(results)[0])).get(cell, {}).values()
+    ):
         return None
     out = {}
     for qid, (profile, _v) in per_seed[0].items():

@@ -1,91 +1,140 @@
-"""Check the three claims of the MANU paper on a demo folder (`make run` -> runs/demo,
-`make reference` -> results/demo), each measured as docs/reference-results.md states it:
+"""The three claims of the MANU paper on a demo folder (`make run` -> runs/demo, `make reference`
+-> results/demo), each restated as a paired comparison against vanilla over the same questions,
+pooled over seeds (a run of several seeds contributes each question's mean over its seeds), with a
+95% profile-bootstrap interval (harness/core/statistics.py, profile_bootstrap_of_means):
 
 1. GA-style methods, which unlearn on image+text data, forget more in image+text than in
-   text-only: on the forget set, the drop from vanilla is larger in image_text than in
-   text_only for the GA family (ga, grad_diff, kl_min, npo), on average.
-2. MANU (the demo's alpha, the `manu` run) forgets in both modes: forget drops by at least
-   0.05 in each mode, while retain loses at most 0.05 in each mode, and less than the GA
-   family's average retain loss.
-3. A larger alpha forgets more and keeps less: across the MANU alpha sweep, the forget drop
-   (mean of both modes) and the retain loss do not decrease as alpha grows.
+   text-only: mean over the GA family (ga, grad_diff, kl_min, npo) of
+   (forget drop in image_text - forget drop in text_only) > 0.
+2. MANU (the demo's alpha, the `manu` run) forgets in both modes while keeping retain: its forget
+   drop > 0 in each mode, and the GA family's mean retain loss exceeds MANU's.
+3. A larger alpha forgets more and keeps less: between consecutive alphas of the MANU sweep, the
+   forget drop (mean of both modes) and the retain loss (mean of both modes) both grow.
+
+A drop is vanilla - method on the same question; a claim's part HOLDS when its interval lies
+above 0, FAILS when it lies below 0, and is NOT RESOLVED when it contains 0. A claim holds when
+every part does, fails when any part fails, and is otherwise not resolved.
 
     python scripts/demo_claims.py results/demo [--task classification --metric accuracy]
 
-Prints one line per claim with its figures and PASS/FAIL; exits 1 if a claim fails.
+Prints one line per part and per claim with its figures; exits 1 if a claim fails (not resolved
+is not a failure: the demo cannot tell).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from mmunlearn.harness.app.paired import question_scores
+from mmunlearn.harness.core.results import load_results
+from mmunlearn.harness.core.statistics import Interval, profile_bootstrap_of_means
+
 GA_FAMILY = ("ga", "grad_diff", "kl_min", "npo")
 MODES = ("image_text", "text_only")
+HOLDS, FAILS, OPEN = "HOLDS", "FAILS", "NOT RESOLVED"
 
 
 def load(demo: Path) -> dict[str, dict]:
-    runs = {}
-    for path in sorted((demo / "runs").glob("*/results.json")):
-        runs[path.parent.name] = json.loads(path.read_text())
-    return runs
-
-
-def value(run: dict, set_name: str, task: str, metric: str, mode: str) -> float:
-    return run["metrics"][set_name][task][mode][metric]
+    """Run folder name -> results (a seed aggregate or a single run) of every run of a demo root."""
+    return {p.parent.name: load_results(p.parent) for p in sorted((demo / "runs").glob("*/results.json"))}
 
 
 def alpha_of(run: dict) -> float:
     return float(run["manifest"]["method"]["params"]["alpha"])
 
 
-def claims(runs: dict[str, dict], task: str, metric: str) -> list[tuple[str, bool, str]]:
-    base = runs["vanilla"]
+class Drops:
+    """Per-profile sums of vanilla - method over the questions both answered, per (run, set, mode),
+    on one profile index per set (so every term of a claim is resampled by the same draw)."""
 
-    def drop(name, set_name, mode):  # vanilla - method (knowledge removed)
-        return value(base, set_name, task, metric, mode) - value(runs[name], set_name, task, metric, mode)
+    def __init__(self, runs: dict[str, dict], task: str, metric: str):
+        self.runs, self.task, self.metric = runs, task, metric
+        self.profiles: dict[str, list[str]] = {}
 
-    out = []
+    def term(self, name: str, set_name: str, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        cell = (set_name, self.task, mode)
+        base = question_scores(self.runs["vanilla"], cell, self.metric) or {}
+        other = question_scores(self.runs[name], cell, self.metric) or {}
+        index = self.profiles.setdefault(set_name, sorted({p for p, _v in base.values()}))
+        pos = {p: i for i, p in enumerate(index)}
+        sums, counts = np.zeros(len(index)), np.zeros(len(index))
+        for qid, (profile, v) in base.items():
+            if qid in other and profile in pos:
+                sums[pos[profile]] += v - other[qid][1]
+                counts[pos[profile]] += 1
+        return sums, counts
+
+
+def part(text: str, terms: list[tuple[np.ndarray, np.ndarray]], statistic) -> tuple[str, str, Interval]:
+    sums = np.vstack([s for s, _c in terms])
+    counts = np.vstack([c for _s, c in terms])
+    iv = profile_bootstrap_of_means(sums, counts, statistic)
+    if iv.lo is None or iv.hi is None or iv.value is None:
+        return text, OPEN, iv
+    verdict = HOLDS if iv.lo > 0 else FAILS if iv.hi < 0 else OPEN
+    return text, verdict, iv
+
+
+def claims(runs: dict[str, dict], task: str, metric: str) -> list[tuple[str, str, list[tuple[str, str, Interval]]]]:
+    """[(claim, verdict, [(part, verdict, interval)])]."""
+    d = Drops(runs, task, metric)
     ga = [m for m in GA_FAMILY if m in runs]
-    img = sum(drop(m, "forget", "image_text") for m in ga) / len(ga)
-    txt = sum(drop(m, "forget", "text_only") for m in ga) / len(ga)
-    out.append(
-        (
-            "1 GA family forgets more in image+text than text-only",
-            img > txt,
-            f"mean forget drop image_text {img:+.3f} vs text_only {txt:+.3f} ({', '.join(ga)})",
-        )
-    )
+    out = []
 
-    f = {m: drop("manu", "forget", m) for m in MODES}
-    r = {m: drop("manu", "retain", m) for m in MODES}
-    ga_retain = sum(drop(m, "retain", mode) for m in ga for mode in MODES) / (2 * len(ga))
-    ok = all(f[m] >= 0.05 for m in MODES) and all(r[m] <= 0.05 for m in MODES) and sum(r.values()) / 2 < ga_retain
-    out.append(
-        (
-            "2 MANU forgets in both modes, keeps retain",
-            ok,
-            f"alpha {alpha_of(runs['manu']):g}: forget drop img {f['image_text']:+.3f} txt {f['text_only']:+.3f}; "
-            f"retain loss img {r['image_text']:+.3f} txt {r['text_only']:+.3f} (GA family {ga_retain:+.3f})",
+    terms = [d.term(m, "forget", mode) for m in ga for mode in MODES]  # m0 img, m0 txt, m1 img, ...
+    parts = [
+        part(
+            f"GA family ({', '.join(ga)}): mean forget drop image_text - text_only",
+            terms,
+            lambda x: (x[:, 0::2] - x[:, 1::2]).mean(axis=1),
+        )
+    ]
+    out.append(("1 GA family forgets more in image+text than text-only", parts))
+
+    parts = [part(f"MANU forget drop {mode}", [d.term("manu", "forget", mode)], lambda x: x[:, 0]) for mode in MODES]
+    retain = [d.term("manu", "retain", mode) for mode in MODES] + [
+        d.term(m, "retain", mode) for m in ga for mode in MODES
+    ]
+    parts.append(
+        part(
+            "GA family mean retain loss - MANU retain loss (modes averaged)",
+            retain,
+            lambda x: x[:, 2:].mean(axis=1) - x[:, :2].mean(axis=1),
         )
     )
+    out.append((f"2 MANU (alpha {alpha_of(runs['manu']):g}) forgets in both modes, keeps retain", parts))
 
     sweep = sorted((alpha_of(run), name) for name, run in runs.items() if run["manifest"]["method"]["name"] == "manu")
-    fd = [sum(drop(n, "forget", m) for m in MODES) / 2 for _, n in sweep]
-    rl = [sum(drop(n, "retain", m) for m in MODES) / 2 for _, n in sweep]
-    ok = len(sweep) >= 3 and all(b >= a for a, b in zip(fd, fd[1:])) and all(b >= a for a, b in zip(rl, rl[1:]))
-    out.append(
-        (
-            "3 larger alpha forgets more and keeps less",
-            ok,
-            "; ".join(
-                f"alpha {a:g}: forget drop {x:+.3f}, retain loss {y:+.3f}" for (a, _), x, y in zip(sweep, fd, rl)
-            ),
-        )
-    )
-    return out
+    parts = []
+    for (a0, n0), (a1, n1) in zip(sweep, sweep[1:]):
+        for set_name, what in (("forget", "forget drop"), ("retain", "retain loss")):
+            terms = [d.term(n1, set_name, mode) for mode in MODES] + [d.term(n0, set_name, mode) for mode in MODES]
+            parts.append(
+                part(
+                    f"{what} at alpha {a1:g} - at alpha {a0:g} (modes averaged)",
+                    terms,
+                    lambda x: x[:, :2].mean(axis=1) - x[:, 2:].mean(axis=1),
+                )
+            )
+    out.append(("3 larger alpha forgets more and keeps less", parts))
+
+    def verdict(ps):
+        vs = [v for _t, v, _i in ps]
+        return FAILS if FAILS in vs else HOLDS if vs and all(v == HOLDS for v in vs) else OPEN
+
+    return [(name, verdict(ps), ps) for name, ps in out]
+
+
+def _fmt(iv: Interval) -> str:
+    if iv.value is None:
+        return "no figure"
+    if iv.lo is None or iv.hi is None:
+        return f"{iv.value:+.3f} (no interval)"
+    return f"{iv.value:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
 
 
 def main(argv=None) -> int:
@@ -94,10 +143,15 @@ def main(argv=None) -> int:
     p.add_argument("--task", default="classification")
     p.add_argument("--metric", default="accuracy")
     args = p.parse_args(argv)
+    runs = load(args.demo)
+    seeds = {name: len((r.get("seeds") or {}).get("seeds") or [0]) for name, r in runs.items()}
+    print(f"[{args.task} {args.metric}] seeds per run: " + ", ".join(f"{k} {v}" for k, v in seeds.items()))
     failed = 0
-    for name, ok, figures in claims(load(args.demo), args.task, args.metric):
-        print(f"{'PASS' if ok else 'FAIL'}  claim {name} [{args.task} {args.metric}]: {figures}")
-        failed += not ok
+    for name, verdict, parts in claims(runs, args.task, args.metric):
+        print(f"{verdict:12s} claim {name}")
+        for text, v, iv in parts:
+            print(f"    {v:12s} {text}: {_fmt(iv)}")
+        failed += verdict == FAILS
     return 1 if failed else 0
 
 

@@ -32,7 +32,7 @@ Conventions shared by every function:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -253,6 +253,41 @@ def profile_bootstrap_mean(
     se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
     value = float(sums.sum() / counts.sum())
     return Interval(value, se, lo, hi, n_profiles, method, level, resamples, seed)
+
+
+def profile_bootstrap_of_means(
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.float64],
+    statistic: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+    interval: IntervalKind = "expanded",
+) -> Interval:
+    """Any smooth function of several means over the same profiles (a claim such as "the mean
+    image+text drop exceeds the mean text-only drop"), one resample of profiles shared by all.
+
+    sums, counts: T x P arrays, the per-profile sum of scores and number of questions of T means
+    (a profile without questions in a term has count 0 there). statistic: maps a B x T array of
+    resampled means to B values (and the 1 x T full-sample means to the point value). Resamples
+    where a term has no question are dropped (counted in ``dropped``)."""
+    _check(resamples, level, interval)
+    sums, counts = np.atleast_2d(np.asarray(sums, np.float64)), np.atleast_2d(np.asarray(counts, np.float64))
+    if sums.shape != counts.shape:
+        raise ValueError(f"sums {sums.shape} and counts {counts.shape} differ in shape")
+    n_profiles = sums.shape[1]
+    method = _method("profile bootstrap of a function of means", interval)
+    totals = counts.sum(axis=1)
+    if n_profiles == 0 or np.any(totals == 0):
+        return Interval(None, None, None, None, n_profiles, method, level, resamples, seed)
+    value = float(statistic((sums.sum(axis=1) / totals)[None, :])[0])
+    w = _draw_counts(np.random.default_rng(seed), n_profiles, resamples)
+    den = w @ counts.T  # B x T
+    ok = np.all(den > 0, axis=1)
+    boot = statistic((w[ok] @ sums.T) / den[ok])
+    se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
+    return Interval(value, se, lo, hi, n_profiles, method, level, resamples, seed, int(resamples - ok.sum()))
 
 
 # ---------------------------------------------------------------- AUC and privleak

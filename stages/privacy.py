@@ -18,6 +18,10 @@ reference's) is in samples.jsonl and reference/samples.jsonl, resumable like the
 
 metrics["forget"][score][mode] = {auc, privleak, privleak_against, members_scored,
 nonmembers_scored}; metrics["forget"]["forget_quality"][mode] = {ks_p, ks_stat, ...}.
+
+Intervals (`intervals`): the AUCs by a stratified profile bootstrap (members' and non-members'
+profiles resampled separately), privleak mapped from this model's AUC interval with the
+reference AUC held fixed, forget quality none (a KS p-value is already a test).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from mmunlearn.harness.core.bench import load_holdout
 from mmunlearn.harness.core.contracts import SampleResult
 from mmunlearn.harness.core.privacy import MIA_SCORES, auc, forget_quality, privleak
 from mmunlearn.harness.core.records import MODES
+from mmunlearn.harness.core.statistics import privleak_interval
+from mmunlearn.harness.core.uncertainty import Bootstrap, no_interval
 from mmunlearn.harness.core.stages import (
     Column,
     Stage,
@@ -47,6 +53,16 @@ _reference_cache: dict[tuple, dict[str, dict]] = {}  # one process scores a refe
 
 def score(task_name: str, model, questions, ctx: StageContext, store) -> dict[str, SampleResult]:
     return score_questions(task_name, model, questions, ctx, store, f"privacy {task_name}")
+
+
+def _scored(results: dict[str, SampleResult], key: str) -> tuple[list[float], list[str]]:
+    """The scores _values keeps and each one's profile id (for a profile bootstrap)."""
+    kept = [
+        (float(v), r.profile_id)
+        for r in results.values()
+        if (v := r.scores.get(key)) is not None and not r.extra.get("excluded")
+    ]
+    return [v for v, _ in kept], [p for _, p in kept]
 
 
 def _values(results: dict[str, SampleResult], key: str, where: str = "scores") -> list[float]:
@@ -104,7 +120,41 @@ class PrivacyStage(Stage):
             "holdout": {"source": holdout.source, "fingerprint": holdout.fingerprint} if holdout else None,
             "reference_model": ref["_record"] if ref else None,
         }
-        return StageOutput(metrics, record)
+        return StageOutput(metrics, record, evidence={"mine": mine, "ref": ref})
+
+    def intervals(self, ctx: StageContext, output: StageOutput, boot: Bootstrap) -> dict:
+        """AUC (this model's and the reference's): stratified profile bootstrap of the loss-like
+        scores negated (privacy.auc's orientation); privleak: this model's AUC interval mapped
+        through privleak with the reference AUC as a fixed number; KS figures: no interval."""
+        mine, ref = output.evidence["mine"], output.evidence["ref"]
+        cells = output.metrics["forget"]
+        out: dict = {}
+
+        def auc_interval(results: dict, s: str):
+            x, px = _scored(results["members"], s)
+            y, py = _scored(results["nonmembers"], s)
+            return boot.auc([-v for v in x], px, [-v for v in y], py)
+
+        for m in MODES:
+            for s in MIA_SCORES:
+                cell = cells[s][m]
+                if cell.get("auc") is None:
+                    continue  # not available: no interval
+                a = auc_interval(mine[m], s)
+                found = {"auc": a.to_dict()}
+                a_ref = cell.get("reference_auc")
+                if a_ref is not None and ref is not None:
+                    found["reference_auc"] = auc_interval(ref[m], s).to_dict()
+                found["privleak"] = privleak_interval(a, a_ref if a_ref is not None else 0.5).to_dict()
+                out.setdefault(s, {})[m] = found
+            fq = cells["forget_quality"][m]
+            if fq.get("ks_p") is not None:
+                n = len({r.profile_id for r in mine[m]["ratios"].values()})
+                out.setdefault("forget_quality", {})[m] = {
+                    "ks_p": no_interval(fq["ks_p"], "KS test p-value: already a test, no interval", n),
+                    "ks_stat": no_interval(fq["ks_stat"], "KS statistic: the test's own statistic, no interval", n),
+                }
+        return {"forget": out}
 
     @staticmethod
     def _scores(model, ctx: StageContext, store, members, nonmembers, choices) -> dict:

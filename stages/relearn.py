@@ -29,6 +29,11 @@ relearned_from_<r>, control_from_<r>, trained_from_<r>, recovery_from_<r>,
 control_recovery_from_<r>, trained_recovery_from_<r>, questions_scored, note}.
 Samples: OUT/relearn/<attack>/samples.jsonl per attack model (resumable: an attack whose
 questions are all stored is not trained again), the folds in the manifest.
+
+Intervals (`intervals`): every mean by a profile bootstrap over its own answers; every recovery by
+resampling profiles once and taking the three models' answers to the same questions together
+(original, unlearned, relearned aligned by question; a trained-on question's relearned answer is
+the mean of its K-1 attacks', as the pooled figure weighs it).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from mmunlearn.harness.core.contracts import (
 )
 from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.robustness import NOT_DEFINED, fold_split, recovery, removed_enough
+from mmunlearn.harness.core.uncertainty import Bootstrap
 from mmunlearn.harness.core.stages import (
     Column,
     Stage,
@@ -132,6 +138,17 @@ def attack(vlm, pairs: list[FactPair], mode: str, params: RelearnParams, seed: i
         "pairs": len(pairs),
         "loss_by_epoch": report["loss_by_epoch"],
     }
+
+
+def _per_question(results, metric: str) -> dict[str, float | None]:
+    """qid -> the question's score as the task's aggregate counts it (None: excluded or not
+    scored); a question answered several times (by K-1 attacks) -> the mean of its answers."""
+    got: dict[str, list[float]] = {}
+    for r in results:
+        scored = got.setdefault(r.qid, [])
+        if (v := r.scores.get(metric)) is not None and not r.extra.get("excluded"):
+            scored.append(float(v))
+    return {q: (sum(vs) / len(vs) if vs else None) for q, vs in got.items()}
 
 
 def _mean(task: str, metric: str, results) -> float | None:
@@ -230,12 +247,14 @@ class RelearnStage(Stage):
             "original": original_source and ctx.display(original_source),
         }
         if original_source is None:
-            return StageOutput(self._metrics(tasks, unlearned, None, {}, NO_ORIGINAL), record)
+            evidence: tuple[list, dict, dict | None, dict] = (tasks, unlearned, None, {})
+            return StageOutput(self._metrics(*evidence, NO_ORIGINAL), record, evidence)
         original = self._original(ctx, original_source, questions, folder)
         vlm = ctx.vlm()
         unlearned_hash = vlm.weights_hash()
         if original["_weights_hash"] == unlearned_hash:
-            return StageOutput(self._metrics(tasks, unlearned, original, {}, NOT_DEFINED), record)
+            evidence = (tasks, unlearned, original, {})
+            return StageOutput(self._metrics(*evidence, NOT_DEFINED), record, evidence)
         attacks: dict[str, dict] = {}
         record["attacks"] = {}
         for kind in ("attack", "control") if params.control else ("attack",):
@@ -244,7 +263,49 @@ class RelearnStage(Stage):
                 attacks[name], record["attacks"][name] = self._attack(
                     ctx, vlm, unlearned_hash, kind, r, folds, params, questions, folder
                 )
-        return StageOutput(self._metrics(tasks, unlearned, original, attacks, None), record)
+        evidence = (tasks, unlearned, original, attacks)
+        return StageOutput(self._metrics(*evidence, None), record, evidence)
+
+    def intervals(self, ctx: StageContext, output: StageOutput, boot: Bootstrap) -> dict:
+        """Means: profile bootstrap of each model's answers. Recoveries: recovery_bootstrap over the
+        questions of the cell, the original's, unlearned model's and relearned answers per question
+        resampled together by profile (each held-out question is answered by one attack; each
+        trained-on question by K-1, averaged, which weighs it as the pooled mean does)."""
+        tasks, unlearned, original, attacks = output.evidence
+        out: dict = {}
+        for key, (task, metric) in RELEARN_KEYS.items():
+            for m, cell in output.metrics["forget"].get(key, {}).items():
+                unl = _per_question(unlearned[task, m].values(), metric)
+                qids = list(unl)
+                profiles = {r.qid: r.profile_id for r in unlearned[task, m].values()}
+                answers = {"unlearned": unl}
+                if original:
+                    answers["original"] = _per_question(original[task, m].values(), metric)
+                for r in MODES:
+                    for kind, name in (("attack", "relearned"), ("control", "control")):
+                        if (res := attacks.get(f"{kind}-{r}")) is not None:
+                            answers[f"{name}_from_{r}"] = _per_question(res["held_out"][task, m].values(), metric)
+                    if (res := attacks.get(f"attack-{r}")) is not None and res["trained"][task, m]:
+                        answers[f"trained_from_{r}"] = _per_question(res["trained"][task, m], metric)
+                found = {}
+                for figure, per_q in answers.items():
+                    if cell.get(figure) is not None:
+                        ids = list(per_q)
+                        found[figure] = boot.mean([per_q[q] for q in ids], [profiles[q] for q in ids]).to_dict()
+                for r in MODES:
+                    for prefix, figure in (("", "relearned"), ("control_", "control"), ("trained_", "trained")):
+                        if cell.get(f"{prefix}recovery_from_{r}") is None:
+                            continue  # not defined: no interval
+                        rel = answers[f"{figure}_from_{r}"]
+                        iv = boot.recovery(
+                            [answers["original"].get(q) for q in qids],
+                            [unl.get(q) for q in qids],
+                            [rel.get(q) for q in qids],
+                            [profiles[q] for q in qids],
+                        )
+                        found[f"{prefix}recovery_from_{r}"] = iv.to_dict()
+                out.setdefault(key, {})[m] = found
+        return {"forget": out}
 
     def _original(self, ctx: StageContext, source: str, questions: dict, folder: Path) -> dict:
         """The original model's results on the forget questions (OUT/relearn/original)."""

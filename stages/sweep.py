@@ -26,6 +26,10 @@ samples per checkpoint in OUT/sweep/step-<n>/samples.jsonl (a re-applied method 
 only what is missing), and metrics["retain"]["collapse"][mode] = {first_collapse_step, collapsed,
 checkpoints_scored, final_degenerate_share (of the run's output model)}. A method with no training steps (vanilla, MANU,
 Prompting) gets "not available: the method reports no training steps".
+
+Intervals (`intervals`): final_degenerate_share by a profile bootstrap of the output model's
+retain answers' degenerate flags, the worst kind's share recomputed in every resample;
+first_collapse_step and collapsed describe this run's training, not a sample: no interval.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from mmunlearn.harness.core.results import SampleStore, atomic_write_json, read_
 from mmunlearn.harness.core.checkpoints import Watcher, restore, snapshot
 from mmunlearn.harness.core.robustness import SELECT_RULE, collapse_by_kind, degenerate, first_collapse, select_best
 from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
+from mmunlearn.harness.core.uncertainty import Bootstrap, max_of_means_interval, no_interval
 
 SWEEP_DIR = "sweep"
 SWEEP_SETS = ("forget", "retain")
@@ -126,13 +131,18 @@ class SweepStage(Stage):
             for m in MODES
         }
 
-    def point(self, ctx: StageContext, model, store, step: int) -> dict:
-        """One point of the curve: per set, task, mode the task's aggregate; per mode the
-        collapse summary of the retain answers."""
-        results = {
+    def results(self, ctx: StageContext, model, store, step: int) -> dict:
+        """(set, task, mode) -> qid -> the stored result of every subset question at this step."""
+        return {
             key: score_questions(key[1], model, qs, ctx, store, f"sweep step {step} {key[1]}")
             for key, qs in self.subset(ctx).items()
         }
+
+    def point(self, ctx: StageContext, model, store, step: int, results: dict | None = None) -> dict:
+        """One point of the curve: per set, task, mode the task's aggregate; per mode the
+        collapse summary of the retain answers (`results`: this step's, if already read)."""
+        if results is None:
+            results = self.results(ctx, model, store, step)
         metrics: dict = {}
         for (s, t, m), res in results.items():
             agg = get_task(t).aggregate(list(res.values()))
@@ -202,9 +212,11 @@ class SweepStage(Stage):
         last = done["last_step"]
         output = selected["step"] if selected and selected["step"] is not None else last  # the run's own model
         curve = []
+        answers: dict = {}  # the output model's subset answers (for the intervals)
         for s in sorted({*done["steps"], last}):
             if s == output:  # the method's output: the run's own samples (a normal run's answers)
-                point = {**self.point(ctx, ctx.vlm, ctx.store, s), "output": True}
+                answers = self.results(ctx, ctx.vlm, ctx.store, s)
+                point = {**self.point(ctx, ctx.vlm, ctx.store, s, answers), "output": True}
             else:
                 point = self.point(ctx, ctx.vlm, SampleStore(folder / f"step-{s:06d}"), s)
             curve.append({**point, **({"final": True} if s == last else {})})
@@ -231,4 +243,29 @@ class SweepStage(Stage):
             "curve": curve,
             **({"selected": selected} if selected else {}),
         }
-        return StageOutput(metrics, record)
+        return StageOutput(metrics, record, evidence=answers)
+
+    def intervals(self, ctx: StageContext, output: StageOutput, boot: Bootstrap) -> dict:
+        """final_degenerate_share: each retain answer's degenerate flag (0/1) by kind, profiles
+        resampled once for all kinds and the worst kind's share taken in each resample, as the
+        figure is; the step and the yes/no of collapse: no interval."""
+        answers = output.evidence or {}
+        out: dict = {}
+        for m, cell in output.metrics["retain"]["collapse"].items():
+            found = {}
+            if cell.get("final_degenerate_share") is not None:
+                kinds = {}
+                for t in JUDGED:
+                    kept = [r for r in answers.get(("retain", t, m), {}).values() if not r.extra.get("excluded")]
+                    flags = [float(why is not None) for why in reasons({r.qid: r for r in kept})]
+                    kinds[t] = (flags, [r.profile_id for r in kept])
+                method = "profile bootstrap of the worst answer kind's degenerate share (max over kinds per resample)"
+                found["final_degenerate_share"] = max_of_means_interval(kinds, boot, method).to_dict()
+            for figure, why in (
+                ("first_collapse_step", "a training step of this run, not a sample figure: no interval"),
+                ("collapsed", "whether any checkpoint collapsed: a yes/no of this run's training, no interval"),
+            ):
+                if cell.get(figure) is not None:
+                    found[figure] = no_interval(cell[figure], why)
+            out[m] = found
+        return {"retain": {"collapse": out}}

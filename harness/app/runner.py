@@ -505,7 +505,8 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
             with timer("intervals"):  # the stages add theirs as they run (run_stages)
                 stage_ctx.intervals = task_intervals(metrics, plan, tasks, store, boot)
         stage_records = run_stages(cfg.stages, stage_ctx, timer)
-        intervals, dropped = None, []
+        intervals: dict | None = None
+        dropped: list[str] = []
         if boot is not None:
             with timer("intervals"):
                 intervals, dropped = verify(stage_ctx.intervals, metrics)

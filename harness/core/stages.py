@@ -17,6 +17,7 @@ profiles sampled: `Stage.intervals` returns results.json "intervals" in the same
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -213,6 +214,9 @@ def run_stages(names, ctx: StageContext, timer) -> dict:
             ctx.metrics.setdefault(set_name, {}).update(keys)
         if ctx.bootstrap is not None:
             with timer("intervals"):
-                merge(ctx.intervals, stage.intervals(ctx, result, ctx.bootstrap))
+                try:
+                    merge(ctx.intervals, stage.intervals(ctx, result, ctx.bootstrap))
+                except Exception as exc:  # a plugin's intervals must not cost the run its results
+                    warnings.warn(f"stage {name!r}: its intervals failed ({exc!r}); its figures have none")
         records[name] = result.record
     return records

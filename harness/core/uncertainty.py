@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -118,11 +118,12 @@ def mean_intervals(columns: Mapping[str, Sequence[float | None]], profiles: Sequ
         tail = _tail(boot.level, n_profiles, boot.interval)
         lo, hi = np.quantile(stats, [tail, 1.0 - tail], axis=0)
         se = stats.std(axis=0, ddof=1)
-        constant = stats.min(axis=0) == stats.max(axis=0)
+        # every question scored alike (or every resample agrees): exactly (0, v, v), not v +/- rounding
+        constant = (xs.min(axis=0) == xs.max(axis=0)) | (stats.min(axis=0) == stats.max(axis=0))
         values = sums.sum(axis=0) / counts.sum()
         for i, j in enumerate(cols):
-            if constant[i]:  # every resample agrees: exactly (0, v, v), as statistics._spread
-                v = float(stats[0, i])
+            if constant[i]:
+                v = float(values[i])
                 s, a, b = 0.0, v, v
             else:
                 s, a, b = float(se[i]), float(lo[i]), float(hi[i])
@@ -177,7 +178,8 @@ def max_of_means_interval(
 
 
 # ---------------------------------------------------------------- task cells
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[float]:
+    """A finite int or float (not a bool): a figure that can have an interval."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -235,16 +237,29 @@ def verify(intervals: Mapping, metrics: Mapping) -> tuple[dict, list[str]]:
                         continue  # "not available": no interval, and nothing wrong
                     if (
                         _number(figure)
-                        and not is_count_metric(metric)
                         and _number(value)
+                        and not is_count_metric(metric)
                         and _close(float(value), float(figure))
                     ):
-                        good[metric] = {**entry, "value": figure}
+                        good[metric] = _at(entry, figure)
                     else:
                         dropped.append(f"{set_name}/{key}/{mode}/{metric}")
                 if good:
                     kept.setdefault(set_name, {}).setdefault(key, {})[mode] = good
     return kept, dropped
+
+
+def _at(entry: Mapping, figure: float) -> dict:
+    """The entry reporting the figure itself; an end that lies past it by rounding only (an
+    interval of identical resamples) is moved onto it."""
+    out = {**entry, "value": figure}
+    if _number(out.get("lo")) and out["lo"] > figure and _close(out["lo"], figure):
+        out["lo"] = figure
+    if _number(out.get("hi")) and out["hi"] < figure and _close(out["hi"], figure):
+        out["hi"] = figure
+    if _number(out.get("lo")) and _number(out.get("hi")):
+        out["half_width"] = (out["hi"] - out["lo"]) / 2.0
+    return out
 
 
 def merge(into: dict, found: Mapping) -> dict:

@@ -56,6 +56,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forget", type=int, choices=(5, 10, 15), default=5, help="forget split in percent (default 5)")
     p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED, help="seed for the method and shot sampling")
     p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="B",
+        help="profile-bootstrap resamples of each figure's interval, seeded with --seed (default 1000; 0: none)",
+    )
+    p.add_argument(
         "--shots",
         type=shots_arg,
         default=OFFICIAL,
@@ -229,6 +236,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         method=method if method is not None else args.method,
         params=params if params is not None else parse_param_args(getattr(args, "param", None)),
         seed=args.seed,
+        bootstrap=args.bootstrap,
         shots=args.shots,
         test_images=args.test_images,
         sets=tuple(args.sets),

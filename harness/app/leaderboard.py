@@ -256,7 +256,9 @@ def bounds(run: Run, s: str, key: str, metric: str, m: str) -> tuple[float, floa
     """The 95% interval stored beside a figure (results.json "intervals"), or None."""
     iv = interval_of(run.results, s, key, m, metric)
     lo, hi = (iv or {}).get("lo"), (iv or {}).get("hi")
-    return (lo, hi) if _num(lo) and _num(hi) else None
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        return float(lo), float(hi)
+    return None
 
 
 def with_halfwidth(v: float | None, b: tuple[float, float] | None) -> str:
@@ -681,7 +683,8 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
             shown = [r for r in runs if not (delta and r is vanilla)]
             width = 0.38
             for k, m in enumerate(MODES):
-                ys, errs = [], ([], [])
+                ys: list[float] = []
+                errs: tuple[list[float], list[float]] = ([], [])
                 for r in shown:
                     v = value(r, (s, t, metric, m))
                     b = bounds(r, s, t, metric, m)

@@ -126,8 +126,9 @@ def aggregate(run_dirs: list[Path], requested: list[int], reasons: list[str]) ->
                 _put(intervals, set_name, key, mode, metric, iv)
             continue
         ivs = [interval_of(r, set_name, key, mode, metric) for r in runs]
-        ses = [iv.get("se") for iv in ivs] if all(iv is not None for iv in ivs) else None  # type: ignore[union-attr]
-        summary = summarize_seeds(values, ses if ses and all(_numeric(s) for s in ses) else None)
+        ses = [(iv or {}).get("se") for iv in ivs]
+        known = [float(s) for s in ses if isinstance(s, (int, float))]
+        summary = summarize_seeds(values, known if len(known) == len(runs) else None)
         _put(metrics, set_name, key, mode, metric, summary.mean)
         _put(intervals, set_name, key, mode, metric, {"value": summary.mean, **_interval_part(summary)})
         _put(cells, set_name, key, mode, metric, summary.to_dict())

@@ -26,11 +26,8 @@ HELP = "minimum detectable difference per set, task and mode of a benchmark spli
 # profiles, half of each in each mode. Per profile and mode: 11,530 / 653 / 2 = 8.83
 # multiple-choice, 4,612 / 653 / 2 = 3.53 generation and cloze questions. Forget 5/10/15% = 25/50/75
 # profiles (the test set asks about the same people); retain = the other fictitious profiles.
-MLLMU_PUBLISHED = {
-    "fictitious": 500,
-    "celebrity": 153,
-    "per_profile_mode": {"classification": 11530 / 653 / 2, "generation": 4612 / 653 / 2, "cloze": 4612 / 653 / 2},
-}
+MLLMU_FICTITIOUS, MLLMU_CELEBRITIES = 500, 153
+MLLMU_PER_PROFILE_MODE = {"classification": 11530 / 653 / 2, "generation": 4612 / 653 / 2, "cloze": 4612 / 653 / 2}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,18 +65,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _counts(args) -> dict[tuple[str, str, str], tuple[int, int]]:
     """(set, task, mode) -> (questions, profiles)."""
     if args.published:
-        pub = MLLMU_PUBLISHED
-        forget = round(pub["fictitious"] * args.forget / 100)  # type: ignore[operator]
+        forget = round(MLLMU_FICTITIOUS * args.forget / 100)
         profiles = {
             "forget": forget,
             "test": forget,
-            "retain": pub["fictitious"] - forget,
-            "celebrity": pub["celebrity"],
+            "retain": MLLMU_FICTITIOUS - forget,
+            "celebrity": MLLMU_CELEBRITIES,
         }
         return {
-            (s, t, m): (round(n * per), n)  # type: ignore[operator]
+            (s, t, m): (round(n * per), n)
             for s, n in profiles.items()
-            for t, per in pub["per_profile_mode"].items()  # type: ignore[attr-defined]
+            for t, per in MLLMU_PER_PROFILE_MODE.items()
             for m in ("image_text", "text_only")
         }
     from mmunlearn.harness.core.bench import load_benchmark
@@ -107,7 +103,7 @@ def _observed(run: str) -> dict[tuple[str, str, str], tuple[float, float | None]
             metric = get_task(cell[1]).metrics[0]
         except Exception:
             continue
-        pairs = [(p, sc.get(metric)) for p, sc in rows.values() if isinstance(sc.get(metric), (int, float))]
+        pairs = [(p, float(sc[metric])) for p, sc in rows.values() if isinstance(sc.get(metric), (int, float))]
         if pairs:
             vals = [v for _p, v in pairs]
             out[cell] = (sum(vals) / len(vals), estimate_icc(vals, [p for p, _v in pairs]))

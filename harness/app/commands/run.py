@@ -332,15 +332,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary_table(results: dict) -> str:
-    """Compact plain-text view of results.json: one line per set/task, both modes side by side."""
-    lines = [f"{'set':<10} {'task':<15} {'metric':<22} {'image_text':>10} {'text_only':>10} {'gap':>8}"]
+    """Compact plain-text view of results.json: one line per set/task, both modes side by side,
+    each value with the half-width of its 95% interval where it has one."""
+    from mmunlearn.harness.core.results import interval_of
+
+    def cell(v, iv) -> str:
+        if not isinstance(v, (int, float)):
+            return "-" if v is None else str(v)
+        lo, hi = (iv or {}).get("lo"), (iv or {}).get("hi")
+        hw = f" ±{(hi - lo) / 2:.3f}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
+        return f"{v:.3f}{hw}"
+
+    lines = [f"{'set':<10} {'task':<15} {'metric':<22} {'image_text':>14} {'text_only':>14} {'gap':>8}"]
     for set_name, tasks in results["metrics"].items():
         for task, modes in tasks.items():
             metrics = [m for m in modes.get("image_text", {}) if not is_count_metric(m)]
             for metric in metrics:
-                a = modes.get("image_text", {}).get(metric)
-                b = modes.get("text_only", {}).get(metric)
+                a, b = (
+                    cell(modes.get(mode, {}).get(metric), interval_of(results, set_name, task, mode, metric))
+                    for mode in ("image_text", "text_only")
+                )
                 gap = results.get("modality_gap", {}).get(set_name, {}).get(task, {}).get(metric)
-                fmt = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else "-" if v is None else str(v)  # noqa: E731
-                lines.append(f"{set_name:<10} {task:<15} {metric:<22} {fmt(a):>10} {fmt(b):>10} {fmt(gap):>8}")
+                g = f"{gap:.3f}" if isinstance(gap, (int, float)) else "-" if gap is None else str(gap)
+                lines.append(f"{set_name:<10} {task:<15} {metric:<22} {a:>14} {b:>14} {g:>8}")
     return "\n".join(lines)

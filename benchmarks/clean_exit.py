@@ -14,6 +14,7 @@ harness's reader, never did.
 
     python benchmarks/clean_exit.py --runs 40            # 200 CLI launches under load
     python benchmarks/clean_exit.py --runs 5 --control   # with the abort reproduced beside them
+    python benchmarks/clean_exit.py --runs 40 --load 0   # beside a real load, e.g. `make reference`
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,13 +43,17 @@ for f in sorted(pathlib.Path({str(BENCH)!r}).rglob("*.parquet")):
 
 
 def commands(work: Path, cli: list[str]) -> dict[str, tuple[list[str], int]]:
-    """name -> (argv, expected exit code). `check` compares a committed run with itself (exit 0);
-    the run is the smallest real one: vanilla on 4 forget cloze questions, no stages."""
-    vanilla = str(DEMO / "runs" / "vanilla")
+    """name -> (argv, expected exit code). `check` compares a committed run with itself (exit 0)
+    and the leaderboard puts two committed runs side by side, both on a copy taken at the start
+    (so a `make reference` running beside it changes nothing); the run is the smallest real one:
+    vanilla on 4 forget cloze questions, no stages."""
+    for name in ("vanilla", "npo"):
+        shutil.copytree(DEMO / "runs" / name, work / "demo" / name)
+    vanilla, npo = str(work / "demo" / "vanilla"), str(work / "demo" / "npo")
     return {
         "bench-info": ([*cli, "bench-info", "--bench", str(BENCH), "--forget", "5", "--json"], 0),
         "list": ([*cli, "list"], 0),
-        "leaderboard": ([*cli, "leaderboard", str(DEMO), "--out", str(work / "board")], 0),
+        "leaderboard": ([*cli, "leaderboard", vanilla, npo, "--out", str(work / "board")], 0),
         "check": ([*cli, "check", vanilla, "--baseline", vanilla], 0),
         "run": (
             [*cli, "run", "--forget", "15", "--sets", "forget", "--tasks", "cloze", "--limit", "4", "--shots", "0"]

@@ -21,6 +21,14 @@ from mmunlearn.harness.core.results import SAMPLES_FILE, load_results, write_res
 from mmunlearn.harness.core.statistics import summarize_seeds
 
 DEMO = Path(__file__).resolve().parent.parent / "results" / "demo"
+
+
+def committed(name: str) -> Path:
+    """A committed demo run with its own answers: seed 0 of a `--seeds` aggregate, or the run."""
+    run = DEMO / "runs" / name
+    return run / "seed-0" if (run / "seed-0" / "results.json").exists() else run
+
+
 MANIFEST = {"benchmark": {"fingerprint": "fp", "source": "x"}, "forget": 15, "method": {"name": "npo", "params": {}}}
 CELLS = [(s, "cloze", m) for s in ("forget", "retain") for m in ("image_text", "text_only")]
 
@@ -78,7 +86,7 @@ def test_check_flags_a_doctored_run_on_the_committed_demo(tmp_path, capsys):
     untouched copy passes."""
     clean, doctored = tmp_path / "clean", tmp_path / "doctored"
     for d in (clean, doctored):
-        shutil.copytree(DEMO / "runs" / "npo", d, ignore=shutil.ignore_patterns("reference"))
+        shutil.copytree(committed("npo"), d, ignore=shutil.ignore_patterns("reference"))
     lines = [json.loads(x) for x in (doctored / SAMPLES_FILE).read_text().splitlines()]
     cell = ("forget", "cloze", "image_text")
     for x in lines:
@@ -89,24 +97,26 @@ def test_check_flags_a_doctored_run_on_the_committed_demo(tmp_path, capsys):
     results["metrics"]["forget"]["cloze"]["image_text"].update(accuracy=1.0, exact_match=1.0)
     write_results(doctored, results["metrics"], results["manifest"])
 
-    assert main(["check", str(clean), "--baseline", str(DEMO / "runs" / "npo")]) == 0
+    assert main(["check", str(clean), "--baseline", str(committed("npo"))]) == 0
     capsys.readouterr()
-    assert main(["check", str(doctored), "--baseline", str(DEMO / "runs" / "npo")]) == 1
+    assert main(["check", str(doctored), "--baseline", str(committed("npo"))]) == 1
     out = capsys.readouterr().out
     regressions = out.split("REGRESSIONS")[1].split("\n\n")[0]
-    assert "forget/cloze/image_text accuracy: 0.3148 -> 1.0000" in regressions and "95% CI +0.6852 [+" in regressions
+    before = load_results(clean)["metrics"]["forget"]["cloze"]["image_text"]["accuracy"]
+    assert f"forget/cloze/image_text accuracy: {before:.4f} -> 1.0000" in regressions
+    assert f"95% CI {1 - before:+.4f} [+" in regressions
     assert "forget/cloze/text_only" not in regressions  # the other mode was not touched
 
 
 def test_raw_membership_score_means_are_not_gated_unless_asked(tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(DEMO / "runs" / "vanilla", run, ignore=shutil.ignore_patterns("reference"))
+    shutil.copytree(committed("vanilla"), run, ignore=shutil.ignore_patterns("reference"))
     results = load_results(run)
     results["metrics"]["retain"]["membership"]["image_text"]["mia_minkpp"] += 5.0  # "knows less" on a raw score
     write_results(run, results["metrics"], results["manifest"])
-    assert main(["check", str(run), "--baseline", str(DEMO / "runs" / "vanilla")]) == 0
+    assert main(["check", str(run), "--baseline", str(committed("vanilla"))]) == 0
     assert "mia_minkpp" not in capsys.readouterr().out
-    assert main(["check", str(run), "--baseline", str(DEMO / "runs" / "vanilla"), "--all-metrics"]) == 1
+    assert main(["check", str(run), "--baseline", str(committed("vanilla")), "--all-metrics"]) == 1
     assert "retain/membership/image_text mia_minkpp" in capsys.readouterr().out
 
 
@@ -196,6 +206,6 @@ def test_power_matches_the_hand_figure_for_mllmu_bench(capsys):
 
 
 def test_power_reads_a_bench_and_a_run(capsys):
-    assert main(["power", "--forget", "15", "--from-run", str(DEMO / "runs" / "npo")]) == 0
+    assert main(["power", "--forget", "15", "--from-run", str(committed("npo"))]) == 0
     out = capsys.readouterr().out
     assert "p and ICC per cell from" in out and "forget" in out

@@ -209,3 +209,34 @@ def test_power_reads_a_bench_and_a_run(capsys):
     assert main(["power", "--forget", "15", "--from-run", str(committed("npo"))]) == 0
     out = capsys.readouterr().out
     assert "p and ICC per cell from" in out and "forget" in out
+
+
+@pytest.mark.slow
+def test_run_seeds_end_to_end_resumes_per_seed_and_the_leaderboard_reads_the_aggregate(small_bench, tmp_path, capsys):
+    from tests.tiny_vlms import make_tiny_vlm
+
+    make_tiny_vlm("llava", tmp_path / "tiny")
+    args = ["run", "--model", str(tmp_path / "tiny" / "llava"), "--bench", str(small_bench), "--forget", "15"]
+    args += ["--sets", "forget", "retain", "--tasks", "cloze", "--limit", "4", "--shots", "0", "--judge", "none"]
+    args += ["--max-new-tokens", "2", "--stages", "--quiet", "--method", "ga", "--param", "lr=1e-3"]
+    out = tmp_path / "ga"
+    assert main([*args, "--seeds", "0", "1", "--out", str(out)]) == 0
+    agg = load_results(out)
+    assert agg["seeds"]["seeds"] == [0, 1] and not agg["seeds"]["ran_once"]
+    per_seed = [load_results(out / f"seed-{s}") for s in (0, 1)]
+    assert (
+        per_seed[0]["manifest"]["model"]["unlearned_weights_hash"]
+        != per_seed[1]["manifest"]["model"]["unlearned_weights_hash"]
+    )
+    cell = agg["seeds"]["cells"]["forget"]["cloze"]["image_text"]["accuracy"]
+    assert cell["values"] == [r["metrics"]["forget"]["cloze"]["image_text"]["accuracy"] for r in per_seed]
+    # a rerun resumes every seed (nothing recomputed) and writes the same aggregate
+    (out / "seed-1" / "results.json").unlink()
+    assert main([*args, "--seeds", "0", "1", "--out", str(out)]) == 0
+    assert load_results(out)["metrics"] == agg["metrics"]
+    once = tmp_path / "vanilla"
+    vanilla_args = [a if a != "ga" else "vanilla" for a in args[:-2]]
+    assert main([*vanilla_args, "--test-images", "first", "--seeds", "0", "1", "2", "--out", str(once)]) == 0
+    assert load_results(once)["seeds"]["ran_once"] and not (once / "seed-1").exists()
+    files = build_leaderboard([out, once], tmp_path / "board")
+    assert "| ga (lr=0.001) | 2 |" in Path(files["leaderboard.md"]).read_text()

@@ -78,3 +78,14 @@ def test_robustness_page_tables_are_the_committed_results(capsys):
     section = page[page.index("## On the embedded default (`make robustness`") :]
     assert len(printed) == 4 * 3 + 4 + 3 * 2  # grid: 4 methods x 3 tasks; fit: 4; sweep: 3 trained x 2 modes
     assert rows(section.splitlines()) == printed
+
+
+def test_reference_results_page_tables_are_the_committed_results(capsys):
+    """docs/reference-results.md: its cloze and multiple-choice tables are exactly what
+    `python scripts/reference_table.py results/demo` prints from the committed runs."""
+    table = _script("reference_table")
+    assert table.main([str(SCRIPTS.parent / "results" / "demo")]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    page = (SCRIPTS.parent / "docs" / "reference-results.md").read_text()
+    assert len(printed) == 2 * (1 + 10)  # two tables: a header and ten runs each
+    assert [line for line in page.splitlines() if line.startswith("| ") and line in printed] == printed

@@ -376,3 +376,21 @@ def test_estimate_icc():
 
     assert estimate_icc([1.0, 0.0], ["a", "a"]) is None  # one profile
     assert estimate_icc([1.0, 1.0, 1.0], ["a", "a", "b"]) is None  # no variance at all
+
+
+def test_paired_p_value_agrees_with_the_expanded_interval():
+    """p < 0.05 exactly when the 95% expanded interval of the difference excludes 0 (check prints
+    both; they must never contradict each other)."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for trial in range(60):
+        n_profiles = int(rng.integers(4, 30))
+        profiles = np.repeat(np.arange(n_profiles), 6)
+        base = rng.random(len(profiles))
+        run = base + rng.normal(rng.uniform(-0.15, 0.15), 0.3, len(profiles))
+        pd = paired_bootstrap_difference(run, base, profiles, resamples=2000, seed=trial)
+        excludes = pd.lo > 0 or pd.hi < 0
+        if abs(pd.p_value - 0.05) > 0.01:  # away from the edge, where resample discreteness decides
+            assert (pd.p_value < 0.05) == excludes, (pd.p_value, pd.lo, pd.hi)
+            checked += 1
+    assert checked > 40

@@ -4,11 +4,12 @@ Forgetting got weaker when a forget/test metric rose; utility dropped when a ret
 metric fell. A change is a regression only when it is in the bad direction, beyond the tolerance
 (on the metric's own scale) **and** significant:
 
-* the baseline aggregates seeds (`run --seeds`): the run's figure lies outside the baseline's
-  95% prediction interval for a new seed, on the bad side;
-* otherwise: the 95% interval of the difference excludes zero (`harness.app.paired`: a paired
-  profile bootstrap over the questions both runs answered; unpaired from the stored intervals
-  where a figure is not a per-question mean).
+* the 95% interval of the difference excludes zero (`harness.app.paired`: a paired profile
+  bootstrap over the questions both runs answered; unpaired from the stored intervals where a
+  figure is not a per-question mean);
+* and, when the baseline aggregates seeds (`run --seeds`), the run's figure also lies outside the
+  baseline's 95% prediction interval for a new seed: a change must exceed both question and
+  seed noise (seeds that agree exactly give a point interval, and the paired test decides).
 
 Every bad-direction change beyond the tolerance is printed with its interval and p-value; those
 that are not significant are counted "within noise". A run or baseline without intervals (results
@@ -110,17 +111,25 @@ def _num(v) -> bool:
 
 def _significance(run: dict, base: dict, cell: tuple[str, str, str], metric: str, r: float, worse_if_higher: bool):
     """(significant, evidence text): is the run's figure significantly on the bad side of the
-    baseline's? None for `significant` when nothing tells (no interval anywhere)."""
+    baseline's? None for `significant` when nothing tells (no interval anywhere).
+
+    The paired interval of the difference must exclude 0 on the bad side (question sampling);
+    against a baseline of several seeds the run must also lie outside their prediction interval
+    for a new seed (seed sampling): a change counts only when it exceeds both kinds of noise.
+    Where the seeds agree exactly (sd 0: a seed-independent figure), the prediction interval is a
+    point and the paired interval alone decides."""
+    d: Difference | None = difference(run, base, cell, metric)
+    paired = None if d is None or d.lo is None or d.hi is None else (d.lo > 0 if worse_if_higher else d.hi < 0)
+    evidence = "no interval" if paired is None else f"95% CI {d.text()}"  # type: ignore[union-attr]
     summary = seed_summary(base, *cell, metric)
     if summary and summary.get("prediction_interval"):
         lo, hi = summary["prediction_interval"]
         outside = r > hi if worse_if_higher else r < lo
-        return outside, f"baseline {summary['n']} seeds, a new seed's 95% range [{lo:.4f}, {hi:.4f}]"
-    d: Difference | None = difference(run, base, cell, metric)
-    if d is None or d.lo is None:
-        return None, "no interval"
-    bad_side = d.lo > 0 if worse_if_higher else d.hi < 0  # type: ignore[operator]
-    return bad_side, f"95% CI {d.text()}"
+        evidence += f"; baseline {summary['n']} seeds, a new seed's 95% range [{lo:.4f}, {hi:.4f}]"
+        if paired is None:
+            return outside, evidence
+        return outside and paired, evidence
+    return paired, evidence
 
 
 def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = False) -> CheckReport:
@@ -142,10 +151,8 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = 
         )
 
     report = CheckReport(run=run["_path"], baseline=base["_path"], tolerance=tolerance)
-    report.rule = (
-        "outside the baseline's seed prediction interval"
-        if base.get("seeds")
-        else "95% interval of the difference excludes 0 (paired profile bootstrap)"
+    report.rule = "95% interval of the difference excludes 0 (paired profile bootstrap)" + (
+        " and outside the baseline's seed prediction interval" if base.get("seeds") else ""
     )
     for key in NOTED_KEYS:
         if rm.get(key) != bm.get(key):

@@ -225,6 +225,17 @@ def _method(base: str, interval: IntervalKind) -> str:
     return f"{base}, {'expanded percentile' if interval == 'expanded' else 'percentile'}"
 
 
+def _expanded_p(tail: float, n_clusters: int) -> float:
+    """The two-sided p-value that agrees with the expanded interval: the level alpha at which
+    Hesterberg's widened tail alpha'/2 = Phi(-sqrt(P/(P-1)) t(1 - alpha/2, P-1)) equals the
+    bootstrap mass beyond 0 (so p < 0.05 exactly when the 95% expanded interval excludes 0)."""
+    if n_clusters < 2:
+        return min(1.0, 2.0 * tail)
+    z = -float(_stats.norm.ppf(min(tail, 0.5)))
+    t = z / math.sqrt(n_clusters / (n_clusters - 1))
+    return float(min(1.0, 2.0 * _stats.t.sf(t, n_clusters - 1)))
+
+
 # ---------------------------------------------------------------- means
 def profile_bootstrap_mean(
     values: Values,
@@ -393,8 +404,10 @@ def paired_bootstrap_difference(
     answers for each drawn profile (the pairing removes the between-question variance both share).
 
     The lists must be aligned question by question (same qid order); a question missing in either
-    run is dropped from both. Two-sided p-value: min(1, 2 min((#{d_b <= 0} + 1) / (B + 1),
-    (#{d_b >= 0} + 1) / (B + 1))), so it is never 0 (at least 2 / (B + 1)). When every paired
+    run is dropped from both. Two-sided p-value from the bootstrap mass beyond 0, q = min((#{d_b <=
+    0} + 1) / (B + 1), (#{d_b >= 0} + 1) / (B + 1)) (never 0): 2q for the plain percentile
+    interval; for the expanded one, the level at which its widened tail equals q, so that p < 0.05
+    exactly when the expanded 95% interval excludes 0 (``_expanded_p``). When every paired
     difference is exactly 0: diff 0, se 0, [0, 0], p = 1. Nothing left: all-None fields."""
     _check(resamples, level, interval)
     (run, base), codes, n_profiles = _kept([_floats(run_values, "run"), _floats(base_values, "base")], profiles)
@@ -408,7 +421,9 @@ def paired_bootstrap_difference(
     se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
     below = (int(np.count_nonzero(boot <= 0.0)) + 1) / (resamples + 1)
     above = (int(np.count_nonzero(boot >= 0.0)) + 1) / (resamples + 1)
-    p = min(1.0, 2.0 * min(below, above))
+    # A degenerate distribution (every resample the same) has the point interval: plain p agrees with it.
+    expanded = interval == "expanded" and se > 0.0
+    p = _expanded_p(min(below, above), n_profiles) if expanded else min(1.0, 2.0 * min(below, above))
     diff = float(d.sum() / counts.sum())
     return PairedDifference(diff, se, lo, hi, p, n_profiles, len(run), method, level, resamples, seed)
 

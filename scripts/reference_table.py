@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmunlearn.harness.app.leaderboard import load_runs
 from mmunlearn.harness.app.seeds import seed_summary
-from mmunlearn.harness.core.results import interval_of
+from mmunlearn.harness.core.results import interval_bounds
 
 COLUMNS = [
     ("cloze", "accuracy", "cloze"),
@@ -31,11 +31,8 @@ def cell(results: dict, s: str, task: str, metric: str, mode: str) -> str:
     v = results["metrics"].get(s, {}).get(task, {}).get(mode, {}).get(metric)
     if not isinstance(v, (int, float)):
         return "–"
-    iv = interval_of(results, s, task, mode, metric) or {}
-    lo, hi = iv.get("lo"), iv.get("hi")
-    text = f"{v:.2f}" + (
-        f" ±{(hi - lo) / 2:.2f}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
-    )
+    b = interval_bounds(results, s, task, mode, metric)
+    text = f"{v:.2f}" + ("" if b is None else f" ±{(b[1] - b[0]) / 2:.2f}")
     summary = seed_summary(results, s, task, mode, metric)
     if summary and summary.get("sd") is not None:
         text += f" (sd {summary['sd']:.2f})"

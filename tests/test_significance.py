@@ -18,7 +18,7 @@ from mmunlearn.harness.app.leaderboard import build_leaderboard
 from mmunlearn.harness.app.runner import RunConfig
 from mmunlearn.harness.app.seeds import aggregate, run_seeds, seed_dependence
 from mmunlearn.harness.core.results import SAMPLES_FILE, load_results, write_results
-from mmunlearn.harness.core.statistics import summarize_seeds
+from mmunlearn.harness.core.statistics import estimate_icc, minimum_detectable_difference, summarize_seeds
 
 DEMO = Path(__file__).resolve().parent.parent / "results" / "demo"
 
@@ -208,7 +208,17 @@ def test_power_matches_the_hand_figure_for_mllmu_bench(capsys):
 def test_power_reads_a_bench_and_a_run(capsys):
     assert main(["power", "--forget", "15", "--from-run", str(committed("npo"))]) == 0
     out = capsys.readouterr().out
-    assert "p and ICC per cell from" in out and "forget" in out
+    assert "p and ICC per cell from" in out
+    # the forget image+text cloze cell: p and ICC as computed by hand from the run's answers
+    rows = [json.loads(x) for x in (committed("npo") / SAMPLES_FILE).read_text().splitlines()]
+    cell = [r for r in rows if (r["set"], r["task"], r["mode"]) == ("forget", "cloze", "image_text")]
+    values = [r["scores"]["accuracy"] for r in cell]
+    p = sum(values) / len(values)
+    icc = estimate_icc(values, [r["profile_id"] for r in cell])
+    line = next(x.split() for x in out.splitlines() if x.split()[:3] == ["forget", "cloze", "image_text"])
+    assert float(line[5]) == round(p, 3) and float(line[6]) == round(icc, 3)
+    mdd = minimum_detectable_difference(p, len(values), 9, icc=icc)
+    assert float(line[8]) == round(mdd, 3)
 
 
 @pytest.mark.slow

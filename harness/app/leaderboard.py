@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmunlearn.harness.app.paired import difference
 from mmunlearn.harness.core.contracts import (
     get_method,
     get_task,
@@ -31,7 +32,7 @@ from mmunlearn.harness.core.results import (
     LOWER_IS_BETTER_SETS,
     atomic_file,
     atomic_write_text,
-    interval_of,
+    interval_bounds,
     load_results,
 )
 
@@ -75,6 +76,9 @@ class Run:
     manifest: dict
     source: str = ""  # the result root it was found under (marked when a leaderboard has several)
     results: dict = field(default_factory=dict)  # the whole results.json (intervals, seeds)
+    # column -> whether its drop against vanilla is significant: bootstrapped once per build,
+    # read by both the Markdown and the HTML table
+    drops: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_seeds(self) -> int:
@@ -254,11 +258,7 @@ def value(run: Run, col) -> float | None:
 
 def bounds(run: Run, s: str, key: str, metric: str, m: str) -> tuple[float, float] | None:
     """The 95% interval stored beside a figure (results.json "intervals"), or None."""
-    iv = interval_of(run.results, s, key, m, metric)
-    lo, hi = (iv or {}).get("lo"), (iv or {}).get("hi")
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-        return float(lo), float(hi)
-    return None
+    return interval_bounds(run.results, s, key, m, metric)
 
 
 def with_halfwidth(v: float | None, b: tuple[float, float] | None) -> str:
@@ -271,8 +271,12 @@ def with_halfwidth(v: float | None, b: tuple[float, float] | None) -> str:
 def drop_is_significant(run: Run, vanilla: Run | None, col) -> bool:
     """Whether the run knows significantly less than vanilla in a forget/test column (paired
     profile bootstrap over the questions both answered; seeds averaged per question)."""
-    from mmunlearn.harness.app.paired import difference
+    if col not in run.drops:
+        run.drops[col] = _drop_is_significant(run, vanilla, col)
+    return run.drops[col]
 
+
+def _drop_is_significant(run: Run, vanilla: Run | None, col) -> bool:
     s, t, metric, m = col
     if vanilla is None or run is vanilla or s not in LOWER_IS_BETTER_SETS or is_raw_score(t, metric):
         return False  # raw membership score means have no scale a drop is read on (their AUCs do)

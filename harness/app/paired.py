@@ -17,7 +17,6 @@ which errs wide because it ignores the correlation of the two runs.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from mmunlearn.harness.core.results import SAMPLES_FILE, interval_of
+from mmunlearn.harness.core.results import SAMPLES_FILE, SampleStore, interval_of
 from mmunlearn.harness.core.statistics import RESAMPLES, paired_bootstrap_difference
 
 Cell = tuple[str, str, str]  # (set, task, mode)
@@ -62,26 +61,21 @@ def _run_dirs(results: dict) -> list[Path]:
 
 
 def run_samples(folder: str) -> dict[Cell, dict[str, tuple[str, dict]]]:
-    """cell -> qid -> (profile id, scores) from one run's samples.jsonl (excluded questions out);
-    read once per file version (a leaderboard pairs every method with vanilla)."""
+    """cell -> qid -> (profile id, scores) of one run's samples.jsonl (excluded questions out),
+    read through the run's own SampleStore; once per file version (a leaderboard pairs every
+    method with vanilla)."""
     path = Path(folder) / SAMPLES_FILE
     if not path.exists():
         return {}
     st = path.stat()
-    return _read_samples(str(path), st.st_mtime_ns, st.st_size)
+    return _read_samples(str(folder), st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=64)
-def _read_samples(path: str, _mtime_ns: int, _size: int) -> dict[Cell, dict[str, tuple[str, dict]]]:
+def _read_samples(folder: str, _mtime_ns: int, _size: int) -> dict[Cell, dict[str, tuple[str, dict]]]:
     out: dict[Cell, dict[str, tuple[str, dict]]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                s = json.loads(line)
-            except json.JSONDecodeError:  # a torn line: the runner re-asked that question
-                continue
-            if (s.get("extra") or {}).get("excluded"):
-                continue
+    for s in SampleStore(folder).records.values():
+        if not (s.get("extra") or {}).get("excluded"):
             cell = (s.get("set"), s.get("task"), s.get("mode"))
             out.setdefault(cell, {})[s["qid"]] = (str(s.get("profile_id")), s.get("scores") or {})
     return out
@@ -90,21 +84,16 @@ def _read_samples(path: str, _mtime_ns: int, _size: int) -> dict[Cell, dict[str,
 def question_scores(results: dict, cell: Cell, metric: str) -> dict[str, tuple[str, float]] | None:
     """qid -> (profile, score) of one figure, averaged over an aggregate's seeds; None when the
     run has no per-question score for it (not a per-question mean, or no samples.jsonl)."""
-    per_seed = []
-    for folder in _run_dirs(results):
-        rows = run_samples(str(folder)).get(cell)
-        if not rows:
-            return None
-        per_seed.append({q: (p, sc.get(metric)) for q, (p, sc) in rows.items()})
-    if not per_seed or not any(
-        metric in sc for _p, sc in run_samples(str(_run_dirs(results)[0])).get(cell, {}).values()
-    ):
+    found = [run_samples(str(folder)).get(cell) for folder in _run_dirs(results)]
+    per_seed = [rows for rows in found if rows]
+    if not per_seed or len(per_seed) < len(found) or not any(metric in sc for _p, sc in per_seed[0].values()):
         return None
-    out = {}
-    for qid, (profile, _v) in per_seed[0].items():
-        vals = [s.get(qid, (None, None))[1] for s in per_seed]
-        if all(isinstance(v, (int, float)) for v in vals):
-            out[qid] = (profile, sum(vals) / len(vals))  # type: ignore[arg-type]
+    out: dict[str, tuple[str, float]] = {}
+    for qid, (profile, _scores) in per_seed[0].items():
+        vals = [rows.get(qid, ("", {}))[1].get(metric) for rows in per_seed]
+        nums = [float(v) for v in vals if isinstance(v, (int, float))]
+        if len(nums) == len(vals):
+            out[qid] = (profile, sum(nums) / len(nums))
     return out
 
 

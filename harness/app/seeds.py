@@ -34,6 +34,7 @@ from mmunlearn.harness.core.results import (
     atomic_write_json,
     interval_of,
     is_count_metric,
+    iter_metrics,
     load_results,
     modality_gap,
 )
@@ -88,14 +89,6 @@ def _numeric(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _cells(metrics: dict):
-    for set_name, keys in metrics.items():
-        for key, modes in keys.items():
-            for mode, values in modes.items():
-                for metric, value in values.items():
-                    yield set_name, key, mode, metric, value
-
-
 def _put(tree: dict, set_name: str, key: str, mode: str, metric: str, value) -> None:
     tree.setdefault(set_name, {}).setdefault(key, {}).setdefault(mode, {})[metric] = value
 
@@ -108,7 +101,7 @@ def aggregate(run_dirs: list[Path], requested: list[int], reasons: list[str]) ->
     metrics: dict = {}
     intervals: dict = {}
     cells: dict = {}
-    for set_name, key, mode, metric, value in _cells(first["metrics"]):
+    for set_name, key, mode, metric, value in iter_metrics(first["metrics"], counts=True):
         values = [r["metrics"].get(set_name, {}).get(key, {}).get(mode, {}).get(metric) for r in runs]
         if is_count_metric(metric) or not _numeric(value):
             # Counts and labels are the same in every seed (same questions); where a count

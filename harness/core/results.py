@@ -336,11 +336,20 @@ def interval_of(results: Mapping, set_name: str, key: str, mode: str, metric: st
     return found if isinstance(found, dict) else None
 
 
-def iter_metrics(metrics: Mapping):
-    """Yield (set, task, mode, metric, value) for every score (counts such as "n" are skipped)."""
+def interval_bounds(results: Mapping, set_name: str, key: str, mode: str, metric: str) -> tuple[float, float] | None:
+    """(lo, hi) of the interval beside a figure, or None where it has none (see interval_of)."""
+    found = interval_of(results, set_name, key, mode, metric) or {}
+    lo, hi = found.get("lo"), found.get("hi")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        return float(lo), float(hi)
+    return None
+
+
+def iter_metrics(metrics: Mapping, counts: bool = False):
+    """Yield (set, task, mode, metric, value) for every score (counts such as "n" only if asked)."""
     for set_name, tasks in metrics.items():
         for task, modes in tasks.items():
             for mode, values in modes.items():
                 for metric, value in values.items():
-                    if not is_count_metric(metric):
+                    if counts or not is_count_metric(metric):
                         yield set_name, task, mode, metric, value

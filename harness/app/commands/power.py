@@ -11,6 +11,7 @@ clustering of a person's questions (design effect 1 + (m - 1) ICC, m questions p
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import pandas as pd
 
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
@@ -96,7 +97,7 @@ def _observed(run: str) -> dict[tuple[str, str, str], tuple[float, float | None]
     from mmunlearn.harness.core.contracts import get_task
     from mmunlearn.harness.core.results import load_results
 
-    folder = load_results(run)["_path"].rsplit("/", 1)[0]
+    folder = str(Path(load_results(run)["_path"]).parent)
     out = {}
     for cell, rows in run_samples(folder).items():
         try:

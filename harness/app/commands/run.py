@@ -334,14 +334,12 @@ def run(args: argparse.Namespace) -> int:
 def summary_table(results: dict) -> str:
     """Compact plain-text view of results.json: one line per set/task, both modes side by side,
     each value with the half-width of its 95% interval where it has one."""
-    from mmunlearn.harness.core.results import interval_of
+    from mmunlearn.harness.core.results import interval_bounds
 
-    def cell(v, iv) -> str:
+    def cell(v, b) -> str:
         if not isinstance(v, (int, float)):
             return "-" if v is None else str(v)
-        lo, hi = (iv or {}).get("lo"), (iv or {}).get("hi")
-        hw = f" ±{(hi - lo) / 2:.3f}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
-        return f"{v:.3f}{hw}"
+        return f"{v:.3f}" + ("" if b is None else f" ±{(b[1] - b[0]) / 2:.3f}")
 
     lines = [f"{'set':<10} {'task':<15} {'metric':<22} {'image_text':>14} {'text_only':>14} {'gap':>8}"]
     for set_name, tasks in results["metrics"].items():
@@ -349,7 +347,7 @@ def summary_table(results: dict) -> str:
             metrics = [m for m in modes.get("image_text", {}) if not is_count_metric(m)]
             for metric in metrics:
                 a, b = (
-                    cell(modes.get(mode, {}).get(metric), interval_of(results, set_name, task, mode, metric))
+                    cell(modes.get(mode, {}).get(metric), interval_bounds(results, set_name, task, mode, metric))
                     for mode in ("image_text", "text_only")
                 )
                 gap = results.get("modality_gap", {}).get(set_name, {}).get(task, {}).get(metric)

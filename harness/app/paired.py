@@ -76,7 +76,7 @@ def _read_samples(folder: str, _mtime_ns: int, _size: int) -> dict[Cell, dict[st
     out: dict[Cell, dict[str, tuple[str, dict]]] = {}
     for s in SampleStore(folder).records.values():
         if not (s.get("extra") or {}).get("excluded"):
-            cell = (s.get("set"), s.get("task"), s.get("mode"))
+            cell = (str(s.get("set")), str(s.get("task")), str(s.get("mode")))
             out.setdefault(cell, {})[s["qid"]] = (str(s.get("profile_id")), s.get("scores") or {})
     return out
 

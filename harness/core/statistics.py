@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -56,6 +56,16 @@ def _plain(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def _json_fields(obj: Any) -> dict[str, Any]:
+    """A result dataclass as plain JSON, with its half-width: floats through ``_plain``."""
+    out = {
+        k: _plain(float(v)) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, np.integer) else v
+        for k, v in asdict(obj).items()
+    }
+    out["half_width"] = _plain(obj.half_width)
+    return out
 
 
 @dataclass(frozen=True)
@@ -85,19 +95,7 @@ class Interval:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: Python floats, ``None`` for anything missing or non-finite."""
-        return {
-            "value": _plain(self.value),
-            "se": _plain(self.se),
-            "lo": _plain(self.lo),
-            "hi": _plain(self.hi),
-            "half_width": _plain(self.half_width),
-            "n_clusters": int(self.n_clusters),
-            "method": self.method,
-            "level": float(self.level),
-            "resamples": int(self.resamples),
-            "seed": self.seed,
-            "dropped": int(self.dropped),
-        }
+        return _json_fields(self)
 
 
 @dataclass(frozen=True)
@@ -123,20 +121,7 @@ class PairedDifference:
         return (self.hi - self.lo) / 2.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "diff": _plain(self.diff),
-            "se": _plain(self.se),
-            "lo": _plain(self.lo),
-            "hi": _plain(self.hi),
-            "half_width": _plain(self.half_width),
-            "p_value": _plain(self.p_value),
-            "n_profiles": int(self.n_profiles),
-            "n_questions": int(self.n_questions),
-            "method": self.method,
-            "level": float(self.level),
-            "resamples": int(self.resamples),
-            "seed": self.seed,
-        }
+        return _json_fields(self)
 
 
 # ---------------------------------------------------------------- internals
@@ -151,7 +136,7 @@ def _floats(values: Values, name: str) -> npt.NDArray[np.float64]:
         raise ValueError(f"{name}: scores must be numbers or None") from err
 
 
-def _codes(profiles: Profiles, n: int) -> tuple[npt.NDArray[np.intp], int]:
+def profile_codes(profiles: Profiles, n: int) -> tuple[npt.NDArray[np.intp], int]:
     """Profile ids -> codes 0..P-1 in order of first appearance (any hashable id works)."""
     if len(profiles) != n:
         raise ValueError(f"{len(profiles)} profile ids for {n} scores")
@@ -186,7 +171,7 @@ def _kept(
             raise ValueError("score lists of different lengths: align them question by question first")
         keep &= ~np.isnan(col)
     kept_profiles = [p for p, k in zip(profiles, keep) if k]
-    codes, n_profiles = _codes(kept_profiles, int(keep.sum()))
+    codes, n_profiles = profile_codes(kept_profiles, int(keep.sum()))
     return [col[keep] for col in columns], codes, n_profiles
 
 
@@ -194,7 +179,7 @@ def _per_profile(x: npt.NDArray[np.float64], codes: npt.NDArray[np.intp], n_prof
     return np.bincount(codes, weights=x, minlength=n_profiles).astype(np.float64)
 
 
-def _draw_counts(rng: np.random.Generator, n_profiles: int, resamples: int) -> npt.NDArray[np.float64]:
+def draw_profile_counts(rng: np.random.Generator, n_profiles: int, resamples: int) -> npt.NDArray[np.float64]:
     """B x P counts: each row is how often each profile was drawn in P draws with replacement
     (Multinomial(P, 1/P)); drawn as indices and counted, which is several times faster."""
     draws = rng.integers(0, n_profiles, size=(resamples, n_profiles))
@@ -203,7 +188,7 @@ def _draw_counts(rng: np.random.Generator, n_profiles: int, resamples: int) -> n
     return counts.reshape(resamples, n_profiles).astype(np.float64)
 
 
-def _tail(level: float, n_clusters: int, interval: IntervalKind) -> float:
+def interval_tail(level: float, n_clusters: int, interval: IntervalKind) -> float:
     """Lower percentile of the interval: alpha / 2, or Hesterberg's expanded alpha' / 2."""
     alpha = 1.0 - level
     if interval == "percentile" or n_clusters < 2:
@@ -221,7 +206,7 @@ def _spread(boot: npt.NDArray[np.float64], tail: float) -> tuple[float, float, f
     return float(boot.std(ddof=1)), float(lo), float(hi)
 
 
-def _method(base: str, interval: IntervalKind) -> str:
+def interval_method(base: str, interval: IntervalKind) -> str:
     return f"{base}, {'expanded percentile' if interval == 'expanded' else 'percentile'}"
 
 
@@ -254,14 +239,14 @@ def profile_bootstrap_mean(
     None/NaN scores are dropped first. Zero profiles left: all-None Interval, ``n_clusters`` 0."""
     _check(resamples, level, interval)
     (x,), codes, n_profiles = _kept([_floats(values, "values")], profiles)
-    method = _method("profile bootstrap mean", interval)
+    method = interval_method("profile bootstrap mean", interval)
     if n_profiles == 0:
         return Interval(None, None, None, None, 0, method, level, resamples, seed)
     sums = _per_profile(x, codes, n_profiles)
     counts = np.bincount(codes, minlength=n_profiles).astype(np.float64)
-    w = _draw_counts(np.random.default_rng(seed), n_profiles, resamples)
+    w = draw_profile_counts(np.random.default_rng(seed), n_profiles, resamples)
     boot = (w @ sums) / (w @ counts)
-    se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
+    se, lo, hi = _spread(boot, interval_tail(level, n_profiles, interval))
     value = float(sums.sum() / counts.sum())
     return Interval(value, se, lo, hi, n_profiles, method, level, resamples, seed)
 
@@ -288,16 +273,16 @@ def profile_bootstrap_of_means(
     if sums.shape != counts.shape:
         raise ValueError(f"sums {sums.shape} and counts {counts.shape} differ in shape")
     n_profiles = sums.shape[1]
-    method = _method("profile bootstrap of a function of means", interval)
+    method = interval_method("profile bootstrap of a function of means", interval)
     totals = counts.sum(axis=1)
     if n_profiles == 0 or np.any(totals == 0):
         return Interval(None, None, None, None, n_profiles, method, level, resamples, seed)
     value = float(statistic((sums.sum(axis=1) / totals)[None, :])[0])
-    w = _draw_counts(np.random.default_rng(seed), n_profiles, resamples)
+    w = draw_profile_counts(np.random.default_rng(seed), n_profiles, resamples)
     den = w @ counts.T  # B x T
     ok = np.all(den > 0, axis=1)
     boot = statistic((w[ok] @ sums.T) / den[ok])
-    se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
+    se, lo, hi = _spread(boot, interval_tail(level, n_profiles, interval))
     return Interval(value, se, lo, hi, n_profiles, method, level, resamples, seed, int(resamples - ok.sum()))
 
 
@@ -353,19 +338,19 @@ def stratified_auc_bootstrap(
     _check(resamples, level, interval)
     (x,), xc, n_x = _kept([_floats(members, "members")], member_profiles)
     (y,), yc, n_y = _kept([_floats(nonmembers, "nonmembers")], nonmember_profiles)
-    method = _method(f"stratified profile bootstrap AUC ({n_x} member + {n_y} non-member profiles)", interval)
+    method = interval_method(f"stratified profile bootstrap AUC ({n_x} member + {n_y} non-member profiles)", interval)
     if n_x == 0 or n_y == 0:
         return Interval(None, None, None, None, n_x + n_y, method, level, resamples, seed)
     k = _win_matrix(x, xc, n_x, y, yc, n_y)
     value = float(k.sum()) / (len(x) * len(y))
     rng = np.random.default_rng(seed)
-    w = _draw_counts(rng, n_x, resamples)
-    v = _draw_counts(rng, n_y, resamples)
+    w = draw_profile_counts(rng, n_x, resamples)
+    v = draw_profile_counts(rng, n_y, resamples)
     nx = np.bincount(xc, minlength=n_x).astype(np.float64)
     ny = np.bincount(yc, minlength=n_y).astype(np.float64)
     boot = np.einsum("bq,bq->b", w @ k, v) / ((w @ nx) * (v @ ny))
     varying = [n for n in (n_x, n_y) if n >= 2]
-    se, lo, hi = _spread(boot, _tail(level, min(varying) if varying else 1, interval))
+    se, lo, hi = _spread(boot, interval_tail(level, min(varying) if varying else 1, interval))
     return Interval(value, se, lo, hi, n_x + n_y, method, level, resamples, seed)
 
 
@@ -411,14 +396,14 @@ def paired_bootstrap_difference(
     difference is exactly 0: diff 0, se 0, [0, 0], p = 1. Nothing left: all-None fields."""
     _check(resamples, level, interval)
     (run, base), codes, n_profiles = _kept([_floats(run_values, "run"), _floats(base_values, "base")], profiles)
-    method = _method("paired profile bootstrap", interval)
+    method = interval_method("paired profile bootstrap", interval)
     if n_profiles == 0:
         return PairedDifference(None, None, None, None, None, 0, 0, method, level, resamples, seed)
     d = _per_profile(run - base, codes, n_profiles)
     counts = np.bincount(codes, minlength=n_profiles).astype(np.float64)
-    w = _draw_counts(np.random.default_rng(seed), n_profiles, resamples)
+    w = draw_profile_counts(np.random.default_rng(seed), n_profiles, resamples)
     boot = (w @ d) / (w @ counts)
-    se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
+    se, lo, hi = _spread(boot, interval_tail(level, n_profiles, interval))
     below = (int(np.count_nonzero(boot <= 0.0)) + 1) / (resamples + 1)
     above = (int(np.count_nonzero(boot >= 0.0)) + 1) / (resamples + 1)
     # A degenerate distribution (every resample the same) has the point interval: plain p agrees with it.
@@ -452,7 +437,7 @@ def recovery_bootstrap(
         [_floats(original, "original"), _floats(unlearned, "unlearned"), _floats(relearned, "relearned")], profiles
     )
     orig, unl, rel = cols
-    method = _method("profile bootstrap recovery ratio", interval)
+    method = interval_method("profile bootstrap recovery ratio", interval)
     if n_profiles == 0:
         return Interval(None, None, None, None, 0, method, level, resamples, seed)
     num = _per_profile(rel - unl, codes, n_profiles)
@@ -460,7 +445,7 @@ def recovery_bootstrap(
     counts = np.bincount(codes, minlength=n_profiles).astype(np.float64)
     den_mean = float(den.sum() / counts.sum())
     value = None if abs(den_mean) < DENOMINATOR_EPS else float(num.sum() / den.sum())
-    w = _draw_counts(np.random.default_rng(seed), n_profiles, resamples)
+    w = draw_profile_counts(np.random.default_rng(seed), n_profiles, resamples)
     den_b = w @ den
     ok = np.abs(den_b / (w @ counts)) >= DENOMINATOR_EPS
     dropped = int(resamples - np.count_nonzero(ok))
@@ -468,7 +453,7 @@ def recovery_bootstrap(
         method += f"; undefined: {dropped} of {resamples} resamples had mean original == mean unlearned"
         return Interval(value, None, None, None, n_profiles, method, level, resamples, seed, dropped)
     boot = (w[ok] @ num) / den_b[ok]
-    se, lo, hi = _spread(boot, _tail(level, n_profiles, interval))
+    se, lo, hi = _spread(boot, interval_tail(level, n_profiles, interval))
     if dropped:
         method += f"; {dropped} of {resamples} resamples with a zero denominator dropped"
     return Interval(value, se, lo, hi, n_profiles, method, level, resamples, seed, dropped)

@@ -31,10 +31,10 @@ from mmunlearn.harness.core.statistics import (
     IntervalKind,
     Profiles,
     Values,
-    _codes,
-    _draw_counts,
-    _method,
-    _tail,
+    profile_codes,
+    draw_profile_counts,
+    interval_method,
+    interval_tail,
     profile_bootstrap_mean,
     recovery_bootstrap,
     stratified_auc_bootstrap,
@@ -100,11 +100,11 @@ def mean_intervals(columns: Mapping[str, Sequence[float | None]], profiles: Sequ
     groups: dict[bytes, list[int]] = {}
     for j in range(len(names)):
         groups.setdefault(np.packbits(missing[:, j]).tobytes(), []).append(j)
-    method = _method("profile bootstrap mean", boot.interval)
+    method = interval_method("profile bootstrap mean", boot.interval)
     out: dict[str, Interval] = {}
     for cols in groups.values():
         keep = ~missing[:, cols[0]]
-        codes, n_profiles = _codes([p for p, k in zip(profiles, keep) if k], int(keep.sum()))
+        codes, n_profiles = profile_codes([p for p, k in zip(profiles, keep) if k], int(keep.sum()))
         if n_profiles == 0:
             for j in cols:
                 out[names[j]] = Interval(None, None, None, None, 0, method, boot.level, boot.resamples, boot.seed)
@@ -113,9 +113,9 @@ def mean_intervals(columns: Mapping[str, Sequence[float | None]], profiles: Sequ
         sums = np.zeros((n_profiles, len(cols)))
         np.add.at(sums, codes, xs)
         counts = np.bincount(codes, minlength=n_profiles).astype(np.float64)
-        w = _draw_counts(np.random.default_rng(boot.seed), n_profiles, boot.resamples)
+        w = draw_profile_counts(np.random.default_rng(boot.seed), n_profiles, boot.resamples)
         stats = (w @ sums) / (w @ counts)[:, None]  # B x metrics
-        tail = _tail(boot.level, n_profiles, boot.interval)
+        tail = interval_tail(boot.level, n_profiles, boot.interval)
         lo, hi = np.quantile(stats, [tail, 1.0 - tail], axis=0)
         se = stats.std(axis=0, ddof=1)
         # every question scored alike (or every resample agrees): exactly (0, v, v), not v +/- rounding
@@ -148,7 +148,7 @@ def max_of_means_interval(
         codes = np.asarray([ids.setdefault(p, len(ids)) for p, k in zip(profiles, keep) if k], dtype=np.intp)
         parts.append((x[keep], codes))
     n_profiles = len(ids)
-    full = _method(method, boot.interval)
+    full = interval_method(method, boot.interval)
     if n_profiles == 0 or all(len(x) == 0 for x, _ in parts):
         return Interval(None, None, None, None, 0, full, boot.level, boot.resamples, boot.seed)
     sums = np.zeros((n_profiles, len(parts)))
@@ -158,7 +158,7 @@ def max_of_means_interval(
         counts[:, j] = np.bincount(codes, minlength=n_profiles)
     total = counts.sum(axis=0)
     value = float(max(s / c for s, c in zip(sums.sum(axis=0), total) if c > 0))
-    w = _draw_counts(np.random.default_rng(boot.seed), n_profiles, boot.resamples)
+    w = draw_profile_counts(np.random.default_rng(boot.seed), n_profiles, boot.resamples)
     den = w @ counts
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.where(den > 0, (w @ sums) / np.where(den > 0, den, 1.0), -np.inf)
@@ -171,7 +171,7 @@ def max_of_means_interval(
     if stat.min() == stat.max():
         se, lo, hi = 0.0, float(stat[0]), float(stat[0])
     else:
-        tail = _tail(boot.level, n_profiles, boot.interval)
+        tail = interval_tail(boot.level, n_profiles, boot.interval)
         lo, hi = (float(v) for v in np.quantile(stat, [tail, 1.0 - tail]))
         se = float(stat.std(ddof=1))
     return Interval(value, se, lo, hi, n_profiles, full, boot.level, boot.resamples, boot.seed, dropped)

@@ -1,7 +1,7 @@
 """Every command exits with its own code: the exit-time abort (exit 134, "terminate called without
 an active exception") came from Arrow threads releasing Python objects while the interpreter
 finalized; the benchmark reader now hands Arrow memory it owns (harness/core/bench.py,
-parquet_table). The stress script is benchmarks/clean_exit.py (200 launches with --runs 40)."""
+parquet_table). The stress script is perf/clean_exit.py (200 launches with --runs 40)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from benchmarks import clean_exit
+from perf import clean_exit
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 from mmunlearn.harness.core.bench import parquet_table
 

@@ -43,9 +43,12 @@ class Question:
     """One benchmark question.
 
     qid is unique within a benchmark: "{set}/{profile_id}/{task}/{mode}/{index}".
-    For classification `answer` is the correct letter and `options` maps A-D to text;
-    for generation and cloze `answer` is the ground-truth text (cloze `text` contains "__").
-    `image` holds encoded image bytes in image_text mode and is None in text_only mode.
+    For classification `answer` is the correct letter and `options` maps letters (A-D in
+    MLLMU-Bench) to text; for generation and cloze `answer` is the ground-truth text (cloze
+    `text` contains "__"). `image` holds encoded image bytes in image_text mode and is None in
+    text_only mode. `paraphrase` and `perturbed` are the TOFU-style alternatives of `answer`
+    (truth ratio, normalised probability) where the benchmark has them (CLEAR); `options` of a
+    CLEAR question are its perturbed alternatives for a multiple-choice protocol.
     """
 
     qid: str
@@ -57,6 +60,8 @@ class Question:
     answer: str
     options: dict[str, str] | None = None
     image: bytes | None = field(default=None, repr=False)
+    paraphrase: str | None = None
+    perturbed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ it already runs near the machine's matmul rate at batch 1, batching cannot win m
 GFLOP/s of the model counts only the language model's linear layers (2 x their weights per
 token), a lower bound. Not a test: nothing here asserts a speed.
 
-    python benchmarks/prompt_forward.py [--model DIR] [--set retain --task cloze --mode image_text
+    python perf/prompt_forward.py [--model DIR] [--set retain --task cloze --mode image_text
         --n 64 --batches 1 16 64 --repeat 3] [--threads T] [--json PATH]
 """
 
@@ -20,12 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+if __package__ in (None, ""):  # run as a script: make `perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import (  # noqa: E402
+from perf.common import (  # noqa: E402
     BenchmarkUsageError,
     OtherLoad,
     add_common_arguments,
@@ -37,7 +37,7 @@ from benchmarks.common import (  # noqa: E402
     timed,
     write_json,
 )
-from benchmarks.eval_throughput import official_requests  # noqa: E402
+from perf.eval_throughput import official_requests  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

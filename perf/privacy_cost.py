@@ -10,7 +10,7 @@ options' pass without a frame (the `loglik_answer` scorer). One line:
 
 Not a test: nothing here asserts a speed.
 
-    python benchmarks/privacy_cost.py [--model DIR] [--n 64] [--batch 32] [--repeat 3] [--threads T] [--json PATH]
+    python perf/privacy_cost.py [--model DIR] [--n 64] [--batch 32] [--repeat 3] [--threads T] [--json PATH]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+if __package__ in (None, ""):  # run as a script: make `perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
+from perf.common import (  # noqa: E402
     BenchmarkUsageError,
     OtherLoad,
     add_common_arguments,

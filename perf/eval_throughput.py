@@ -11,7 +11,7 @@ builds the official requests for N questions of one set/task/mode through the ta
 Exit status 1 when any answer differs (2: refused configuration). Not a test: nothing here
 asserts a speed.
 
-    python benchmarks/eval_throughput.py [--model DIR | --shape llava-7b [--layers K]]
+    python perf/eval_throughput.py [--model DIR | --shape llava-7b [--layers K]]
         [--set retain --task cloze --mode image_text --n 64 --batch 16 --max-new-tokens 50]
         [--repeat R] [--threads T] [--json PATH] [--progress]
 """
@@ -22,10 +22,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+if __package__ in (None, ""):  # run as a script: make `perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
+from perf.common import (  # noqa: E402
     BenchmarkUsageError,
     OtherLoad,
     add_common_arguments,

@@ -14,7 +14,7 @@ the pass (tracemalloc). Streamed statistics mean the two sizes give the same pea
 
 Not a test: nothing here asserts a speed or a size.
 
-    python benchmarks/manu_stats.py [--model DIR | --shape llava-7b [--layers K]]
+    python perf/manu_stats.py [--model DIR | --shape llava-7b [--layers K]]
         [--n 32 --scale 4 --batch 4 --repeat 3 --variant paper] [--threads T] [--json PATH]
 """
 
@@ -28,12 +28,12 @@ import time
 import tracemalloc
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+if __package__ in (None, ""):  # run as a script: make `perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import (  # noqa: E402
+from perf.common import (  # noqa: E402
     BenchmarkUsageError,
     OtherLoad,
     add_common_arguments,

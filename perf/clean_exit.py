@@ -12,9 +12,9 @@ reproduce the abort on this machine: it aborted (exit 134, "terminate called wit
 exception") in 16 of 66 launches beside two busy loops here, while `parquet_table`, the
 harness's reader, never did.
 
-    python benchmarks/clean_exit.py --runs 40            # 200 CLI launches under load
-    python benchmarks/clean_exit.py --runs 5 --control   # with the abort reproduced beside them
-    python benchmarks/clean_exit.py --runs 40 --load 0   # beside a real load, e.g. `make reference`
+    python perf/clean_exit.py --runs 40            # 200 CLI launches under load
+    python perf/clean_exit.py --runs 5 --control   # with the abort reproduced beside them
+    python perf/clean_exit.py --runs 40 --load 0   # beside a real load, e.g. `make reference`
 """
 
 from __future__ import annotations

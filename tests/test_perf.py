@@ -1,4 +1,4 @@
-"""The benchmark scripts under benchmarks/: behaviour only (a summary line with its fields, the
+"""The speed scripts under perf/: behaviour only (a summary line with its fields, the
 identical-answers check, positive memory figures, refusals). No timing is asserted anywhere."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from benchmarks import common, eval_throughput, manu_stats, prompt_forward
+from perf import common, eval_throughput, manu_stats, prompt_forward
 from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 from mmunlearn.harness.embedded.tiny_model import build_processor, vocabulary_texts

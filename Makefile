@@ -44,8 +44,8 @@ lint: $(STAMP)
 # mypy reads the package under its installed names through links (see [tool.mypy] in pyproject.toml).
 typecheck: $(STAMP)
 	mkdir -p build/typecheck/mmunlearn
-	for d in harness tasks methods stages; do ln -sfn $(CURDIR)/$$d build/typecheck/mmunlearn/$$d; done
-	$(VENV)/bin/mypy -p mmunlearn.harness -p mmunlearn.tasks -p mmunlearn.methods -p mmunlearn.stages
+	for d in harness tasks methods stages benchmarks; do ln -sfn $(CURDIR)/$$d build/typecheck/mmunlearn/$$d; done
+	$(VENV)/bin/mypy -p mmunlearn.harness -p mmunlearn.tasks -p mmunlearn.methods -p mmunlearn.stages -p mmunlearn.benchmarks
 
 # The documentation site (mkdocs, material theme) into build/site; --strict turns a broken link,
 # a missing page or a page left out of the navigation into a failure.

@@ -11,6 +11,12 @@ pooled over seeds (a run of several seeds contributes each question's mean over 
 3. A larger alpha forgets more and keeps less: between consecutive alphas of the MANU sweep, the
    forget drop (mean of both modes) and the retain loss (mean of both modes) both grow.
 
+Which figures count as forgetting and which as kept comes from the runs' objective
+(harness.core.objectives, recorded in results.json; absent: forget-both, the MANU paper's target,
+under which the claims read as above): a figure that should fall is judged by its drop, one that
+should stay by its loss (forget-visual keeps forget text-only: claim 2 then asks MANU to keep it
+and claim 3 counts its loss as keeping less). The demo's runs must share one objective.
+
 A drop is vanilla - method on the same question; a claim's part HOLDS when its interval lies
 above 0, FAILS when it lies below 0, and is NOT RESOLVED when it contains 0. A claim holds when
 every part does, fails when any part fails, and is otherwise not resolved.
@@ -30,17 +36,38 @@ from pathlib import Path
 import numpy as np
 
 from mmunlearn.harness.app.paired import question_scores
+from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.objectives import DEFAULT_OBJECTIVE, check_objective, objective_of, should_fall
 from mmunlearn.harness.core.results import load_results
 from mmunlearn.harness.core.statistics import Interval, profile_bootstrap_of_means
 
 GA_FAMILY = ("ga", "grad_diff", "kl_min", "npo")
 MODES = ("image_text", "text_only")
+JUDGED_SETS = ("forget", "retain")
 HOLDS, FAILS, OPEN = "HOLDS", "FAILS", "NOT RESOLVED"
 
 
 def load(demo: Path) -> dict[str, dict]:
     """Run folder name -> results (a seed aggregate or a single run) of every run of a demo root."""
     return {p.parent.name: load_results(p.parent) for p in sorted((demo / "runs").glob("*/results.json"))}
+
+
+def objective(runs: dict[str, dict]) -> str:
+    """The objective the demo's unlearning runs share (vanilla, the reference, is not judged);
+    refused when they differ: the claims compare them with each other."""
+    found = {objective_of(r) for name, r in runs.items() if name != "vanilla"} or {DEFAULT_OBJECTIVE}
+    if len(found) > 1:
+        raise ConfigError(f"the demo's runs record different objectives ({', '.join(sorted(found))}); claims need one")
+    return check_objective(found.pop())
+
+
+def directions(obj: str) -> dict[bool, dict[str, list[str]]]:
+    """{True: set -> the modes whose knowledge should fall, False: set -> those to keep}."""
+    return {f: {s: [m for m in MODES if should_fall(obj, s, m) == f] for s in JUDGED_SETS} for f in (True, False)}
+
+
+def _modes(modes: list[str]) -> str:
+    return "modes averaged" if len(modes) > 1 else ", ".join(modes)
 
 
 def alpha_of(run: dict) -> float:
@@ -83,6 +110,7 @@ def claims(runs: dict[str, dict], task: str, metric: str) -> list[tuple[str, str
     """[(claim, verdict, [(part, verdict, interval)])]."""
     d = Drops(runs, task, metric)
     ga = [m for m in GA_FAMILY if m in runs]
+    fall, keep = (directions(objective(runs))[f] for f in (True, False))
     out = []
 
     terms = [d.term(m, "forget", mode) for m in ga for mode in MODES]  # m0 img, m0 txt, m1 img, ...
@@ -95,31 +123,41 @@ def claims(runs: dict[str, dict], task: str, metric: str) -> list[tuple[str, str
     ]
     out.append(("1 GA family forgets more in image+text than text-only", parts))
 
-    parts = [part(f"MANU forget drop {mode}", [d.term("manu", "forget", mode)], lambda x: x[:, 0]) for mode in MODES]
-    retain = [d.term("manu", "retain", mode) for mode in MODES] + [
-        d.term(m, "retain", mode) for m in ga for mode in MODES
+    parts = [
+        part(f"MANU forget drop {mode}", [d.term("manu", "forget", mode)], lambda x: x[:, 0]) for mode in fall["forget"]
     ]
-    parts.append(
-        part(
-            "GA family mean retain loss - MANU retain loss (modes averaged)",
-            retain,
-            lambda x: x[:, 2:].mean(axis=1) - x[:, :2].mean(axis=1),
+    for set_name in ("retain", "forget"):  # what MANU should keep: its loss against the GA family's
+        if not (modes := keep[set_name]):
+            continue
+        kept = [d.term("manu", set_name, mode) for mode in modes] + [
+            d.term(m, set_name, mode) for m in ga for mode in modes
+        ]
+        parts.append(
+            part(
+                f"GA family mean {set_name} loss - MANU {set_name} loss ({_modes(modes)})",
+                kept,
+                lambda x, k=len(modes): x[:, k:].mean(axis=1) - x[:, :k].mean(axis=1),
+            )
         )
-    )
-    out.append((f"2 MANU (alpha {alpha_of(runs['manu']):g}) forgets in both modes, keeps retain", parts))
+    forgets = "both modes" if fall["forget"] == list(MODES) else " and ".join(fall["forget"])
+    keeps = "retain" + (f" and forget {' and '.join(keep['forget'])}" if keep["forget"] else "")
+    out.append((f"2 MANU (alpha {alpha_of(runs['manu']):g}) forgets in {forgets}, keeps {keeps}", parts))
 
     sweep = sorted((alpha_of(run), name) for name, run in runs.items() if run["manifest"]["method"]["name"] == "manu")
     parts = []
     for (a0, n0), (a1, n1) in zip(sweep, sweep[1:]):
-        for set_name, what in (("forget", "forget drop"), ("retain", "retain loss")):
-            terms = [d.term(n1, set_name, mode) for mode in MODES] + [d.term(n0, set_name, mode) for mode in MODES]
-            parts.append(
-                part(
-                    f"{what} at alpha {a1:g} - at alpha {a0:g} (modes averaged)",
-                    terms,
-                    lambda x: x[:, :2].mean(axis=1) - x[:, 2:].mean(axis=1),
+        for set_name in JUDGED_SETS:
+            for falls, what in ((True, "drop"), (False, "loss")):  # more forgetting, less kept
+                if not (modes := (fall if falls else keep)[set_name]):
+                    continue
+                terms = [d.term(n1, set_name, mode) for mode in modes] + [d.term(n0, set_name, mode) for mode in modes]
+                parts.append(
+                    part(
+                        f"{set_name} {what} at alpha {a1:g} - at alpha {a0:g} ({_modes(modes)})",
+                        terms,
+                        lambda x, k=len(modes): x[:, :k].mean(axis=1) - x[:, k:].mean(axis=1),
+                    )
                 )
-            )
     out.append(("3 larger alpha forgets more and keeps less", parts))
 
     def verdict(ps):
@@ -144,6 +182,11 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="accuracy")
     args = p.parse_args(argv)
     runs = load(args.demo)
+    try:
+        objective(runs)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     seeds = {name: len((r.get("seeds") or {}).get("seeds") or [0]) for name, r in runs.items()}
     print(f"[{args.task} {args.metric}] seeds per run: " + ", ".join(f"{k} {v}" for k, v in seeds.items()))
     failed = 0

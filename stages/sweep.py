@@ -20,6 +20,11 @@ trainable weights so far (LoRA adapters; a full fine-tune's whole model), scores
 too, and puts the best weights back before the method merges them. The selection is made on the
 sweep subset, which is part of the questions then reported: selected figures are optimistic by
 the amount of that choice (the manifest records the rule, every checkpoint's trade-off and the step).
+What counts as forgetting follows the run's objective (harness.core.objectives): per mode and
+task, the trade-off is the mean of the swept figures that should stay minus the mean of those that
+should fall (none: 0). Under forget-both that is SELECT_RULE's retain - forget in both modes; under
+forget-visual the text-only forget figure is kept, so text-only counts (retain + forget) / 2 and a
+checkpoint that erased what the model knows in text about the forgotten people ranks lower.
 
 Writes: the curve (every point's metrics and collapse summary) in the manifest's stage record,
 samples per checkpoint in OUT/sweep/step-<n>/samples.jsonl (a re-applied method re-evaluates
@@ -36,11 +41,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmunlearn.harness.core import robustness
 from mmunlearn.harness.core.contracts import SampleResult, get_task, registered_tasks
+from mmunlearn.harness.core.objectives import DEFAULT_OBJECTIVE, should_fall
 from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.results import SampleStore, atomic_write_json, read_json
 from mmunlearn.harness.core.checkpoints import Watcher, restore, snapshot
-from mmunlearn.harness.core.robustness import SELECT_RULE, collapse_by_kind, degenerate, first_collapse, select_best
+from mmunlearn.harness.core.robustness import SELECT_RULE, collapse_by_kind, degenerate, first_collapse
 from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, register_stage, score_questions
 from mmunlearn.harness.core.uncertainty import Bootstrap, max_of_means_interval, no_interval
 
@@ -52,6 +59,58 @@ NONE_ELIGIBLE = "no checkpoint eligible (every scored checkpoint collapsed): the
 
 
 JUDGED = ("generation", "classification")  # answer kinds the collapse detector reads (not one-word cloze)
+CLASSIC = "(retain - forget)"  # SELECT_RULE's figure, as it states it
+
+
+def _headline(cell: dict) -> float | None:
+    """A sweep cell's figure: its first headline metric scored (as robustness.tradeoff reads it)."""
+    return next((v for v in cell.values() if v is not None), None)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def objective_view(metrics: dict, modes, objective: str) -> dict:
+    """A sweep point's metrics as robustness.tradeoff reads them under `objective`: per task and
+    mode, "retain" the mean of the swept figures that should stay and "forget" the mean of those
+    that should fall (0 where none does); a task counts in a mode only where every swept set has a
+    figure. Under forget-both: retain and forget themselves (the mean of one figure is that figure)."""
+    view: dict = {"retain": {}, "forget": {}}
+    for task in metrics.get("retain", {}):  # robustness.tradeoff's order (it sums in it)
+        for m in modes:
+            figures = {s: _headline(metrics.get(s, {}).get(task, {}).get(m, {})) for s in SWEEP_SETS}
+            if any(v is None for v in figures.values()):
+                continue
+            kept = [v for s, v in figures.items() if not should_fall(objective, s, m)]
+            gone = [v for s, v in figures.items() if should_fall(objective, s, m)]
+            view["retain"].setdefault(task, {})[m] = {"kept": _mean(kept)}
+            view["forget"].setdefault(task, {})[m] = {"fallen": _mean(gone)}
+    return view
+
+
+def select_best(points, modes, objective: str = DEFAULT_OBJECTIVE):
+    """robustness.select_best (its eligibility and ties) on each point's objective_view."""
+    viewed = [{**p, "metrics": objective_view(p["metrics"], modes, objective)} for p in points]
+    return robustness.select_best(viewed, modes)
+
+
+def _side(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"mean of {' and '.join(names)}"
+
+
+def select_rule(objective: str, modes=MODES) -> str:
+    """SELECT_RULE with its (retain - forget) restated per mode where the objective keeps or drops
+    other swept figures (forget-visual: text-only forget is kept)."""
+    per_mode = {}
+    for m in modes:
+        kept = [s for s in SWEEP_SETS if not should_fall(objective, s, m)]
+        gone = [s for s in SWEEP_SETS if should_fall(objective, s, m)]
+        per_mode[m] = f"{_side(kept)} - {_side(gone)}" if kept and gone else _side(kept) if kept else f"-{_side(gone)}"
+    if set(per_mode.values()) == {CLASSIC.strip("()")}:
+        return SELECT_RULE
+    text = "(" + "; ".join(f"{m}: {f}" for m, f in per_mode.items()) + f"; objective {objective})"
+    return SELECT_RULE.replace(CLASSIC, text) if CLASSIC in SELECT_RULE else f"{SELECT_RULE}; figure {text}"
 
 
 def reasons(results: dict[str, SampleResult]) -> list[str | None]:
@@ -158,6 +217,7 @@ class SweepStage(Stage):
     # ------------------------------------------------------------------ during training
     def watch(self, ctx: StageContext) -> Watcher:
         every, select = ctx.cfg.eval_every, ctx.cfg.select == "best"
+        objective = getattr(ctx.cfg, "objective", DEFAULT_OBJECTIVE)
         folder = Path(ctx.out) / SWEEP_DIR
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / "steps.json", {"eval_every": every, "steps": [], "last_step": 0})  # a fresh apply
@@ -169,7 +229,7 @@ class SweepStage(Stage):
         def score(vlm, n: int) -> None:
             points.append(self.point(ctx, lambda: vlm, SampleStore(folder / f"step-{n:06d}"), n))
             done["steps"].append(n)
-            if select and select_best(points, MODES)[0] == n:
+            if select and select_best(points, MODES, objective)[0] == n:
                 best["weights"] = snapshot(vlm.model)
 
         def step(vlm, n: int) -> None:
@@ -184,12 +244,12 @@ class SweepStage(Stage):
                 return
             if done["steps"][-1:] != [done["last_step"]]:
                 score(vlm, done["last_step"])
-            chosen, scores = select_best(points, MODES)
+            chosen, scores = select_best(points, MODES, objective)
             if chosen is not None and chosen != done["last_step"]:
                 restore(vlm.model, best["weights"])
             best.clear()
             done["selected"] = {
-                "rule": SELECT_RULE,
+                "rule": select_rule(objective),
                 "step": chosen,
                 "tradeoff": {str(k): v for k, v in scores.items()},
                 **({} if chosen is not None else {"note": NONE_ELIGIBLE}),
@@ -206,7 +266,8 @@ class SweepStage(Stage):
             cell = {"first_collapse_step": None, "collapsed": None, "note": NO_STEPS}
             nothing: dict = {"curve": [], "note": NO_STEPS}
             if ctx.cfg.select == "best":
-                nothing["selected"] = {"rule": SELECT_RULE, "step": None, "note": NO_STEPS}
+                rule = select_rule(getattr(ctx.cfg, "objective", DEFAULT_OBJECTIVE))
+                nothing["selected"] = {"rule": rule, "step": None, "note": NO_STEPS}
             return StageOutput({"retain": {"collapse": {m: dict(cell) for m in MODES}}}, nothing)
         selected = done.get("selected")
         last = done["last_step"]

@@ -143,7 +143,7 @@ def test_questions_filter(small_bench):
     picked = bench.questions(sets=("retain",), tasks=("cloze",), modes=("text_only",))
     assert {(q.set, q.task, q.mode) for q in picked} == {("retain", "cloze", "text_only")}
     assert len(picked) == bench.counts()["questions"]["retain"]["cloze"]["text_only"]
-    with pytest.raises(ConfigError, match="unknown task 'qa'"):
+    with pytest.raises(ConfigError, match="unknown question type 'qa'"):
         bench.questions(tasks=("qa",))
 
 
@@ -215,7 +215,7 @@ def test_hub_id_goes_through_datasets(small_bench, monkeypatch):
 
 
 def test_bad_forget_split_and_missing_folder(tmp_path):
-    with pytest.raises(ConfigError, match="forget split must be one of 5, 10, 15"):
+    with pytest.raises(ConfigError, match="--forget must be one of 5, 10, 15"):
         load_benchmark(tmp_path, forget=7)
     with pytest.raises(BenchmarkError, match="does not exist"):
         load_benchmark(tmp_path / "nope", forget=5)

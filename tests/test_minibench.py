@@ -224,7 +224,8 @@ def test_bad_sizes_are_refused(tmp_path):
 
 
 def test_holdout_profiles_are_new_people_and_leave_every_other_config_unchanged(small_bench, tmp_path):
-    from mmunlearn.harness.core.bench import HOLDOUT_CONFIG, load_benchmark, load_holdout
+    from mmunlearn.benchmarks.mllmu_bench import HOLDOUT_CONFIG
+    from mmunlearn.harness.core.bench import load_benchmark, load_holdout
 
     without = build_minibench(tmp_path / "without", seed=0, n_holdout=0, **SMALL)
     assert not (without / HOLDOUT_CONFIG).exists()

@@ -58,6 +58,7 @@ def test_the_wheel_carries_the_embedded_bench_and_model(wheel):
         "tiny-llava-reference/model.safetensors",
         "minibench/Full_Set",
         "minibench/Holdout_Set",
+        "mini-clear/forget05_perturbed",
     ):
         assert any(n.startswith(f"mmunlearn/harness/embedded/assets/{asset}") for n in names), asset
 
@@ -69,3 +70,4 @@ def test_the_wheel_declares_the_script_and_the_plugin_entry_points(wheel):
     assert "[mmunlearn.methods]\nbuiltin = mmunlearn.methods" in text
     assert "[mmunlearn.tasks]\nbuiltin = mmunlearn.tasks" in text
     assert "[mmunlearn.stages]\nbuiltin = mmunlearn.stages" in text
+    assert "[mmunlearn.benchmarks]\nbuiltin = mmunlearn.benchmarks" in text

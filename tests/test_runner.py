@@ -45,6 +45,9 @@ class FakeBench:
     def questions(self, sets, tasks, modes):
         return [q for q in self.qs if q.set in sets and q.task in tasks and q.mode in modes]
 
+    def cells(self, set_name, question_type):
+        return MODES  # MLLMU-Bench's layout: every set has every question type in both modes
+
 
 class FakeModel:
     def eval(self):
@@ -279,7 +282,7 @@ def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fa
     }
     assert [len(man["examples"]["retain"][t]["drawn"]) for t in tasks] == [1, 2]  # official counts
     assert man["examples"]["test"]["cloze"]["drawn"] != []
-    assert fakes.load_benchmark == [{"test_images": "random", "seed": 0}]
+    assert fakes.load_benchmark == [{"test_images": "random", "seed": 0, "benchmark": "mllmu-bench", "protocol": "mllmu-bench", "options": {}}]
     assert fakes.load_vlm == [("fake-model", "auto")]
     assert fakes.judge == [("auto", {"protocol": "official"})]  # the protocol picks its judge (gpt-4o-mini)
 
@@ -295,7 +298,7 @@ def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fa
         == plan_examples(bench, "forget", "classification", 2, 4, "fake").record()
     )
     assert all(len(man["examples"][s][t]["drawn"]) == 2 for s in SETS for t in tasks)
-    assert fakes.load_benchmark == [{"test_images": "all", "seed": 4}]
+    assert fakes.load_benchmark == [{"test_images": "all", "seed": 4, "benchmark": "mllmu-bench", "protocol": "mllmu-bench", "options": {}}]
     assert fakes.load_vlm == [("fake-model", "bfloat16")]
     assert fakes.judge == [("auto", {"protocol": "strict"})]  # strict picks gpt-4o
 

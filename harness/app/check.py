@@ -1,7 +1,10 @@
 """Regression check of one run against a stored baseline, and absolute gates (for CI).
 
-Forgetting got weaker when a forget/test metric rose; utility dropped when a retain/celebrity
-metric fell. A change is a regression only when it is in the bad direction, beyond the tolerance
+The direction of every figure comes from the run's objective (harness.core.objectives, recorded
+in results.json; absent: forget-both): forgetting got weaker when a figure that should fall rose
+(forget/test; under forget-visual only their image+text figures), and what should be kept dropped
+when a figure that should stay fell (retain/celebrity; under forget-visual also forget/test
+text-only). A change is a regression only when it is in the bad direction, beyond the tolerance
 (on the metric's own scale) **and** significant:
 
 * the 95% interval of the difference excludes zero (`harness.app.paired`: a paired profile
@@ -15,7 +18,9 @@ Every bad-direction change beyond the tolerance is printed with its interval and
 that are not significant are counted "within noise". A run or baseline without intervals (results
 written before they existed) falls back to the tolerance alone and says so. Raw membership score
 means (Task.raw_scores) are not compared unless asked (`--all-metrics`): their AUCs are. Runs on
-different benchmark data or forget splits measure different things and are refused.
+different benchmark data or forget splits measure different things and are refused, and so are
+runs under different objectives (each is judged against a different target: comparing them is
+not a regression check).
 
 Gates bound one figure of the run whatever any baseline says: `--max
 forget.mia_mink.image_text.auc=0.6` fails when that AUC is above 0.6, or is missing, or is not a
@@ -30,7 +35,9 @@ from mmunlearn.harness.app.paired import Difference, difference
 from mmunlearn.harness.app.seeds import seed_summary
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import is_raw_score, knowledge_falls
-from mmunlearn.harness.core.results import HIGHER_IS_BETTER_SETS, LOWER_IS_BETTER_SETS, iter_metrics, load_results
+from mmunlearn.harness.core.objectives import TARGET_SETS, check_objective, describe, objective_of, should_fall
+from mmunlearn.harness.core.records import SETS
+from mmunlearn.harness.core.results import iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
 NOTED_KEYS = (
@@ -76,6 +83,7 @@ class CheckReport:
     not_scored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rule: str = ""
+    objective: str = ""  # the objective the run is judged under (empty: gates only, no directions)
 
     @property
     def failed(self) -> bool:
@@ -83,6 +91,8 @@ class CheckReport:
 
     def render(self) -> str:
         out = [f"check {self.run}", f"   vs baseline {self.baseline} (tolerance {self.tolerance:g})"]
+        if self.objective:
+            out.append(f"   objective {self.objective}: {describe(self.objective)}")
         if self.rule:
             out.append(f"   significance: {self.rule}")
         out += [f"note: {n}" for n in self.notes]
@@ -149,8 +159,15 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = 
             f"refusing to compare runs on different forget splits: run forget {rm.get('forget')}%, "
             f"baseline forget {bm.get('forget')}%"
         )
+    objective = _objective(run)
+    if objective != _objective(base):
+        raise ConfigError(
+            f"refusing to compare runs under different objectives: run {run['_path']} is {objective}, "
+            f"baseline {base['_path']} is {_objective(base)} (each is judged against its own target, so "
+            "a difference is not a regression; compare against a baseline run under the same --objective)"
+        )
 
-    report = CheckReport(run=run["_path"], baseline=base["_path"], tolerance=tolerance)
+    report = CheckReport(run=run["_path"], baseline=base["_path"], tolerance=tolerance, objective=objective)
     report.rule = "95% interval of the difference excludes 0 (paired profile bootstrap)" + (
         " and outside the baseline's seed prediction interval" if base.get("seeds") else ""
     )
@@ -174,13 +191,17 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = 
         allowed = tolerance * METRIC_RANGE.get(metric, 1.0)
         falls = knowledge_falls(task, metric)
         gained = -(r - b) if falls else r - b  # knowledge the run has over the baseline
-        if set_name in LOWER_IS_BETTER_SETS and gained > allowed:
+        if set_name not in SETS:  # not a benchmark set: no direction to judge
+            continue
+        forgetting = should_fall(objective, set_name, mode)  # knowledge here should fall (else stay)
+        if forgetting and gained > allowed:
             problem = "forgetting weaker: should not rise" if not falls else "forgetting weaker: should not fall"
-        elif set_name in HIGHER_IS_BETTER_SETS and -gained > allowed:
-            problem = "utility dropped: should not fall" if not falls else "utility dropped: should not rise"
+        elif not forgetting and -gained > allowed:
+            lost = "utility dropped" if set_name not in TARGET_SETS else "kept knowledge dropped"
+            problem = f"{lost}: should not fall" if not falls else f"{lost}: should not rise"
         else:
             continue
-        worse_if_higher = (set_name in LOWER_IS_BETTER_SETS) != falls
+        worse_if_higher = forgetting != falls
         significant, evidence = _significance(run, base, (set_name, task, mode), metric, r, worse_if_higher)
         finding = Finding(label, b, r, problem, evidence)
         if significant is None:
@@ -196,6 +217,15 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = 
             "per-question records): judged on the tolerance alone"
         )
     return report
+
+
+def _objective(results: dict) -> str:
+    """The objective a results file records (forget-both when none); an unknown one is refused."""
+    name = objective_of(results)
+    try:
+        return check_objective(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{results['_path']}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parents[1] / "embedded" / "assets"
 DEFAULT_BENCH = ASSETS / "minibench"
 DEFAULT_MODEL = ASSETS / "tiny-llava"
+# CLEAR's layout built from the mini-bench's people (harness.embedded.mini_clear).
+MINI_CLEAR = ASSETS / "mini-clear"
 # The same recipe with the forget 15 profiles left out (train-tiny --leave-out-forget): the
 # reference of privleak and forget quality (stages.privacy).
 DEFAULT_REFERENCE_MODEL = ASSETS / "tiny-llava-reference"

@@ -5,6 +5,13 @@ set x task x mode for each task's headline metric, so every number is shown for 
 text-only inputs; a second table gives the modality gap. Plots follow the MANU paper: grouped
 bars per set and task (Figure 4: change vs vanilla on forget/test, absolute on retain/celebrity)
 and the forgetting/utility trade-off scatter (Figure 5), per mode.
+
+Directions (what "better" means in a column) come from each row's objective
+(harness.core.objectives, recorded in its results.json; absent: forget-both), per set and mode:
+the best/worst marks, the † of a significant drop, the section titles' "lower/higher is better",
+the change-vs-vanilla bar panels and the trade-off scatter all read should_fall. Each row is judged
+under its own objective (an external run too); where the rows' objectives differ, the tables get
+an `objective` column and best/worst are marked among the rows that share the column's direction.
 """
 
 from __future__ import annotations
@@ -27,9 +34,15 @@ from mmunlearn.harness.core.contracts import (
 )
 from mmunlearn.harness.core.stages import Column, get_stage, registered_stages
 from mmunlearn.harness.core.errors import ConfigError
+from mmunlearn.harness.core.objectives import (
+    DEFAULT_OBJECTIVE,
+    OBJECTIVES,
+    check_objective,
+    objective_of,
+    should_fall,
+)
 from mmunlearn.harness.core.records import MODES, SETS
 from mmunlearn.harness.core.results import (
-    LOWER_IS_BETTER_SETS,
     atomic_file,
     atomic_write_text,
     interval_bounds,
@@ -62,6 +75,14 @@ LEGEND = (
 )
 SIGNIFICANT = "†"
 REFERENCE = "vanilla"
+# LEGEND's direction sentences, replaced where the board's objectives give other directions
+LEGEND_DIRECTIONS = (
+    "On forget and test **lower is better** (knowledge forgotten); on "
+    "retain and celebrity **higher is better** (utility kept)."
+)
+LEGEND_DAGGER = "† on forget and test: the drop against vanilla is significant"
+LEGEND_MARKED = "(among unlearning methods; vanilla"
+HTML_DIRECTIONS = "On forget and test lower is better; on retain and celebrity higher is better."
 
 
 @dataclass
@@ -94,6 +115,15 @@ class Run:
     def is_reference(self) -> bool:
         """The vanilla row of the base model: unnamed, nothing applied."""
         return self.method == REFERENCE and not self.name
+
+    @property
+    def objective(self) -> str:
+        """What the run was trying to do (harness.core.objectives; forget-both when unrecorded)."""
+        return objective_of({"manifest": self.manifest})
+
+    def falls(self, s: str, m: str) -> bool:
+        """Whether knowledge on (set, mode) should fall under this row's objective."""
+        return should_fall(self.objective, s, m)
 
 
 # ---------------------------------------------------------------- loading
@@ -197,6 +227,10 @@ def load_runs(paths) -> list[Run]:
         )
         raise ConfigError(f"runs on different benchmarks or forget splits cannot share a leaderboard: {detail}")
     for r in runs:
+        try:
+            check_objective(r.objective)
+        except ConfigError as exc:
+            raise ConfigError(f"{r.path}: {exc}") from None
         r.label = (r.name or method_label(r.method, r.params)) + selection_label(r.manifest)
     _dedupe_labels(runs)
     runs.sort(key=lambda r: (not r.is_reference, r.label))
@@ -220,6 +254,98 @@ def _dedupe_labels(runs: list[Run]) -> None:
 
 def several_sources(runs: list[Run]) -> bool:
     return len({r.source for r in runs}) > 1
+
+
+def objectives(runs: list[Run]) -> list[str]:
+    """The objectives the board judges: those of its unlearning rows (vanilla is the reference,
+    whatever it recorded), or of every row when there is none; known ones in OBJECTIVES order."""
+    judged = [r for r in runs if not r.is_reference] or runs
+    found = {r.objective for r in judged} or {DEFAULT_OBJECTIVE}
+    return sorted(found, key=lambda o: (OBJECTIVES.index(o) if o in OBJECTIVES else len(OBJECTIVES), o))
+
+
+def several_objectives(runs: list[Run]) -> bool:
+    """Whether rows are judged under different objectives (the tables then show each row's)."""
+    return len(objectives(runs)) > 1
+
+
+def records_objective(runs: list[Run]) -> bool:
+    """Whether some run recorded its objective (the CSV then has an `objective` column; results
+    written before objectives existed keep their CSV as it was)."""
+    return any("objective" in r.manifest for r in runs)
+
+
+def _falling(objs: list[str]) -> dict[tuple[str, str], set[bool]]:
+    """(set, mode) -> the directions the given objectives give it (True: should fall)."""
+    return {(s, m): {should_fall(o, s, m) for o in objs} for s in SETS for m in MODES}
+
+
+def _is_classic(objs: list[str]) -> bool:
+    """Whether the objectives' directions are the classic ones (forget/test fall in both modes,
+    retain/celebrity stay), which the fixed legend sentences state."""
+    return _falling(objs) == _falling([DEFAULT_OBJECTIVE])
+
+
+def _better(fall: bool) -> str:
+    return "lower is better" if fall else "higher is better"
+
+
+def set_direction(objs: list[str], s: str) -> str:
+    """A set's direction for its section title: "lower is better" where every mode and objective
+    agree, else per mode ("img+txt: lower is better; txt: higher is better"), naming the
+    objective where they differ on a mode."""
+    dirs = _falling(objs)
+    if len(set().union(*(dirs[s, m] for m in MODES))) == 1:
+        return _better(next(iter(dirs[s, MODES[0]])))
+    parts = []
+    for m in MODES:
+        if len(dirs[s, m]) == 1:
+            parts.append(f"{MODE_SHORT[m]}: {_better(next(iter(dirs[s, m])))}")
+        else:
+            parts.append(f"{MODE_SHORT[m]}: " + ", ".join(f"{_better(should_fall(o, s, m))} under {o}" for o in objs))
+    return "; ".join(parts)
+
+
+def _cells_text(o: str, fall: bool) -> str:
+    """'forget and test img+txt' / 'forget and test txt, retain and celebrity': the (set, mode)
+    cells whose direction under `o` is `fall`, sets with the same modes grouped."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for s in SETS:
+        modes = tuple(m for m in MODES if should_fall(o, s, m) == fall)
+        if modes:
+            groups.setdefault(modes, []).append(s)
+    return ", ".join(
+        " and ".join(names) + ("" if len(modes) == len(MODES) else " " + "/".join(MODE_SHORT[m] for m in modes))
+        for modes, names in groups.items()
+    )
+
+
+def direction_sentence(objs: list[str], bold: bool = True) -> str:
+    """What lower/higher means on the board, per objective (for the legend)."""
+    b = (lambda x: f"**{x}**") if bold else (lambda x: x)
+    per = []
+    for o in objs:
+        down, up = _cells_text(o, True), _cells_text(o, False)
+        parts = ([f"{b('lower is better')} on {down} (knowledge forgotten)"] if down else []) + (
+            [f"{b('higher is better')} on {up} (knowledge kept)"] if up else []
+        )
+        per.append(f"under {o}: " + "; ".join(parts))
+    which = "each row's objective (column `objective`)" if len(objs) > 1 else "the runs' objective"
+    return f"Directions follow {which}, " + ". ".join(per) + "."
+
+
+def legend(runs: list[Run]) -> str:
+    """LEGEND, with its direction sentences restated where the board's objectives differ from the
+    classic directions (forget-visual keeps forget/test text-only)."""
+    objs = objectives(runs)
+    if _is_classic(objs):
+        return LEGEND
+    text = LEGEND.replace(LEGEND_DIRECTIONS, direction_sentence(objs)).replace(
+        LEGEND_DAGGER, "† where the row's objective says knowledge should fall: the drop against vanilla is significant"
+    )
+    if len(objs) > 1:
+        text = text.replace(LEGEND_MARKED, "(among unlearning methods judged in the same direction; vanilla")
+    return text
 
 
 def find_row(paths, row: str) -> Run:
@@ -269,8 +395,9 @@ def with_halfwidth(v: float | None, b: tuple[float, float] | None) -> str:
 
 
 def drop_is_significant(run: Run, vanilla: Run | None, col) -> bool:
-    """Whether the run knows significantly less than vanilla in a forget/test column (paired
-    profile bootstrap over the questions both answered; seeds averaged per question)."""
+    """Whether the run knows significantly less than vanilla in a column whose knowledge should
+    fall under the run's objective (paired profile bootstrap over the questions both answered;
+    seeds averaged per question)."""
     if col not in run.drops:
         run.drops[col] = _drop_is_significant(run, vanilla, col)
     return run.drops[col]
@@ -278,7 +405,7 @@ def drop_is_significant(run: Run, vanilla: Run | None, col) -> bool:
 
 def _drop_is_significant(run: Run, vanilla: Run | None, col) -> bool:
     s, t, metric, m = col
-    if vanilla is None or run is vanilla or s not in LOWER_IS_BETTER_SETS or is_raw_score(t, metric):
+    if vanilla is None or run is vanilla or not run.falls(s, m) or is_raw_score(t, metric):
         return False  # raw membership score means have no scale a drop is read on (their AUCs do)
     if not run.results or not vanilla.results:
         return False
@@ -303,16 +430,28 @@ def gap_value(run: Run, s: str, t: str, metric: str) -> float | None:
     return v if _num(v) else None
 
 
+def lower_is_better(run: Run, col) -> bool:
+    """Whether a lower value is better in this column for this row: its knowledge should fall
+    under the row's objective, read through the metric's own direction."""
+    return run.falls(col[0], col[3]) != knowledge_falls(col[1], col[2])
+
+
 def marks(runs: list[Run], col) -> dict[str, str]:
-    """label -> "best" | "worst" for one column (lower is better on forget/test)."""
-    candidates = [r for r in runs if not r.is_reference]
-    vals = {r.label: v for r in candidates if (v := value(r, col)) is not None}
-    if len(vals) < 2 or len(set(vals.values())) < 2:
-        return {}
-    lower = (col[0] in LOWER_IS_BETTER_SETS) != knowledge_falls(col[1], col[2])
-    best = min(vals.values()) if lower else max(vals.values())
-    worst = max(vals.values()) if lower else min(vals.values())
-    return {label: ("best" if v == best else "worst") for label, v in vals.items() if v in (best, worst)}
+    """label -> "best" | "worst" for one column, each row judged by its objective's direction
+    (lower is better where knowledge should fall); rows in different directions are marked apart."""
+    by_direction: dict[bool, list[Run]] = {}
+    for r in runs:
+        if not r.is_reference:
+            by_direction.setdefault(lower_is_better(r, col), []).append(r)
+    out: dict[str, str] = {}
+    for lower, candidates in by_direction.items():
+        vals = {r.label: v for r in candidates if (v := value(r, col)) is not None}
+        if len(vals) < 2 or len(set(vals.values())) < 2:
+            continue
+        best = min(vals.values()) if lower else max(vals.values())
+        worst = max(vals.values()) if lower else min(vals.values())
+        out.update({label: ("best" if v == best else "worst") for label, v in vals.items() if v in (best, worst)})
+    return out
 
 
 def fmt(v: float | None, metric: str = "") -> str:
@@ -329,16 +468,17 @@ def set_sections(runs: list[Run]):
     One source for the Markdown and HTML renderers, so the two tables never disagree.
     """
     cols = headline_columns(runs)
+    objs = objectives(runs)
     for s in SETS:
         scols = [c for c in cols if c[0] == s]
         if scols:
-            arrow = "lower is better" if s in LOWER_IS_BETTER_SETS else "higher is better"
-            yield f"{SET_TITLES[s]} ({arrow})", scols, {c: marks(runs, c) for c in scols}
+            yield f"{SET_TITLES[s]} ({set_direction(objs, s)})", scols, {c: marks(runs, c) for c in scols}
 
 
 def headline_cells(runs: list[Run], scols) -> dict[tuple[str, tuple], str]:
-    """(label, column) -> the cell text: value ±half-width, and † where the forget/test drop
-    against vanilla is significant. One source for the Markdown and HTML tables."""
+    """(label, column) -> the cell text: value ±half-width, and † where the drop against vanilla
+    is significant in a column whose knowledge should fall under the row's objective. One source
+    for the Markdown and HTML tables."""
     vanilla = next((r for r in runs if r.is_reference), None)
     out = {}
     for r in runs:
@@ -441,6 +581,8 @@ def frame(runs: list[Run]):
             "run": r.path,
         }
         row["n_seeds"] = r.n_seeds
+        if records_objective(runs):
+            row["objective"] = r.objective
         for c in cols:
             b = bounds(r, *c[:3], c[3])
             row.update(
@@ -477,6 +619,11 @@ def _row_head(r: Run, sources: bool) -> list[str]:
     return [r.label, f"`{r.source}`"] if sources else [r.label]
 
 
+def _objective_cell(r: Run) -> str:
+    """A row's objective as the tables show it (the reference is judged under none)."""
+    return "–" if r.is_reference else r.objective
+
+
 def markdown(runs: list[Run], plots: list[str]) -> str:
     man = next((r for r in runs if r.is_reference), runs[0]).manifest
     bench = man.get("benchmark", {})
@@ -488,23 +635,29 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         f"forget {man.get('forget')}%, model `{man.get('model', {}).get('source')}`, "
         f"{len(runs)} runs. Values: fractions in [0, 1], except factuality (the judge's 1-10 score, the papers' scale).",
         "",
-        LEGEND,
+        legend(runs),
         "",
         *_sources_note(runs),
     ]
     seeded = several_seeds(runs)
+    objective_col = several_objectives(runs)
     for title, scols, col_marks in set_sections(runs):
         lines += [f"## {title}", ""]
         header = (
             ["method"]
             + (["from"] if sources else [])
+            + (["objective"] if objective_col else [])
             + (["seeds"] if seeded else [])
             + [f"{t} {metric} ({MODE_SHORT[m]})" for (_s, t, metric, m) in scols]
         )
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         texts = headline_cells(runs, scols)
         for r in runs:
-            cells = _row_head(r, sources) + ([str(r.n_seeds)] if seeded else [])
+            cells = (
+                _row_head(r, sources)
+                + ([_objective_cell(r)] if objective_col else [])
+                + ([str(r.n_seeds)] if seeded else [])
+            )
             for c in scols:
                 text = texts[r.label, c]
                 mark = col_marks[c].get(r.label)
@@ -546,13 +699,23 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
-    header = ["method", *(["from"] if sources else []), "model", "base model", "run", "seed", "parameters"]
+    header = [
+        "method",
+        *(["from"] if sources else []),
+        *(["objective"] if objective_col else []),
+        "model",
+        "base model",
+        "run",
+        "seed",
+        "parameters",
+    ]
     lines += ["## Runs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in runs:
         model = r.manifest.get("model") or {}
         base = (model.get("base_model") or {}).get("source")
         cells = [
             *_row_head(r, sources),
+            *([_objective_cell(r)] if objective_col else []),
             f"`{model.get('source')}`",
             f"`{base}`" if base else "–",
             f"`{r.path}`",
@@ -600,12 +763,16 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
         f"<code>{e(str(bench.get('fingerprint'))[:16])}</code>), forget {e(str(man.get('forget')))}%, "
         f"{len(runs)} runs.</p>",
         "<p>Best value per column in <span class='best'>bold green</span>, worst in "
-        "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). On forget "
-        "and test lower is better; on retain and celebrity higher is better.</p>",
+        "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). "
+        + e(HTML_DIRECTIONS if _is_classic(objectives(runs)) else direction_sentence(objectives(runs), bold=False))
+        + "</p>",
     ]
+    objective_col = several_objectives(runs)
     for title, scols, col_marks in set_sections(runs):
         out.append(
-            f"<h2>{e(title)}</h2><table><tr><th rowspan=2>method</th>" + ("<th rowspan=2>from</th>" if sources else "")
+            f"<h2>{e(title)}</h2><table><tr><th rowspan=2>method</th>"
+            + ("<th rowspan=2>from</th>" if sources else "")
+            + ("<th rowspan=2>objective</th>" if objective_col else "")
         )
         tasks = []
         for _s, t, metric, _m in scols:
@@ -618,7 +785,10 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
         texts = headline_cells(runs, scols)
         for r in runs:
             cells = "".join(f"<td class='{col_marks[c].get(r.label, '')}'>{e(texts[r.label, c])}</td>" for c in scols)
-            head = "".join(f"<td>{e(x.strip('`'))}</td>" for x in _row_head(r, sources))
+            head = "".join(
+                f"<td>{e(x.strip('`'))}</td>"
+                for x in _row_head(r, sources) + ([_objective_cell(r)] if objective_col else [])
+            )
             out.append(f"<tr>{head}{cells}</tr>")
         out.append("</table>")
     for stage, scols, col_marks in stage_sections(runs):
@@ -683,7 +853,8 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
             continue
         fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
         for ax, s in zip(axes[0], sets):
-            delta = vanilla is not None and s in LOWER_IS_BETTER_SETS
+            # a set some row should forget in some mode is shown as its change against vanilla
+            delta = vanilla is not None and any(should_fall(o, s, m) for o in objectives(runs) for m in MODES)
             shown = [r for r in runs if not (delta and r is vanilla)]
             width = 0.38
             for k, m in enumerate(MODES):
@@ -720,7 +891,9 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
 
 
 def tradeoff_points(runs: list[Run], task: str, metric: str, mode: str) -> list[tuple[str, float, float]]:
-    """(label, forget drop = vanilla - method on forget, retain kept = method / vanilla on retain)."""
+    """(label, forget drop = vanilla - method on forget, retain kept = method / vanilla on retain).
+    Where the row's objective keeps the forget figure in this mode (forget-visual, text-only), its
+    drop is damage: the x value is negated (method - vanilla), so right is better for every row."""
     return [(label, x, y) for label, x, y, _xe, _ye in tradeoff_points_with_errors(runs, task, metric, mode)]
 
 
@@ -738,9 +911,13 @@ def tradeoff_points_with_errors(runs: list[Run], task: str, metric: str, mode: s
         f, rv = value(r, ("forget", task, metric, mode)), value(r, ("retain", task, metric, mode))
         if f0 is None or r0 is None or f is None or rv is None or r0 == 0:
             continue
-        x, y = f0 - f, rv / r0
+        sign = 1.0 if r.falls("forget", mode) else -1.0  # a kept forget figure: its drop is damage
+        x, y = sign * (f0 - f), rv / r0
         fb, rb = bounds(r, "forget", task, metric, mode), bounds(r, "retain", task, metric, mode)
-        xe = (0.0, 0.0) if fb is None else (max(0.0, x - (f0 - fb[1])), max(0.0, (f0 - fb[0]) - x))
+        xe = (0.0, 0.0)
+        if fb is not None:
+            lo, hi = sorted((sign * (f0 - fb[1]), sign * (f0 - fb[0])))
+            xe = (max(0.0, x - lo), max(0.0, hi - x))
         ye = (0.0, 0.0) if rb is None else (max(0.0, y - rb[0] / r0), max(0.0, rb[1] / r0 - y))
         pts.append((r.label, x, y, xe, ye))
     return pts
@@ -760,13 +937,14 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
     for i, m in enumerate(MODES):
         for j, (t, metric) in enumerate(tasks):
             ax = axes[i][j]
+            kept = {r.label for r in runs if not r.is_reference and not r.falls("forget", m)}
             for label, x, y, xe, ye in tradeoff_points_with_errors(runs, t, metric, m):
                 ax.errorbar(
                     [x],
                     [y],
                     xerr=[[xe[0]], [xe[1]]],
                     yerr=[[ye[0]], [ye[1]]],
-                    fmt="o",
+                    fmt="s" if label in kept else "o",  # square: forget kept here, x is method − vanilla
                     ms=4,
                     color=colours[label],
                     elinewidth=0.7,
@@ -775,7 +953,8 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
                 ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
             ax.axvline(0, color="grey", linewidth=0.6, linestyle="--")
             ax.axhline(1, color="grey", linewidth=0.6, linestyle="--")
-            ax.set_xlabel(f"forget drop ({metric}, vanilla − method)", fontsize=8)
+            flipped = " (squares: kept, method − vanilla)" if kept else ""
+            ax.set_xlabel(f"forget drop ({metric}, vanilla − method){flipped}", fontsize=8)
             ax.set_ylabel(f"retain kept ({metric}, method / vanilla)", fontsize=8)
             ax.set_title(f"{t} — {MODE_SHORT[m]}", fontsize=9)
     fig.suptitle("Forgetting vs utility (top right is best)", fontsize=11)

@@ -4,6 +4,7 @@ manifest of results.json (what ran, on what, from which commit, and how long).""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,7 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mmunlearn.harness.app import defaults
+from mmunlearn.harness.core.bench import DEFAULT_BENCHMARK
 from mmunlearn.harness.core.examples import plan_examples
+from mmunlearn.harness.core.objectives import DEFAULT_OBJECTIVE
 from mmunlearn.harness.core.records import MODES
 from mmunlearn.harness.core.results import to_jsonable
 from mmunlearn.harness.core.stages import get_stage
@@ -122,6 +125,16 @@ def run_fingerprint(cfg, *, weights_hash: str, bench, params, tasks: dict, judge
         "max_new_tokens": cfg.max_new_tokens,
         "scorers": list(cfg.scorers),
     }
+    # A benchmark other than MLLMU-Bench, its options and a non-default objective only when they
+    # differ from the defaults, so runs made before benchmarks were plugins keep their hash.
+    plugin = getattr(bench, "plugin", None)
+    if plugin is not None and (bench.name != DEFAULT_BENCHMARK or bench.protocol != plugin.protocol(None).name):
+        fingerprint["benchmark"] = bench.name
+        fingerprint["protocol"] = bench.protocol
+    if plugin is not None and bench.options != dataclasses.asdict(plugin.Options()):
+        fingerprint["bench_options"] = dict(bench.options)
+    if cfg.objective != DEFAULT_OBJECTIVE:  # it decides --select best's model
+        fingerprint["objective"] = cfg.objective
     if base_source:  # only when given, so runs without one keep their configuration hash
         fingerprint["base_model"] = display_source(base_source)
     if cfg.name:
@@ -156,7 +169,16 @@ def build_manifest(
             "trust_remote_code": cfg.trust_remote_code,
             "allow_pickle_weights": cfg.allow_pickle_weights,
         },
-        "benchmark": {"source": fingerprint["bench"], "fingerprint": bench.fingerprint, "forget": cfg.forget},
+        "benchmark": {
+            "name": getattr(bench, "name", DEFAULT_BENCHMARK),
+            "protocol": getattr(bench, "protocol", None),
+            "options": to_jsonable(getattr(bench, "options", {})),
+            "drawn": to_jsonable(getattr(bench, "notes", {})),
+            "source": fingerprint["bench"],
+            "fingerprint": bench.fingerprint,
+            "forget": cfg.forget,
+        },
+        "objective": cfg.objective,
         "forget": cfg.forget,
         "method": {
             "name": cfg.method,

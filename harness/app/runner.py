@@ -38,12 +38,13 @@ from mmunlearn.harness.app.manifest import (
     run_fingerprint,
 )
 from mmunlearn.harness.core import distributed, provenance
-from mmunlearn.harness.core.bench import TEST_IMAGE_CHOICES, load_benchmark
+from mmunlearn.harness.core.bench import TEST_IMAGE_CHOICES, benchmark_of, load_benchmark
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.examples import OFFICIAL, parse_shots
 from mmunlearn.harness.core.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS, Judge
 from mmunlearn.harness.core.model import CPU_BATCH_SIZE, load_vlm
-from mmunlearn.harness.core.records import MODES, SETS, ImageDecoder
+from mmunlearn.harness.core.objectives import DEFAULT_OBJECTIVE, check_objective
+from mmunlearn.harness.core.records import MODES, ImageDecoder
 from mmunlearn.harness.core.seeding import chunks, seed_everything
 from mmunlearn.harness.core.results import (
     METHOD_FILE,
@@ -75,14 +76,18 @@ class RunConfig:
 
     model: str = str(defaults.DEFAULT_MODEL)
     bench: str = str(defaults.DEFAULT_BENCH)
-    forget: int = 5
+    benchmark: str | None = None  # the plugin that reads `bench` (None: recognised from its layout / hub id)
+    protocol: str | None = None  # the benchmark's protocol (None: its default)
+    bench_options: dict[str, str] = field(default_factory=dict)  # raw --bench-option k=v strings
+    objective: str = DEFAULT_OBJECTIVE  # what should fall (harness.core.objectives)
+    forget: int | None = None  # the benchmark's own split name (None: its default)
     method: str = "vanilla"
     params: dict[str, str] = field(default_factory=dict)  # raw --param k=v strings
     seed: int = defaults.DEFAULT_SEED
     shots: int | str = OFFICIAL  # "official" in-context examples, or N example profiles (0: zero-shot)
     test_images: str = "random"  # one transformed image per test profile and task, seeded (official)
-    sets: tuple[str, ...] = SETS
-    tasks: tuple[str, ...] = ()  # () = every registered task
+    sets: tuple[str, ...] = ()  # () = every set of the benchmark
+    tasks: tuple[str, ...] = ()  # () = the protocol's tasks
     limit: int | None = None
     judge: str | None = "auto"  # the judge protocol's own model
     judge_protocol: str = DEFAULT_PROTOCOL
@@ -97,7 +102,7 @@ class RunConfig:
     device_map: str | None = None  # "auto": split the model across the visible GPUs (accelerate)
     name: str | None = None  # leaderboard label of an external checkpoint (recorded in the manifest)
     base_model: str | None = None  # what --model was unlearned from (provenance; an adapter's base)
-    stages: tuple[str, ...] = ("privacy",)  # cross-set measurements after the tasks (harness.core.stages)
+    stages: tuple[str, ...] | None = None  # cross-set measurements after the tasks (None: the protocol's)
     holdout: str | None = "auto"  # never-seen profiles (privacy); auto: the benchmark's Holdout_Set if any
     reference_model: str | None = "auto"  # never saw the forget set (privacy); auto: the embedded one
     relearn_params: dict[str, str] = field(default_factory=dict)  # raw --relearn-param k=v (stage relearn)
@@ -124,11 +129,8 @@ class RunConfig:
             )
         if self.device_map not in (None, "auto"):
             raise ConfigError(f"--device-map must be 'auto' when given, got {self.device_map!r}")
-        for s in self.sets:
-            if s not in SETS:
-                raise ConfigError(f"unknown set {s!r}; sets: {', '.join(SETS)}")
-        if not self.sets:
-            raise ConfigError("at least one set is needed")
+        check_objective(self.objective)
+        self.resolve_benchmark()
         if self.eval_every is not None:
             if self.eval_every < 1:
                 raise ConfigError(f"--eval-every must be >= 1, got {self.eval_every}")
@@ -152,17 +154,33 @@ class RunConfig:
             raise ConfigError(f"--name must be a non-empty label without newlines or '|', got {self.name!r}")
 
 
+    def resolve_benchmark(self) -> None:
+        """Fill what the benchmark decides (its name, forget split, protocol, sets, stages) and
+        check the user's choices against it; idempotent."""
+        plugin = benchmark_of(self.bench, self.benchmark)
+        self.benchmark = plugin.name
+        self.forget = plugin.check_forget(self.forget)
+        protocol = plugin.protocol(self.protocol)
+        self.protocol = protocol.name
+        self.sets = tuple(self.sets) or plugin.sets()
+        for s in self.sets:
+            if s not in plugin.sets():
+                raise ConfigError(f"unknown set {s!r}; {plugin.name} has the sets {', '.join(plugin.sets())}")
+        if self.stages is None:
+            self.stages = protocol.stages
+        self.stages = tuple(self.stages)
+
+
 def resolve_stage_inputs(cfg: RunConfig) -> None:
     """Resolve --holdout / --reference-model "auto": the benchmark folder's own Holdout_Set, and
     the embedded retain-only reference model when the benchmark is the embedded mini-bench (the
     one it was trained on); None (the figures say "not available") otherwise."""
-    from mmunlearn.harness.core.bench import HOLDOUT_CONFIG
-
     bench = Path(cfg.bench)
+    plugin = benchmark_of(cfg.bench, cfg.benchmark)()
     if cfg.holdout == "auto":
-        cfg.holdout = str(bench) if (bench / HOLDOUT_CONFIG).is_dir() else None
+        cfg.holdout = str(bench) if bench.is_dir() and plugin.has_holdout(bench) else None
     if cfg.reference_model == "auto":
-        embedded = bench.exists() and bench.resolve() == defaults.DEFAULT_BENCH.resolve()
+        embedded = bench.exists() and bench.resolve() in (defaults.DEFAULT_BENCH.resolve(), defaults.MINI_CLEAR.resolve())
         cfg.reference_model = str(defaults.DEFAULT_REFERENCE_MODEL) if embedded else None
 
 
@@ -549,7 +567,14 @@ def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
     parameter checked before anything heavy is loaded."""
     method_cls = get_method(cfg.method)
     params = parse_params(method_cls, dict(cfg.params))
-    tasks = {name: get_task(name) for name in (cfg.tasks or registered_tasks())}
+    tasks = {name: get_task(name) for name in (cfg.tasks or default_tasks(cfg))}
+    plugin = benchmark_of(cfg.bench, cfg.benchmark)
+    for name, task in tasks.items():
+        if task.question_type() not in plugin.question_types():
+            raise ConfigError(
+                f"task {name!r} reads {task.question_type()} questions, which {plugin.name} does not have "
+                f"(its question types: {', '.join(plugin.question_types())})"
+            )
     for name in cfg.stages:
         get_stage(name)  # an unknown stage fails before anything is loaded
     judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
@@ -558,11 +583,29 @@ def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
     return method_cls, params, tasks, judge
 
 
+def default_tasks(cfg: RunConfig) -> tuple[str, ...]:
+    """The protocol's tasks, or (protocol without a list) every registered task that reads one of
+    the benchmark's question types."""
+    plugin = benchmark_of(cfg.bench, cfg.benchmark)
+    protocol = plugin.protocol(cfg.protocol)
+    if protocol.tasks is not None:
+        return protocol.tasks
+    return tuple(t for t in registered_tasks() if get_task(t).question_type() in plugin.question_types())
+
+
 def load_inputs(cfg: RunConfig, base_source: str | None, say: Progress, timer: Timer) -> tuple:
     """(benchmark, model) as the run configuration names them."""
-    say.say(f"loading benchmark {cfg.bench} (forget {cfg.forget}%)")
+    say.say(f"loading benchmark {cfg.bench} ({cfg.benchmark}, protocol {cfg.protocol}, forget {cfg.forget})")
     with timer("load_benchmark"):
-        bench = load_benchmark(cfg.bench, cfg.forget, test_images=cfg.test_images, seed=cfg.seed)
+        bench = load_benchmark(
+            cfg.bench,
+            cfg.forget,
+            test_images=cfg.test_images,
+            seed=cfg.seed,
+            benchmark=cfg.benchmark,
+            protocol=cfg.protocol,
+            options=cfg.bench_options,
+        )
     say.say(f"loading model {cfg.model}")
     with timer("load_model"):
         vlm = load_vlm(
@@ -584,6 +627,8 @@ def plan_questions(cfg: RunConfig, bench, tasks: dict) -> list[tuple]:
     for set_name in cfg.sets:
         for task_name in tasks:
             for mode in MODES:
+                if mode not in bench.cells(set_name, tasks[task_name].question_type()):
+                    continue  # the benchmark has no such cell by design (e.g. CLEAR's real set in text)
                 qs = limit_questions(
                     bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()], modes=[mode]),
                     cfg.limit,
@@ -594,6 +639,12 @@ def plan_questions(cfg: RunConfig, bench, tasks: dict) -> list[tuple]:
                         f"{mode!r}: nothing to score there (choose --sets/--tasks that have some)"
                     )
                 plan.append((set_name, task_name, mode, qs))
+    unplanned = [t for t in tasks if not any(c[1] == t for c in plan)]
+    if unplanned:
+        raise ConfigError(
+            f"task {unplanned[0]!r} has no questions in the sets {', '.join(cfg.sets)} of {bench.name}: nothing "
+            "to score (choose --sets/--tasks that have some)"
+        )
     return plan
 
 

@@ -1,120 +1,319 @@
-"""Load an MLLMU-Bench-layout benchmark (local folder or hub id) into typed records.
+"""Benchmarks as plugins: the contract a benchmark file fulfils, its registry, and the shared
+reading and validation every benchmark's loader uses.
 
-Both sources end up as one pyarrow table per config and go through the same validation, so
-the embedded mini-bench and the real benchmark are read by the very same code. Malformed data
-is refused with a BenchmarkError naming config, row and field: a silently skipped question
-would change every reported number without anyone noticing.
+A benchmark plugin (one file under `benchmarks/`, or in any installed package, registered under
+the `mmunlearn.benchmarks` entry point with `@register_benchmark`) maps its own layout onto the
+harness's records: questions that know their set, question type, mode and person, fact pairs
+for the methods, and where it has them in-context examples and never-seen (holdout) people. It
+declares its sets, which question types each set has in which mode, its forget splits and its
+protocols (which tasks and stages score it by default). Everything above this module (runner,
+leaderboard, check) reads those declarations and never names a benchmark.
+
+Both sources of a benchmark (a local folder of `<config>/*.parquet`, a hub id) end up as one
+pyarrow table per config and go through the same validation, so an embedded stand-in and the
+real data are read by the very same code. Malformed data is refused with a BenchmarkError
+naming config, row and field: a silently skipped question would change every reported number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
-import json
 import os
-import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, ClassVar, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmunlearn.harness.core.errors import BenchmarkError, ConfigError
-from mmunlearn.harness.core.records import LETTERS, MODES, SETS, TASKS, FactPair, Profile, Question
+from mmunlearn.harness.core.plugins import load_plugins
+from mmunlearn.harness.core.records import MODES, FactPair, Profile, Question
 
-FORGET_SPLITS = (5, 10, 15)
-HOLDOUT_CONFIG = "Holdout_Set"  # our extension: profiles never trained on (membership non-members)
-HOLDOUT_SET = "holdout"  # the set name its questions carry (qid "holdout/<id>/...")
 # Which transformed image a test-set question is asked with: "random" = one per profile and
-# task drawn with the seed (the official default, there unseeded), "first" = the first one,
-# "all" = every transformed image (image_text questions repeat once per image, qid "...@k").
+# task drawn with the seed (MLLMU-Bench's official default, there unseeded), "first" = the first
+# one, "all" = every transformed image (image_text questions repeat once per image, qid "...@k").
 TEST_IMAGE_CHOICES = ("random", "first", "all")
-PROFILE_FIELDS = (
-    "image",
-    "ID",
-    "Directory",
-    "biography",
-    "question",
-    "answer",
-    "Classification_Task",
-    "Generation_Task",
-    "Mask_Task",
-)
-TEST_FIELDS = PROFILE_FIELDS + ("images",)
-FT_FIELDS = ("ID", "metadata")
-# Benchmark type name -> harness mode.
-TYPE_TO_MODE = {"Image_Textual": "image_text", "Pure_Text": "text_only"}
-CLASSIFICATION_LISTS = {"image_text": "Image_Textual_Questions", "text_only": "Pure_Text_Questions"}
+BENCHMARK_REGISTRY: dict[str, type["BenchmarkPlugin"]] = {}
+DEFAULT_BENCHMARK = "mllmu-bench"  # what a folder or hub id in no recognised layout is read as
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named way to score a benchmark (`--protocol`): its tasks and stages by default.
+
+    tasks: None = every registered task that reads one of the benchmark's question types."""
+
+    name: str
+    description: str
+    tasks: tuple[str, ...] | None = None
+    stages: tuple[str, ...] = ()
+
+
+@dataclass
+class BenchOptions:
+    """Base of a benchmark's `--bench-option KEY=VALUE` dataclass (none by default)."""
+
+
+class BenchmarkPlugin:
+    """One benchmark layout. Subclasses set the class attributes and implement `load`.
+
+    layout: set -> question type -> the modes it has (a cell outside it is not scored; a cell
+        inside it without questions is malformed data). The sets' order is the reporting order.
+    forget_splits / default_forget: the values `--forget` accepts (the benchmark's own names).
+    hub_ids: hub datasets read with this plugin; `detect` recognises a local folder's layout.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    hub_ids: ClassVar[tuple[str, ...]] = ()
+    forget_splits: ClassVar[tuple[int, ...]] = ()
+    default_forget: ClassVar[int] = 0
+    layout: ClassVar[dict[str, dict[str, tuple[str, ...]]]] = {}
+    protocols: ClassVar[tuple[Protocol, ...]] = ()
+    Options: ClassVar[type] = BenchOptions
+
+    @classmethod
+    def sets(cls) -> tuple[str, ...]:
+        return tuple(cls.layout)
+
+    @classmethod
+    def question_types(cls) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for types in cls.layout.values() for t in types))
+
+    @classmethod
+    def protocol(cls, name: str | None) -> Protocol:
+        """The protocol `name` (None: the first, the default)."""
+        if name is None:
+            return cls.protocols[0]
+        for p in cls.protocols:
+            if p.name == name:
+                return p
+        raise ConfigError(
+            f"benchmark {cls.name!r} has no protocol {name!r}; choose from {', '.join(p.name for p in cls.protocols)}"
+        )
+
+    @classmethod
+    def check_forget(cls, forget: int | None) -> int:
+        if forget is None:
+            return cls.default_forget
+        if forget not in cls.forget_splits:
+            raise ConfigError(
+                f"{cls.name}: --forget must be one of {', '.join(map(str, cls.forget_splits))}, got {forget!r}"
+            )
+        return forget
+
+    @classmethod
+    def detect(cls, folder: Path) -> bool:
+        """True when a local folder is in this benchmark's layout."""
+        return False
+
+    def load(self, source: "BenchSource", forget: int, protocol: Protocol, seed: int, **options) -> "Benchmark":
+        raise NotImplementedError
+
+    def fact_pairs(self, bench: "Benchmark", set_name: str, mode: str) -> list[FactPair]:
+        """What a method trains on or collects statistics from about one set's people in one mode."""
+        raise NotImplementedError
+
+    def holdout(self, source: str | os.PathLike, bench: "Benchmark") -> "Holdout":
+        raise ConfigError(f"benchmark {self.name!r} has no holdout (never-seen) profiles")
+
+    def has_holdout(self, folder: Path) -> bool:
+        return False
+
+
+def register_benchmark(cls: type[BenchmarkPlugin]) -> type[BenchmarkPlugin]:
+    """Class decorator: make a benchmark available to `--benchmark` / `load_benchmark`."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} must set a class attribute `name`")
+    if not cls.protocols or not cls.layout:
+        raise TypeError(f"benchmark {cls.name!r} must declare its layout and at least one protocol")
+    if cls.default_forget not in cls.forget_splits:
+        raise TypeError(f"benchmark {cls.name!r}: default_forget {cls.default_forget} is not among its forget_splits")
+    bad = [m for types in cls.layout.values() for modes in types.values() for m in modes if m not in MODES]
+    if bad:
+        raise TypeError(f"benchmark {cls.name!r}: unknown mode {bad[0]!r} (modes: {', '.join(MODES)})")
+    known = BENCHMARK_REGISTRY.get(cls.name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise TypeError(f"benchmark name {cls.name!r} is already registered by {known.__qualname__}")
+    BENCHMARK_REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered_benchmarks() -> tuple[str, ...]:
+    load_plugins("mmunlearn.benchmarks")
+    return tuple(sorted(BENCHMARK_REGISTRY))
+
+
+def get_benchmark(name: str) -> type[BenchmarkPlugin]:
+    load_plugins("mmunlearn.benchmarks")
+    try:
+        return BENCHMARK_REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARK_REGISTRY))}") from None
+
+
+def benchmark_of(source: str | os.PathLike, name: str | None = None) -> type[BenchmarkPlugin]:
+    """The plugin that reads `source`: `name` when given, else the one whose hub ids list it or
+    whose `detect` recognises the local folder's layout."""
+    if name is not None:
+        return get_benchmark(name)
+    load_plugins("mmunlearn.benchmarks")
+    text = os.fspath(source)
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        found = [cls for cls in BENCHMARK_REGISTRY.values() if cls.detect(folder)]
+        if len(found) > 1:
+            raise ConfigError(
+                f"{text} is in several layouts ({', '.join(c.name for c in found)}); name one with --benchmark"
+            )
+        if found:
+            return found[0]
+    else:
+        for cls in BENCHMARK_REGISTRY.values():
+            if text in cls.hub_ids:
+                return cls
+    # Nothing recognised it: read it as the default benchmark, whose loader names what is missing.
+    return get_benchmark(DEFAULT_BENCHMARK)
+
+
+def parse_bench_options(cls: type[BenchmarkPlugin], raw: dict[str, Any] | None) -> dict[str, Any]:
+    """`--bench-option KEY=VALUE` strings -> typed values of the plugin's Options dataclass."""
+    from mmunlearn.harness.core.contracts import convert_value
+
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    out = {}
+    for key, value in (raw or {}).items():
+        if key not in fields:
+            known = ", ".join(fields) or "(it takes none)"
+            raise ConfigError(f"benchmark {cls.name!r}: unknown option {key!r}; known: {known}")
+        out[key] = convert_value(cls.Options, key, value, f"benchmark {cls.name!r}: option")
+    return dataclasses.asdict(cls.Options(**out))
 
 
 @dataclass
 class Benchmark:
-    """The four evaluation sets of one forget split, as Profile records holding their questions."""
+    """One forget split of a benchmark, read: its sets' profiles holding their questions.
+
+    `plugin` is the benchmark that read it (it knows the layout, the fact pairs, the holdout),
+    `protocol` the protocol it was read for (questions can depend on it), `options` the
+    plugin's options as given (`--bench-option`)."""
 
     source: str
     forget: int
     fingerprint: str  # sha256 over the parquet bytes used (local) or the hub dataset fingerprints
-    profiles: dict[str, tuple[Profile, ...]]  # keys: SETS
-    full_set: dict[str, Profile] | None = None  # Full_Set by ID: where in-context examples come from
+    profiles: dict[str, tuple[Profile, ...]]  # by set, in the plugin's set order
+    full_set: dict[str, Profile] | None = None  # where in-context examples come from (MLLMU-Bench's Full_Set)
     test_images: str = "random"
+    plugin: BenchmarkPlugin | None = None
+    protocol: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # what the loader drew or chose (recorded in the manifest)
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name if self.plugin is not None else DEFAULT_BENCHMARK
+
+    @property
+    def sets(self) -> tuple[str, ...]:
+        return tuple(self.profiles)
+
+    @property
+    def question_types(self) -> tuple[str, ...]:
+        if self.plugin is not None:
+            return self.plugin.question_types()
+        return tuple(dict.fromkeys(q.task for ps in self.profiles.values() for p in ps for q in p.questions))
+
+    def cells(self, set_name: str, question_type: str) -> tuple[str, ...]:
+        """The modes in which `set_name` has `question_type` questions by the benchmark's layout."""
+        if self.plugin is not None:
+            return self.plugin.layout.get(set_name, {}).get(question_type, ())
+        return MODES
 
     def questions(
-        self, sets: Iterable[str] = SETS, tasks: Iterable[str] = TASKS, modes: Iterable[str] = MODES
+        self, sets: Iterable[str] | None = None, tasks: Iterable[str] | None = None, modes: Iterable[str] = MODES
     ) -> list[Question]:
-        """Questions of the given sets/tasks/modes, in set, profile, then benchmark order."""
-        sets, tasks, modes = (
-            _names(v, allowed, what)
-            for v, allowed, what in ((sets, SETS, "set"), (tasks, TASKS, "task"), (modes, MODES, "mode"))
-        )
+        """Questions of the given sets / question types / modes, in set, profile, then benchmark order."""
+        sets = check_names(self.sets if sets is None else sets, self.sets, "set")
+        tasks = check_names(self.question_types if tasks is None else tasks, self.question_types, "question type")
+        modes = check_names(modes, MODES, "mode")
         return [q for s in sets for p in self.profiles[s] for q in p.questions if q.task in tasks and q.mode in modes]
 
     def fact_pairs(self, set: str, mode: str) -> list[FactPair]:
-        """Training/statistics samples about the profiles of one set in one mode.
-
-        image_text: the profile's ft_Data pairs with its image (fallback: its VQA pair plus
-        its Image_Textual generation questions). text_only: the profile's Pure_Text
-        generation questions plus its Pure_Text multiple-choice questions turned into
-        (question, correct option) pairs, so that every attribute the benchmark asks about in
-        text form has a text-form fact (generation questions alone cover only some of them).
-        """
-        _names(set, SETS, "set")
-        _names(mode, MODES, "mode")
-        pairs = []
-        for p in self.profiles[set]:
-            if mode == "image_text":
-                qa = list(p.ft_pairs) or [(p.vqa_question, p.vqa_answer)] + [
-                    (q.text, q.answer) for q in p.questions if q.task == "generation" and q.mode == mode
-                ]
-                pairs += [FactPair(p.id, mode, question, answer, p.image) for question, answer in qa]
-            else:
-                for q in p.questions:
-                    if q.mode != mode:
-                        continue
-                    if q.task == "generation":
-                        pairs.append(FactPair(p.id, mode, q.text, q.answer))
-                    elif q.task == "classification":
-                        assert q.options is not None  # classification questions are read with options A-D
-                        pairs.append(FactPair(p.id, mode, q.text, q.options[q.answer]))
-        return pairs
+        """Training/statistics samples about the people of one set in one mode (the plugin's mapping)."""
+        check_names(set, self.sets, "set")
+        check_names(mode, MODES, "mode")
+        if self.plugin is None:
+            raise ConfigError("this benchmark was built without a plugin: it has no fact pairs")
+        return self.plugin.fact_pairs(self, set, mode)
 
     def counts(self) -> dict:
-        """{"profiles": {set: n}, "questions": {set: {task: {mode: n}}}}."""
-        questions = {s: {t: {m: 0 for m in MODES} for t in TASKS} for s in SETS}
-        for s in SETS:
+        """{"profiles": {set: n}, "questions": {set: {question type: {mode: n}}}}."""
+        questions = {s: {t: {m: 0 for m in MODES} for t in self.question_types} for s in self.sets}
+        for s in self.sets:
             for p in self.profiles[s]:
                 for q in p.questions:
-                    questions[s][q.task][q.mode] += 1
-        return {"profiles": {s: len(self.profiles[s]) for s in SETS}, "questions": questions}
+                    questions[s].setdefault(q.task, {m: 0 for m in MODES})[q.mode] += 1
+        return {"profiles": {s: len(self.profiles[s]) for s in self.sets}, "questions": questions}
 
 
-def _names(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+def check_names(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     values = (value,) if isinstance(value, str) else tuple(value)
     unknown = [v for v in values if v not in allowed]
     if unknown:
         raise ConfigError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(allowed)}")
     return values
+
+
+def load_benchmark(
+    source: str | os.PathLike,
+    forget: int | None = None,
+    test_images: str = "random",
+    seed: int = 0,
+    benchmark: str | None = None,
+    protocol: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Benchmark:
+    """Read one forget split of a benchmark (local folder or hub id) with its plugin.
+
+    benchmark: the plugin's name (default: recognised from the folder's layout or the hub id);
+    forget: one of its forget splits (default its own); protocol: one of its protocols (default
+    its first); test_images / seed: which test-set image a question gets (TEST_IMAGE_CHOICES,
+    benchmarks with a test set); options: its `--bench-option` values (strings or typed)."""
+    if test_images not in TEST_IMAGE_CHOICES:
+        raise ConfigError(f"test images must be one of {', '.join(TEST_IMAGE_CHOICES)}, got {test_images!r}")
+    cls = benchmark_of(source, benchmark)
+    split = cls.check_forget(forget)
+    chosen = cls.protocol(protocol)
+    parsed = parse_bench_options(cls, options)
+    reader = BenchSource(source)
+    bench = cls().load(reader, split, chosen, seed, test_images=test_images, **parsed)
+    bench.plugin, bench.protocol, bench.options = bench.plugin or cls(), chosen.name, parsed
+    return bench
+
+
+@dataclass
+class Holdout:
+    """People no model trained on the benchmark has seen, in its row schema: the non-members of
+    membership inference."""
+
+    source: str
+    fingerprint: str
+    profiles: tuple[Profile, ...]
+
+    def questions(self, tasks: Iterable[str] | None = None, modes: Iterable[str] = MODES) -> list[Question]:
+        types = tuple(dict.fromkeys(q.task for p in self.profiles for q in p.questions))
+        tasks, modes = check_names(types if tasks is None else tasks, types, "question type"), check_names(modes, MODES, "mode")
+        return [q for p in self.profiles for q in p.questions if q.task in tasks and q.mode in modes]
+
+
+def load_holdout(source: str | os.PathLike, bench: Benchmark | None = None) -> Holdout:
+    """Never-seen profiles read by the benchmark's plugin (MLLMU-Bench layout without `bench`)."""
+    plugin = bench.plugin if bench is not None and bench.plugin is not None else get_benchmark(DEFAULT_BENCHMARK)()
+    return plugin.holdout(source, bench)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -138,7 +337,7 @@ def parquet_table(data: bytes) -> pa.Table:
     return pq.read_table(pa.BufferReader(buffer))
 
 
-class _Reader:
+class BenchSource:
     """Reads one config as a pyarrow table and contributes to the fingerprint."""
 
     def __init__(self, source: str | os.PathLike):
@@ -189,13 +388,13 @@ class _Reader:
 # ----------------------------------------------------------------------------- validation
 
 
-def _show(value, limit: int = 80) -> str:
+def show(value, limit: int = 80) -> str:
     """repr of a bad value, cut short: an error stays one readable line even for a 1 MB field."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _rows(table: pa.Table, config: str, required: tuple[str, ...]) -> list[dict]:
+def read_rows(table: pa.Table, config: str, required: tuple[str, ...]) -> list[dict]:
     missing = [f for f in required if f not in table.column_names]
     if missing:
         raise BenchmarkError(
@@ -221,7 +420,7 @@ def _convertible(scalar) -> bool:
         return False
 
 
-def _image_bytes(value, config: str, row: int, field: str) -> bytes:
+def image_bytes(value, config: str, row: int, field: str) -> bytes:
     """Encoded image bytes from a {bytes, path} struct (or raw bytes), verified by decoding."""
     from PIL import Image
 
@@ -241,273 +440,18 @@ def _image_bytes(value, config: str, row: int, field: str) -> bytes:
     return bytes(data)
 
 
-def _text(value, config: str, row: int, field: str) -> str:
+def text_field(value, config: str, row: int, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise BenchmarkError(config, row, field, f"expected non-empty text, got {_show(value)}")
+        raise BenchmarkError(config, row, field, f"expected non-empty text, got {show(value)}")
     return value
 
 
-def _item(item, keys: tuple[str, ...], config: str, row: int, field: str) -> dict:
+def object_field(item, keys: tuple[str, ...], config: str, row: int, field: str) -> dict:
     if not isinstance(item, dict):
-        raise BenchmarkError(config, row, field, f"expected an object with {', '.join(keys)}, got {_show(item)}")
+        raise BenchmarkError(config, row, field, f"expected an object with {', '.join(keys)}, got {show(item)}")
     for key in keys:
         if key not in item or item[key] is None:
             raise BenchmarkError(config, row, f"{field}.{key}", "missing field")
     return item
 
 
-def _questions(
-    r: dict, set_name: str, pid: str, images: dict[str, list[tuple[str, bytes]]], config: str, row: int
-) -> list[Question]:
-    """All questions of one row; index counts within (task, mode). images[task] lists the
-    (qid suffix, image) pairs an image_text question is asked with (one, except test "all")."""
-    out = []
-
-    def add(task: str, mode: str, index: int, text: str, answer: str, options=None):
-        qid = f"{set_name}/{pid}/{task}/{mode}/{index}"
-        if mode == "text_only":
-            out.append(Question(qid, set_name, task, mode, pid, text, answer, options, None))
-            return
-        for suffix, image in images[task]:
-            out.append(Question(qid + suffix, set_name, task, mode, pid, text, answer, options, image))
-
-    cls = r["Classification_Task"]
-    if not isinstance(cls, dict):
-        raise BenchmarkError(config, row, "Classification_Task", f"expected an object, got {_show(cls)}")
-    for mode, key in CLASSIFICATION_LISTS.items():
-        where = f"Classification_Task.{key}"
-        if cls.get(key) is None:
-            raise BenchmarkError(config, row, where, "missing field")
-        if not isinstance(cls[key], list):
-            raise BenchmarkError(config, row, where, f"expected a list, got {_show(cls[key])}")
-        for i, item in enumerate(cls[key]):
-            f = f"{where}[{i}]"
-            item = _item(item, ("Question", "Options", "Correct_Answer"), config, row, f)
-            options = item["Options"]
-            if not isinstance(options, dict) or any(not isinstance(options.get(L), str) for L in LETTERS):
-                raise BenchmarkError(
-                    config, row, f"{f}.Options", f"options must have text for A, B, C and D, got {_show(options)}"
-                )
-            if item["Correct_Answer"] not in LETTERS:
-                raise BenchmarkError(
-                    config,
-                    row,
-                    f"{f}.Correct_Answer",
-                    f"bad option letter {_show(item['Correct_Answer'])} (expected one of A, B, C, D)",
-                )
-            add(
-                "classification",
-                mode,
-                i,
-                _text(item["Question"], config, row, f"{f}.Question"),
-                item["Correct_Answer"],
-                {L: options[L] for L in LETTERS},
-            )
-
-    for task, field_name in (("generation", "Generation_Task"), ("cloze", "Mask_Task")):
-        items = r[field_name]
-        if not isinstance(items, list):
-            raise BenchmarkError(config, row, field_name, f"expected a list, got {_show(items)}")
-        index = {m: 0 for m in MODES}
-        for i, item in enumerate(items):
-            f = f"{field_name}[{i}]"
-            item = _item(item, ("Type", "Question", "Ground_Truth"), config, row, f)
-            item_mode = TYPE_TO_MODE.get(item["Type"]) if isinstance(item["Type"], str) else None
-            if item_mode is None:
-                raise BenchmarkError(
-                    config,
-                    row,
-                    f"{f}.Type",
-                    f"unknown type {_show(item['Type'])} (expected Image_Textual or Pure_Text)",
-                )
-            text = _text(item["Question"], config, row, f"{f}.Question")
-            if task == "cloze" and "__" not in text:
-                raise BenchmarkError(config, row, f"{f}.Question", f'cloze question has no "__" blank: {_show(text)}')
-            add(
-                task,
-                item_mode,
-                index[item_mode],
-                text,
-                _text(str(item["Ground_Truth"]), config, row, f"{f}.Ground_Truth"),
-            )
-            index[item_mode] += 1
-    return out
-
-
-def _test_images(images: list[bytes], pid: str, choice: str, seed: int) -> dict[str, list[tuple[str, bytes]]]:
-    """Per task, the transformed image(s) a test-set profile's image_text questions are asked with.
-
-    The official code calls random.choice(row["images"]) per profile and task (unseeded); "random"
-    does the same with an RNG seeded by (seed, profile, task)."""
-    if choice == "all":
-        return {t: [(f"@{k}", im) for k, im in enumerate(images)] for t in TASKS}
-    if choice == "first":
-        return {t: [("", images[0])] for t in TASKS}
-    return {t: [("", random.Random(f"test-image/{seed}/{pid}/{t}").choice(images))] for t in TASKS}
-
-
-def _profiles(
-    table: pa.Table,
-    config: str,
-    set_name: str,
-    ft: dict[str, tuple],
-    ids=None,
-    test_images: str = "random",
-    seed: int = 0,
-) -> list[Profile]:
-    """Profile records of one config; `ids` keeps only those IDs (Test_Set filtering)."""
-    is_test = set_name == "test"
-    rows = _rows(table, config, TEST_FIELDS if is_test else PROFILE_FIELDS)
-    profiles, seen = [], set()
-    for row, r in enumerate(rows):
-        pid = _text(str(r["ID"]) if r["ID"] is not None else None, config, row, "ID")
-        if pid in seen:
-            raise BenchmarkError(config, row, "ID", f"duplicate profile ID {_show(pid)}")
-        seen.add(pid)
-        if ids is not None and pid not in ids:
-            continue
-        if is_test:
-            images = r["images"]
-            if not isinstance(images, list) or not images:
-                raise BenchmarkError(config, row, "images", "expected a non-empty list of images")
-            decoded = [_image_bytes(im, config, row, f"images[{k}]") for k, im in enumerate(images)]
-            image = decoded[0]
-            by_task = _test_images(decoded, pid, test_images, seed)
-        else:
-            image = _image_bytes(r["image"], config, row, "image")
-            by_task = {t: [("", image)] for t in TASKS}
-        profiles.append(
-            Profile(
-                id=pid,
-                set=set_name,
-                biography=_text(r["biography"], config, row, "biography"),
-                image=image,
-                directory=r["Directory"] or "",
-                vqa_question=_text(r["question"], config, row, "question"),
-                vqa_answer=_text(str(r["answer"]), config, row, "answer"),
-                questions=tuple(_questions(r, set_name, pid, by_task, config, row)),
-                ft_pairs=ft.get(pid, ()),
-            )
-        )
-    return profiles
-
-
-def _ft_pairs(table: pa.Table) -> dict[str, tuple[tuple[str, str], ...]]:
-    config = "ft_Data"
-    out = {}
-    for row, r in enumerate(_rows(table, config, FT_FIELDS)):
-        pid = _text(str(r["ID"]) if r["ID"] is not None else None, config, row, "ID")
-        try:
-            items = json.loads(r["metadata"])
-        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
-            raise BenchmarkError(config, row, "metadata", f"not a JSON list: {exc}") from exc
-        if not isinstance(items, list):
-            raise BenchmarkError(config, row, "metadata", f"expected a JSON list, got {type(items).__name__}")
-        pairs = []
-        for i, item in enumerate(items):
-            item = _item(item, ("Question", "Answer"), config, row, f"metadata[{i}]")
-            pairs.append(
-                (
-                    _text(item["Question"], config, row, f"metadata[{i}].Question"),
-                    _text(str(item["Answer"]), config, row, f"metadata[{i}].Answer"),
-                )
-            )
-        out[pid] = tuple(pairs)
-    return out
-
-
-def load_benchmark(source: str | os.PathLike, forget: int = 5, test_images: str = "random", seed: int = 0) -> Benchmark:
-    """Read forget_N, retain_{100-N}, the forget IDs' Test_Set rows, Retain_Set, ft_Data and
-    Full_Set (the source of in-context examples, as in the official evaluation).
-
-    `source` is a folder in MLLMU-Bench layout (<root>/<config>/*.parquet) or a hub id.
-    `test_images` / `seed`: which transformed image each test-set question gets (TEST_IMAGE_CHOICES).
-    """
-    if forget not in FORGET_SPLITS:
-        raise ConfigError(f"forget split must be one of {', '.join(map(str, FORGET_SPLITS))}, got {forget!r}")
-    if test_images not in TEST_IMAGE_CHOICES:
-        raise ConfigError(f"test images must be one of {', '.join(TEST_IMAGE_CHOICES)}, got {test_images!r}")
-    reader = _Reader(source)
-    ft = _ft_pairs(reader.table("ft_Data"))
-    forget_cfg, retain_cfg = f"forget_{forget}", f"retain_{100 - forget}"
-    forget_profiles = _profiles(reader.table(forget_cfg), forget_cfg, "forget", ft)
-    retain_profiles = _profiles(reader.table(retain_cfg), retain_cfg, "retain", ft)
-    forget_ids = [p.id for p in forget_profiles]
-    test_profiles = _profiles(
-        reader.table("Test_Set"), "Test_Set", "test", ft, ids=set(forget_ids), test_images=test_images, seed=seed
-    )
-    found = {p.id for p in test_profiles}
-    for row, pid in enumerate(forget_ids):
-        if pid not in found:
-            raise BenchmarkError(forget_cfg, row, "ID", f"forget profile {_show(pid)} has no Test_Set row")
-    celebrity = _profiles(reader.table("Retain_Set"), "Retain_Set", "celebrity", ft)
-    full = {p.id: p for p in _profiles(reader.table("Full_Set"), "Full_Set", "full", ft)}
-    profiles = {
-        "forget": tuple(forget_profiles),
-        "test": tuple(test_profiles),
-        "retain": tuple(retain_profiles),
-        "celebrity": tuple(celebrity),
-    }
-    return Benchmark(
-        source=reader.source,
-        forget=forget,
-        fingerprint=reader.hash.hexdigest(),
-        profiles=profiles,
-        full_set=full,
-        test_images=test_images,
-    )
-
-
-@dataclass
-class Holdout:
-    """Profiles no model trained on this benchmark has seen, in the benchmark's row schema: the
-    non-members of membership inference (MLLMU-Bench has none; the mini-bench's Holdout_Set)."""
-
-    source: str
-    fingerprint: str
-    profiles: tuple[Profile, ...]
-
-    def questions(self, tasks: Iterable[str] = TASKS, modes: Iterable[str] = MODES) -> list[Question]:
-        tasks, modes = _names(tasks, TASKS, "task"), _names(modes, MODES, "mode")
-        return [q for p in self.profiles for q in p.questions if q.task in tasks and q.mode in modes]
-
-
-def load_holdout(source: str | os.PathLike, bench: Benchmark | None = None) -> Holdout:
-    """Read holdout profiles from a benchmark folder that has a Holdout_Set config, a config
-    folder of parquet files, or one parquet file. With `bench`, a holdout profile whose name is
-    a benchmark profile's is refused (it would be a member counted as a non-member)."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        reader, config = _Reader(path.parent), path.name
-        reader.hash.update(f"{config}\0".encode())
-        data = path.read_bytes()
-        reader.hash.update(data)
-        try:
-            table = parquet_table(data)
-        except (pa.ArrowException, OSError) as exc:
-            raise BenchmarkError(config, None, None, f"unreadable parquet file {path}: {exc}") from exc
-    elif (path / HOLDOUT_CONFIG).is_dir():
-        reader, config = _Reader(path), HOLDOUT_CONFIG
-        table = reader.table(config)
-    elif path.is_dir():
-        reader, config = _Reader(path.parent), path.name
-        table = reader.table(config)
-    else:
-        raise BenchmarkError(
-            HOLDOUT_CONFIG, None, None, f"holdout {os.fspath(source)!r} is neither a folder nor a parquet file"
-        )
-    profiles = tuple(_profiles(table, config, HOLDOUT_SET, {}))
-    if not profiles:
-        raise BenchmarkError(config, None, None, "the holdout set has no profiles")
-    if bench is not None:
-        known = {p.vqa_answer.strip().lower(): p.id for s in SETS for p in bench.profiles[s]}
-        for row, p in enumerate(profiles):
-            if p.vqa_answer.strip().lower() in known:
-                raise BenchmarkError(
-                    config,
-                    row,
-                    "answer",
-                    f"holdout profile {_show(p.vqa_answer)} is benchmark profile {known[p.vqa_answer.strip().lower()]}"
-                    " (a member cannot be a non-member)",
-                )
-    return Holdout(source=str(path.resolve()), fingerprint=reader.hash.hexdigest(), profiles=profiles)

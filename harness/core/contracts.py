@@ -275,11 +275,8 @@ def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task available to get_task / the CLI under `cls.name`."""
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} must set a class attribute `name`")
-    if cls.question_type() not in QUESTION_TYPES:
-        raise TypeError(
-            f"task {cls.name!r} reads {cls.question_type()!r}; the benchmark's question types are "
-            f"{', '.join(QUESTION_TYPES)} (set `reads`)"
-        )
+    if not isinstance(cls.question_type(), str) or not cls.question_type():
+        raise TypeError(f"task {cls.name!r} must read a question type (set `reads`)")
     unknown = [m for m in (*cls.headline, *cls.lower_means_known) if m not in cls.metrics]
     if unknown:
         raise TypeError(f"task {cls.name!r}: {unknown} are not among its metrics {cls.metrics}")
@@ -483,6 +480,17 @@ def _convert(tp, text: str):
     if tp is str:
         return text
     raise ValueError(f"a value of type {tp}")
+
+
+def convert_value(params_cls: type, key: str, value: Any, what: str) -> Any:
+    """One CLI string -> the type of field `key` of dataclass `params_cls` (other values pass);
+    a bad one is a ConfigError "{what} key=value is invalid; allowed: ..."."""
+    if not isinstance(value, str):
+        return tuple(value) if isinstance(value, list) else value
+    try:
+        return _convert(typing.get_type_hints(params_cls)[key], value)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {key}={value!r} is invalid; allowed: {exc}") from None
 
 
 def parse_params(method_cls: type["Method"], raw: dict[str, Any] | None = None):

@@ -41,3 +41,19 @@ def should_fall(objective: str, set_name: str, mode: str | None = None) -> bool:
 def objective_of(results: dict) -> str:
     """The objective a results.json was produced under (forget-both when it records none)."""
     return (results.get("manifest") or {}).get("objective") or DEFAULT_OBJECTIVE
+
+
+def describe(objective: str, sets=("forget", "test", "retain", "celebrity"), modes=("image_text", "text_only")) -> str:
+    """What `objective` asks, in words, from should_fall: 'forget, test fall; retain, celebrity stay'
+    (forget-both), 'forget, test fall in image_text, stay in text_only; retain, celebrity stay'
+    (forget-visual)."""
+    groups: dict[tuple, list[str]] = {}
+    for s in sets:
+        groups.setdefault(tuple(should_fall(objective, s, m) for m in modes), []).append(s)
+    parts = []
+    for falls, names in groups.items():
+        down = [m for m, f in zip(modes, falls) if f]
+        up = [m for m, f in zip(modes, falls) if not f]
+        what = "fall" if not up else "stay" if not down else f"fall in {' and '.join(down)}, stay in {' and '.join(up)}"
+        parts.append(f"{', '.join(names)} {what}")
+    return "; ".join(parts)

@@ -11,7 +11,7 @@ import importlib
 import warnings
 from importlib.metadata import entry_points
 
-GROUPS = ("mmunlearn.methods", "mmunlearn.tasks", "mmunlearn.stages")
+GROUPS = ("mmunlearn.methods", "mmunlearn.tasks", "mmunlearn.stages", "mmunlearn.benchmarks")
 BUILTIN_PREFIX = "mmunlearn."  # this package's own plugins: a failure to import them is a bug
 _loaded: set[str] = set()
 

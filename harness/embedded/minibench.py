@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance
 
-from mmunlearn.harness.core.bench import HOLDOUT_CONFIG
+from mmunlearn.benchmarks.mllmu_bench import HOLDOUT_CONFIG
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import LETTERS
 

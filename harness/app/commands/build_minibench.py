@@ -1,8 +1,10 @@
-"""`mmunlearn build-minibench`: (re)generate the embedded mini-bench deterministically."""
+"""`mmunlearn build-minibench`: (re)generate the embedded mini-bench deterministically; with
+`--clear`, the mini-CLEAR (the same people in the CLEAR hub layout) from an existing mini-bench."""
 
 from __future__ import annotations
 
 from mmunlearn.harness.app.defaults import DEFAULT_SEED
+from mmunlearn.harness.embedded.mini_clear import MINIBENCH, build_mini_clear
 from mmunlearn.harness.embedded.minibench import HOLDOUT_PROFILES, build_minibench
 
 NAME = "build-minibench"
@@ -20,9 +22,21 @@ def add_arguments(p) -> None:
         default=HOLDOUT_PROFILES,
         help="number of Holdout_Set profiles (never trained on: membership inference's non-members)",
     )
+    p.add_argument(
+        "--clear",
+        nargs="?",
+        const=str(MINIBENCH),
+        metavar="MINIBENCH",
+        help="instead write the mini-CLEAR (CLEAR hub layout) built from the mini-bench folder MINIBENCH "
+        "(default: the embedded one); --profiles/--celebrities/--holdout do not apply",
+    )
 
 
 def run(args) -> int:
+    if args.clear is not None:
+        counts = build_mini_clear(args.out, args.clear, seed=args.seed)
+        print(f"wrote mini-CLEAR ({len(counts)} configs, {sum(counts.values())} rows) to {args.out}")
+        return 0
     out = build_minibench(
         args.out, seed=args.seed, n_profiles=args.profiles, n_celebrities=args.celebrities, n_holdout=args.holdout
     )

@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
-from mmunlearn.harness.core.bench import FORGET_SPLITS
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.statistics import design_effect, estimate_icc, minimum_detectable_difference
 
@@ -33,7 +32,8 @@ MLLMU_PER_PROFILE_MODE = {"classification": 11530 / 653 / 2, "generation": 4612 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench", default=str(DEFAULT_BENCH), help="benchmark folder or hub id (default: mini-bench)")
-    p.add_argument("--forget", type=int, default=5, choices=FORGET_SPLITS, help="forget split percentage")
+    p.add_argument("--benchmark", default=None, help="the --bench folder's benchmark (default: recognised from its layout)")
+    p.add_argument("--forget", type=int, default=None, help="forget split (default: the benchmark's own, 5 for MLLMU-Bench)")
     p.add_argument(
         "--published",
         choices=("mllmu-bench",),
@@ -66,7 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _counts(args) -> dict[tuple[str, str, str], tuple[int, int]]:
     """(set, task, mode) -> (questions, profiles)."""
     if args.published:
-        forget = round(MLLMU_FICTITIOUS * args.forget / 100)
+        if args.forget not in (None, 5, 10, 15):
+            raise ConfigError(f"--published mllmu-bench has forget splits 5, 10 and 15, got {args.forget}")
+        forget = round(MLLMU_FICTITIOUS * (args.forget or 5) / 100)
         profiles = {
             "forget": forget,
             "test": forget,
@@ -81,13 +83,14 @@ def _counts(args) -> dict[tuple[str, str, str], tuple[int, int]]:
         }
     from mmunlearn.harness.core.bench import load_benchmark
 
-    bench = load_benchmark(args.bench, forget=args.forget)
+    bench = load_benchmark(args.bench, forget=args.forget, benchmark=args.benchmark)
     counts = bench.counts()
     return {
         (s, t, m): (n, counts["profiles"][s])
         for s, tasks in counts["questions"].items()
         for t, modes in tasks.items()
         for m, n in modes.items()
+        if m in bench.cells(s, t)
     }
 
 

@@ -10,23 +10,23 @@ from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.examples import OFFICIAL, parse_shots
 from mmunlearn.harness.core.judge import DEFAULT_MODEL as DEFAULT_JUDGE
 from mmunlearn.harness.core.judge import DEFAULT_PROTOCOL, JUDGE_PROTOCOLS
-from mmunlearn.harness.core.records import SETS
+from mmunlearn.harness.core.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from mmunlearn.harness.core.results import is_count_metric
 
 NAME = "run"
 HELP = "apply an unlearning method to a model and evaluate it on the benchmark (resumes in --out)"
 
 
-def parse_param_args(items: list[str] | None) -> dict[str, str]:
+def parse_param_args(items: list[str] | None, flag: str = "--param") -> dict[str, str]:
     """['lr=1e-4', 'epochs=2'] -> {'lr': '1e-4', 'epochs': '2'}; bad items name themselves."""
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         if key in out:
-            raise ConfigError(f"--param {key!r} given twice")
+            raise ConfigError(f"{flag} {key!r} given twice")
         out[key] = value.strip()
     return out
 
@@ -51,9 +51,36 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bench",
         default=str(defaults.DEFAULT_BENCH),
-        help="benchmark folder in MLLMU-Bench layout or hub id (default: the embedded mini-bench)",
+        help="benchmark folder or hub id, in a layout a benchmark plugin reads (default: the embedded mini-bench)",
     )
-    p.add_argument("--forget", type=int, choices=(5, 10, 15), default=5, help="forget split in percent (default 5)")
+    p.add_argument(
+        "--benchmark",
+        default=None,
+        help="the benchmark plugin that reads --bench (default: recognised from its layout or hub id; "
+        "see `mmunlearn list`)",
+    )
+    p.add_argument(
+        "--protocol", default=None, help="the benchmark's scoring protocol (default: its first; see `mmunlearn list`)"
+    )
+    p.add_argument(
+        "--bench-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a benchmark plugin's own option, repeatable (see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=DEFAULT_OBJECTIVE,
+        help="what should fall: forget-both (default; forget/test in both modes) or forget-visual (forget/test "
+        "image+text only; text-only knowledge of the forget people should stay)",
+    )
+    p.add_argument(
+        "--forget",
+        type=int,
+        default=None,
+        help="forget split, the benchmark's own name (MLLMU-Bench 5|10|15, default 5; CLEAR 1|5|10, default 5)",
+    )
     p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED, help="seed for the method and shot sampling")
     p.add_argument(
         "--bootstrap",
@@ -76,7 +103,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="test-set image per profile and task: random (default, official, seeded), first, or all "
         "(every transformed image scored)",
     )
-    p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="evaluation sets (default all)")
+    p.add_argument("--sets", nargs="+", default=None, help="evaluation sets (default: all the benchmark's)")
     p.add_argument(
         "--tasks", nargs="+", default=[], help="tasks (default: every registered task; see `mmunlearn list`)"
     )
@@ -140,9 +167,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stages",
         nargs="*",
-        default=["privacy"],
-        help="cross-set measurements after the tasks: privacy, relearn, sweep (default: privacy; none: give the "
-        "flag alone)",
+        default=None,
+        help="cross-set measurements after the tasks: privacy, relearn, sweep, ... (default: the protocol's, "
+        "privacy for MLLMU-Bench; none: give the flag alone)",
     )
     p.add_argument(
         "--relearn-param",
@@ -232,6 +259,10 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
     return RunConfig(
         model=args.model,
         bench=args.bench,
+        benchmark=args.benchmark,
+        protocol=args.protocol,
+        bench_options=parse_param_args(args.bench_option, "--bench-option"),
+        objective=args.objective,
         forget=args.forget,
         method=method if method is not None else args.method,
         params=params if params is not None else parse_param_args(getattr(args, "param", None)),
@@ -239,7 +270,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         bootstrap=args.bootstrap,
         shots=args.shots,
         test_images=args.test_images,
-        sets=tuple(args.sets),
+        sets=tuple(args.sets or ()),
         tasks=tuple(args.tasks),
         limit=args.limit,
         judge=args.judge,
@@ -255,7 +286,7 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         device_map=args.device_map,
         name=getattr(args, "name", None),
         base_model=getattr(args, "base_model", None),
-        stages=tuple(args.stages),
+        stages=None if args.stages is None else tuple(args.stages),
         holdout=none_arg(args.holdout),
         reference_model=none_arg(args.reference_model),
         relearn_params=parse_param_args(getattr(args, "relearn_param", None)),
@@ -268,6 +299,10 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
 # run.json / results.json config key -> the `run` argument it came from (the evaluation settings).
 LIKE_KEYS = {
     "bench": "bench",
+    "benchmark": "benchmark",
+    "protocol": "protocol",
+    "bench_options": "bench_option",
+    "objective": "objective",
     "forget": "forget",
     "seed": "seed",
     "shots": "shots",
@@ -305,7 +340,7 @@ def apply_like(args: argparse.Namespace) -> list[str]:
         value = config[key]
         if key in ("bench", "holdout", "reference_model"):
             value = resolve_source(value) if value is not None else "none"
-        elif key == "relearn_params":  # recorded parsed: back to KEY=VALUE arguments
+        elif key in ("relearn_params", "bench_options"):  # recorded parsed: back to KEY=VALUE arguments
             value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
         elif key == "judge_protocol" and value is None:  # the run had no judge: keep the default protocol
             continue

@@ -82,8 +82,8 @@ def objective_view(metrics: dict, modes, objective: str) -> dict:
             figures = {s: _headline(metrics.get(s, {}).get(task, {}).get(m, {})) for s in SWEEP_SETS}
             if any(v is None for v in figures.values()):
                 continue
-            kept = [v for s, v in figures.items() if not should_fall(objective, s, m)]
-            gone = [v for s, v in figures.items() if should_fall(objective, s, m)]
+            kept = [v for s, v in figures.items() if v is not None and not should_fall(objective, s, m)]
+            gone = [v for s, v in figures.items() if v is not None and should_fall(objective, s, m)]
             view["retain"].setdefault(task, {})[m] = {"kept": _mean(kept)}
             view["forget"].setdefault(task, {})[m] = {"fallen": _mean(gone)}
     return view

@@ -329,9 +329,9 @@ def direction_sentence(objs: list[str], bold: bool = True) -> str:
         parts = ([f"{b('lower is better')} on {down} (knowledge forgotten)"] if down else []) + (
             [f"{b('higher is better')} on {up} (knowledge kept)"] if up else []
         )
-        per.append(f"under {o}: " + "; ".join(parts))
+        per.append(f"Under {o}: " + "; ".join(parts) + ".")
     which = "each row's objective (column `objective`)" if len(objs) > 1 else "the runs' objective"
-    return f"Directions follow {which}, " + ". ".join(per) + "."
+    return f"Directions follow {which}. " + " ".join(per)
 
 
 def legend(runs: list[Run]) -> str:
@@ -953,7 +953,7 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
                 ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
             ax.axvline(0, color="grey", linewidth=0.6, linestyle="--")
             ax.axhline(1, color="grey", linewidth=0.6, linestyle="--")
-            flipped = " (squares: kept, method − vanilla)" if kept else ""
+            flipped = "\nsquares: forget kept by the objective, method − vanilla" if kept else ""
             ax.set_xlabel(f"forget drop ({metric}, vanilla − method){flipped}", fontsize=8)
             ax.set_ylabel(f"retain kept ({metric}, method / vanilla)", fontsize=8)
             ax.set_title(f"{t} — {MODE_SHORT[m]}", fontsize=9)

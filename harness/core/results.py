@@ -32,9 +32,7 @@ RUN_FILE = "run.json"
 METHOD_FILE = "method.json"
 MODEL_DIR = "model"
 
-# Sets on which a lower score means better unlearning; on the others higher is better.
-LOWER_IS_BETTER_SETS = ("forget", "test")
-HIGHER_IS_BETTER_SETS = ("retain", "celebrity")
+# Which sets' (and modes') scores should fall is the run's objective: harness.core.objectives.
 
 # Aggregates that count things (questions, judge calls) rather than score them: never ranked,
 # gapped or regression-checked.

@@ -40,6 +40,7 @@ def run(args) -> int:
         index=["set", "task"], columns="mode", values="questions", sort=False, aggfunc="sum"
     )
     table.columns.name = None
+    table = table.map(lambda n: "-" if pd.isna(n) else int(n))  # "-": a cell the benchmark does not have
     print(
         f"benchmark: {bench.name} ({bench.source})  protocol: {bench.protocol}  forget: {bench.forget}%  "
         f"fingerprint: {bench.fingerprint[:12]}"

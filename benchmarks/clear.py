@@ -102,12 +102,14 @@ class Clear(BenchmarkPlugin):
             "official CLEAR: probability, truth ratio, ROUGE-L recall on the first 300 rows; forget quality stage",
             tasks=("clear_caption", "clear_face", "clear_vqa"),
             stages=("clear_forget_quality",),
+            max_new_tokens=300,  # config/mm/eval.yaml
         ),
         Protocol(
             "clear-mmunlearner",
             "MMUnlearner's CLEAR_eval.py: seed-42 identity / real-world multiple choice, ROUGE and BLEU generation",
             tasks=("mmunlearner_generation", "mmunlearner_face", "mmunlearner_vqa"),
             stages=(),
+            max_new_tokens=50,  # CLEAR_eval.py's generate calls
         ),
     )
 

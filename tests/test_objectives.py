@@ -159,6 +159,16 @@ def test_check_retain_drop_is_a_regression_under_both(tmp_path):
         assert report.regressions[0].problem == "utility dropped: should not fall"
 
 
+def test_check_keeps_a_set_outside_the_forget_target(tmp_path):
+    """A benchmark's own kept set (CLEAR's `real`): a drop is lost utility under either objective."""
+    for objective in (FORGET_BOTH, FORGET_VISUAL):
+        base = synthetic_run(tmp_path / f"b-{objective}", {**VANILLA, ("real", IT): 0.8}, objective)
+        run = synthetic_run(tmp_path / f"r-{objective}", {**VANILLA, ("real", IT): 0.2}, objective)
+        report = compare(run, base)
+        assert regressions(report) == ["real/cloze/image_text accuracy"]
+        assert report.regressions[0].problem == "utility dropped: should not fall"
+
+
 def test_check_refuses_runs_under_different_objectives(tmp_path, capsys):
     base = synthetic_run(tmp_path / "base", VANILLA, FORGET_BOTH)
     run = synthetic_run(tmp_path / "run", VANILLA, FORGET_VISUAL)

@@ -3,8 +3,8 @@
 The direction of every figure comes from the run's objective (harness.core.objectives, recorded
 in results.json; absent: forget-both): forgetting got weaker when a figure that should fall rose
 (forget/test; under forget-visual only their image+text figures), and what should be kept dropped
-when a figure that should stay fell (retain/celebrity; under forget-visual also forget/test
-text-only). A change is a regression only when it is in the bad direction, beyond the tolerance
+when a figure that should stay fell (retain/celebrity and any other set a benchmark has, such as
+CLEAR's real; under forget-visual also forget/test text-only). A change is a regression only when it is in the bad direction, beyond the tolerance
 (on the metric's own scale) **and** significant:
 
 * the 95% interval of the difference excludes zero (`harness.app.paired`: a paired profile
@@ -36,7 +36,6 @@ from mmunlearn.harness.app.seeds import seed_summary
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.contracts import is_raw_score, knowledge_falls
 from mmunlearn.harness.core.objectives import TARGET_SETS, check_objective, describe, objective_of, should_fall
-from mmunlearn.harness.core.records import SETS
 from mmunlearn.harness.core.results import iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
@@ -191,8 +190,6 @@ def compare(run_dir, baseline_dir, tolerance: float = 0.02, all_metrics: bool = 
         allowed = tolerance * METRIC_RANGE.get(metric, 1.0)
         falls = knowledge_falls(task, metric)
         gained = -(r - b) if falls else r - b  # knowledge the run has over the baseline
-        if set_name not in SETS:  # not a benchmark set: no direction to judge
-            continue
         forgetting = should_fall(objective, set_name, mode)  # knowledge here should fall (else stay)
         if forgetting and gained > allowed:
             problem = "forgetting weaker: should not rise" if not falls else "forgetting weaker: should not fall"

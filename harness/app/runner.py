@@ -93,7 +93,7 @@ class RunConfig:
     judge_protocol: str = DEFAULT_PROTOCOL
     dtype: str = "auto"
     batch_size: int | None = None
-    max_new_tokens: int = 50
+    max_new_tokens: int | None = None  # greedy decoding length (None: the protocol's, 50 for MLLMU-Bench)
     scorers: tuple[str, ...] = ("generate",)
     keep_model: bool = False
     device: str | None = None
@@ -168,6 +168,8 @@ class RunConfig:
                 raise ConfigError(f"unknown set {s!r}; {plugin.name} has the sets {', '.join(plugin.sets())}")
         if self.stages is None:
             self.stages = protocol.stages
+        if self.max_new_tokens is None:
+            self.max_new_tokens = protocol.max_new_tokens
         self.stages = tuple(self.stages)
 
 

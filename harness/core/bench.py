@@ -45,12 +45,14 @@ DEFAULT_BENCHMARK = "mllmu-bench"  # what a folder or hub id in no recognised la
 class Protocol:
     """A named way to score a benchmark (`--protocol`): its tasks and stages by default.
 
-    tasks: None = every registered task that reads one of the benchmark's question types."""
+    tasks: None = every registered task that reads one of the benchmark's question types.
+    max_new_tokens: the greedy decoding length of the published evaluation."""
 
     name: str
     description: str
     tasks: tuple[str, ...] | None = None
     stages: tuple[str, ...] = ()
+    max_new_tokens: int = 50
 
 
 @dataclass

@@ -129,7 +129,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="questions per batch, also the unit of resume (default: 8 on CPU, what memory allows on GPU)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=50, help="greedy decoding length (default 50, as official)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="greedy decoding length (default: the protocol's, as official: 50 for MLLMU-Bench, 300 for CLEAR)",
+    )
     p.add_argument(
         "--scorers",
         nargs="+",

@@ -116,8 +116,10 @@ class ClearAggregateStage(Stage):
         if (folder / "results.json").is_file():  # a stored gold run: its per-question answers
             from mmunlearn.harness.core.results import SampleStore
 
-            store = SampleStore(folder)
-            found = {q.qid: store.get(q.qid) for q in questions}
+            from mmunlearn.harness.core.contracts import get_task
+
+            store, task = SampleStore(folder), get_task("clear_caption")
+            found = {q.qid: store.get(task.sample_id(q)) for q in questions}
             return (
                 {qid: SampleResult.from_dict(r) for qid, r in found.items() if r is not None},
                 {"run": ctx.display(str(folder)), "questions_found": sum(r is not None for r in found.values())},

@@ -154,8 +154,18 @@ class Clear(BenchmarkPlugin):
                     builder.official_image_rows(set_name, perturbed_cfg, row, r)
             else:
                 for row, r in enumerate(perturbed[:cap]):
-                    builder.choice(set_name, "face", row, r["name"], r["image"], IDENTITY_QUESTION,
-                                   r["name"], r["perturbed_names"], order, perturbed_cfg)
+                    builder.choice(
+                        set_name,
+                        "face",
+                        row,
+                        r["name"],
+                        r["image"],
+                        IDENTITY_QUESTION,
+                        r["name"],
+                        r["perturbed_names"],
+                        order,
+                        perturbed_cfg,
+                    )
             image_rows = [(row, r) for row, r in enumerate(tofu) if r["image"] is not None]
             text_rows = [(row, r) for row, r in enumerate(tofu) if r["image"] is None]
             if not official:  # generation on the +tofu image rows: the caption questions come next in the stream
@@ -175,11 +185,21 @@ class Clear(BenchmarkPlugin):
             answer = text_field(r["answer"], "real_faces", row, "answer")
             wrong = _texts(r["options"], "real_faces", row, "options")
             if official:
-                builder.add("real", _slug(answer), "face", IT, FACE_PROMPT, answer, image=image,
-                            paraphrase=answer, perturbed=wrong)
+                builder.add(
+                    "real",
+                    _slug(answer),
+                    "face",
+                    IT,
+                    FACE_PROMPT,
+                    answer,
+                    image=image,
+                    paraphrase=answer,
+                    perturbed=wrong,
+                )
             else:
-                builder.choice("real", "face", row, answer, image, IDENTITY_QUESTION, answer, wrong,
-                               faces_order, "real_faces")
+                builder.choice(
+                    "real", "face", row, answer, image, IDENTITY_QUESTION, answer, wrong, faces_order, "real_faces"
+                )
         for row, r in enumerate(world[:cap]):
             image = image_bytes(r["image"], "real_world", row, "image")
             question = text_field(r["question"], "real_world", row, "question")
@@ -216,7 +236,7 @@ class _Builder:
         self.seed = seed
         self.by_person: dict[str, dict[str, list[Question]]] = {}
         self.images: dict[tuple[str, str], bytes] = {}
-        self.notes: dict = {"caption_questions": {}}
+        self.notes: dict[str, dict[str, str]] = {"caption_questions": {}}
 
     def add(self, set_name, pid, qtype, mode, text, answer, image=None, options=None, paraphrase=None, perturbed=()):
         questions = self.by_person.setdefault(set_name, {}).setdefault(pid, [])
@@ -245,10 +265,28 @@ class _Builder:
         """One `_perturbed` row: its caption question (drawn with the seed) and its face question."""
         pid = _slug(r["name"])
         question = random.Random(f"clear-caption/{self.seed}/{config}/{row}").choice(CAPTION_QUESTIONS)
-        self.add(set_name, pid, "caption", IT, question, r["caption"], image=r["image"],
-                 paraphrase=r["paraphrased_caption"], perturbed=r["perturbed_captions"])
-        self.add(set_name, pid, "face", IT, FACE_PROMPT, r["name"], image=r["image"],
-                 paraphrase=r["name"], perturbed=r["perturbed_names"])
+        self.add(
+            set_name,
+            pid,
+            "caption",
+            IT,
+            question,
+            r["caption"],
+            image=r["image"],
+            paraphrase=r["paraphrased_caption"],
+            perturbed=r["perturbed_captions"],
+        )
+        self.add(
+            set_name,
+            pid,
+            "face",
+            IT,
+            FACE_PROMPT,
+            r["name"],
+            image=r["image"],
+            paraphrase=r["name"],
+            perturbed=r["perturbed_names"],
+        )
 
     def choice(self, set_name, qtype, row, person, image, question, answer, wrong, order: OptionOrder, config):
         """A multiple-choice question: the answer inserted among the wrong options by `order`."""
@@ -257,8 +295,17 @@ class _Builder:
         except ValueError as exc:
             raise BenchmarkError(config, row, "options", str(exc)) from exc
         lettered = {option_letter(i): o for i, o in enumerate(options)}
-        self.add(set_name, _slug(person) if qtype == "face" else person, qtype, IT, question, letter,
-                 image=image, options=lettered, paraphrase=answer)
+        self.add(
+            set_name,
+            _slug(person) if qtype == "face" else person,
+            qtype,
+            IT,
+            question,
+            letter,
+            image=image,
+            options=lettered,
+            paraphrase=answer,
+        )
 
     def profiles(self, sets: tuple[str, ...]) -> dict[str, tuple[Profile, ...]]:
         out = {}
@@ -315,7 +362,7 @@ def _perturbed_rows(source: BenchSource, config: str) -> list[dict]:
 
 def _tofu_rows(source: BenchSource, config: str) -> list[dict]:
     """A `+tofu` config's rows: image rows (image, caption) and TOFU text rows (question, answer)."""
-    out = []
+    out: list[dict] = []
     for row, r in enumerate(read_rows(source.table(config), config, TOFU_ROW)):
         if r["image"] is None:
             out.append(

@@ -21,8 +21,16 @@ import json
 from pathlib import Path
 
 from mmunlearn.harness.core.contracts import SampleResult
-from mmunlearn.harness.core.stages import Column, Stage, StageContext, StageOutput, identity_store, register_stage, score_questions
-from mmunlearn.harness.core.tofu_metrics import forget_quality_js, forget_quality_ks, model_utility, truth_ratios
+from mmunlearn.harness.core.stages import (
+    Column,
+    Stage,
+    StageContext,
+    StageOutput,
+    identity_store,
+    register_stage,
+    score_questions,
+)
+from mmunlearn.harness.core.tofu_metrics import Averaging, forget_quality_js, forget_quality_ks, model_utility, truth_ratios
 
 KEY = "clear_aggregate"
 REFERENCE_DIR = "reference"
@@ -36,7 +44,7 @@ GROUPS = {
 }
 
 
-def pooled_ratios(results: dict[str, SampleResult], averaging: str = "pooled") -> dict[str, float]:
+def pooled_ratios(results: dict[str, SampleResult], averaging: Averaging = "pooled") -> dict[str, float]:
     """qid -> truth ratio of every scored question, the perturbed NLL pooled over the file."""
     kept = [(qid, r) for qid, r in results.items() if r.extra.get("paraphrased_loss") is not None]
     if not kept:
@@ -89,7 +97,7 @@ class ClearAggregateStage(Stage):
                 a, b = [mine[q] for q in common], [gold_tr[q] for q in common]
                 quality = {"forget_quality_ks": forget_quality_ks(a, b), "forget_quality_js": forget_quality_js(a, b)}
             quality["questions_scored"] = len(common)
-        figures = {s: {} for s in GROUPS}
+        figures: dict[str, dict] = {s: {} for s in GROUPS}
         for group, cells in GROUPS.items():
             values = []
             for set_name, task in cells:
@@ -128,7 +136,13 @@ class ClearAggregateStage(Stage):
 
         cfg = ctx.cfg
         vlm = load_vlm(source, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        identity = {"source": ctx.display(source), "weights_hash": vlm.weights_hash(), "bench_fingerprint": ctx.bench.fingerprint}
+        identity = {
+            "source": ctx.display(source),
+            "weights_hash": vlm.weights_hash(),
+            "bench_fingerprint": ctx.bench.fingerprint,
+        }
         store = identity_store(Path(ctx.out) / REFERENCE_DIR, identity, meta_name="reference.json")
         ctx.say(f"clear: scoring the gold model {identity['source']}")
-        return score_questions("clear_caption", lambda: vlm, questions, ctx, store, "gold model"), json.loads(json.dumps(identity))
+        return score_questions("clear_caption", lambda: vlm, questions, ctx, store, "gold model"), json.loads(
+            json.dumps(identity)
+        )

@@ -47,7 +47,9 @@ class ClearTask(Task):
         """The question as the user turn with its image, in the model's generic chat frame (no
         in-context examples: CLEAR has none)."""
         reqs = [Request(q.text, images(q.image)) for q in questions]
-        hashes = [prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)]
+        hashes = [
+            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
+        ]
         return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
@@ -62,7 +64,9 @@ class ClearTask(Task):
         answers = [[q.answer] + ([q.paraphrase] if q.paraphrase else []) + list(q.perturbed) for q in questions]
         stats = vlm.option_token_logprobs(reqs, answers, ctx.batch_size)
         gen_reqs = reqs if with_image else [Request(q.text) for q in questions]
-        generations = vlm.generate(gen_reqs, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size, desc=self.name)
+        generations = vlm.generate(
+            gen_reqs, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size, desc=self.name
+        )
         results = []
         for q, h, per, text in zip(questions, hashes, stats, generations):
             nll = [-sum(s.logps) / max(1, len(s.logps)) for s in per]
@@ -91,7 +95,9 @@ class ClearTask(Task):
             width = {len(s.extra["perturbed_losses"]) for s in scored}
             if len(width) == 1:  # the official collator stacks equal-length lists
                 tr = truth_ratios(
-                    [s.extra["paraphrased_loss"] for s in scored], [s.extra["perturbed_losses"] for s in scored], "pooled"
+                    [s.extra["paraphrased_loss"] for s in scored],
+                    [s.extra["perturbed_losses"] for s in scored],
+                    "pooled",
                 )
                 out["truth_ratio_min"], out["truth_ratio_keep"] = truth_ratio_forget(tr), truth_ratio_keep(tr)
         return out

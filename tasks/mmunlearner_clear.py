@@ -29,7 +29,9 @@ class _Scored(Task):
     def requests(self, vlm, questions, ctx, images: ImageDecoder, excluded_scores=()) -> Prepared:
         """The user text with the question's image in the model's generic chat frame (no examples)."""
         reqs = [Request(self.user_text(q), images(q.image)) for q in questions]
-        hashes = [prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)]
+        hashes = [
+            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
+        ]
         return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
 
 

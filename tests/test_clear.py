@@ -85,7 +85,9 @@ def test_bad_choices_are_refused_with_what_is_allowed():
         load_benchmark(MINI_CLEAR, protocol="tofu")
     with pytest.raises(ConfigError, match="unknown option 'rowz'"):
         load_benchmark(MINI_CLEAR, options={"rowz": "3"})
-    with pytest.raises(ConfigError, match="truth_ratio_averaging='mean' is invalid; allowed: one of pooled, per-sample"):
+    with pytest.raises(
+        ConfigError, match="truth_ratio_averaging='mean' is invalid; allowed: one of pooled, per-sample"
+    ):
         load_benchmark(MINI_CLEAR, options={"truth_ratio_averaging": "mean"})
 
 
@@ -144,9 +146,7 @@ def test_official_caption_question_is_drawn_with_the_seed_and_recorded():
     drawn = lambda bench: [q.text for q in bench.questions(sets=["retain"], tasks=["caption"], modes=["image_text"])]  # noqa: E731
     assert drawn(a) == drawn(b) and drawn(a) != drawn(c)
     assert set(drawn(a)) <= set(CAPTION_QUESTIONS)
-    assert a.notes["caption_questions"] == {
-        q.qid: q.text for q in a.questions(tasks=["caption"], modes=["image_text"])
-    }
+    assert a.notes["caption_questions"] == {q.qid: q.text for q in a.questions(tasks=["caption"], modes=["image_text"])}
 
 
 # ----------------------------------------------------------------------------- official figures
@@ -171,8 +171,17 @@ IMAGE = table("real_faces").column("image").to_pylist()[0]["bytes"]
 
 def question(set_name="forget", qtype="caption", k=0, paraphrase="para", perturbed=("bad1", "bad2")):
     return Question(
-        f"{set_name}/p{k}/{qtype}/image_text/0", set_name, qtype, "image_text", f"p{k}", "q?", "the gold answer",
-        None, IMAGE, paraphrase, tuple(perturbed),
+        f"{set_name}/p{k}/{qtype}/image_text/0",
+        set_name,
+        qtype,
+        "image_text",
+        f"p{k}",
+        "q?",
+        "the gold answer",
+        None,
+        IMAGE,
+        paraphrase,
+        tuple(perturbed),
     )
 
 
@@ -203,7 +212,9 @@ def test_the_cell_pools_the_perturbed_loss_as_the_official_code_does():
     pooled = task.aggregate(samples)
     assert pooled["truth_ratio_keep"] == pytest.approx(((1 - math.exp(-1.5)) + (1 - math.exp(-0.5))) / 2)
     assert pooled["truth_ratio_min"] == pytest.approx((math.exp(-1.5) + math.exp(-0.5)) / 2)
-    per_sample = [SampleResult.from_dict({**s.to_dict(), "extra": {**s.extra, "averaging": "per-sample"}}) for s in samples]
+    per_sample = [
+        SampleResult.from_dict({**s.to_dict(), "extra": {**s.extra, "averaging": "per-sample"}}) for s in samples
+    ]
     assert task.aggregate(per_sample)["truth_ratio_keep"] == pytest.approx((0 + (1 - math.exp(-2))) / 2)
 
 
@@ -221,9 +232,15 @@ def test_text_only_rows_have_probability_and_rouge_but_no_truth_ratio():
 def test_both_protocols_run_end_to_end_and_record_themselves(tmp_path):
     from mmunlearn.harness.app.runner import RunConfig, run_benchmark
 
-    official = run_benchmark(RunConfig(bench=str(MINI_CLEAR), limit=2, bootstrap=0), tmp_path / "official", progress=False)
+    official = run_benchmark(
+        RunConfig(bench=str(MINI_CLEAR), limit=2, bootstrap=0), tmp_path / "official", progress=False
+    )
     man = official["manifest"]
-    assert (man["benchmark"]["name"], man["benchmark"]["protocol"], man["objective"]) == ("clear", "clear", "forget-both")
+    assert (man["benchmark"]["name"], man["benchmark"]["protocol"], man["objective"]) == (
+        "clear",
+        "clear",
+        "forget-both",
+    )
     assert man["max_new_tokens"] == 300 and man["stages"]["clear_forget_quality"]["reference_model"] is not None
     assert set(official["metrics"]) == {"forget", "retain", "real"}
     assert set(official["metrics"]["forget"]["clear_caption"]) == {"image_text", "text_only"}
@@ -237,7 +254,9 @@ def test_both_protocols_run_end_to_end_and_record_themselves(tmp_path):
     quality = same["metrics"]["forget"]["clear_aggregate"]["image_text"]
     assert quality["forget_quality_js"] == pytest.approx(1.0) and quality["forget_quality_ks"] == pytest.approx(1.0)
     mmu = run_benchmark(
-        RunConfig(bench=str(MINI_CLEAR), protocol="clear-mmunlearner", limit=2, bootstrap=0), tmp_path / "mmu", progress=False
+        RunConfig(bench=str(MINI_CLEAR), protocol="clear-mmunlearner", limit=2, bootstrap=0),
+        tmp_path / "mmu",
+        progress=False,
     )
     assert mmu["manifest"]["config"]["protocol"] == "clear-mmunlearner"
     assert set(mmu["metrics"]["forget"]) == {"mmunlearner_face", "mmunlearner_generation"}

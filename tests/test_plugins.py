@@ -26,6 +26,7 @@ def _worked_example(doc: str) -> str:
 
 TASK_FILE = _worked_example("add-a-task.md")
 METHOD_FILE = _worked_example("add-a-method.md")
+BENCHMARK_FILE = _worked_example("add-a-benchmark.md")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def plugin_site(tmp_path_factory):
     (pkg / "__init__.py").write_text("")
     (pkg / "first_word.py").write_text(TASK_FILE)
     (pkg / "polite.py").write_text(METHOD_FILE)
+    (pkg / "people_qa.py").write_text(BENCHMARK_FILE)
     info = site / "my_unlearning_plugins-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-unlearning-plugins\nVersion: 0.1\n")
@@ -48,6 +50,9 @@ def plugin_site(tmp_path_factory):
 
         [mmunlearn.tasks]
         first_word = my_unlearning_plugins.first_word
+
+        [mmunlearn.benchmarks]
+        people_qa = my_unlearning_plugins.people_qa
         """)
     )
     return site
@@ -118,6 +123,69 @@ def test_an_installed_package_adds_a_task_and_a_method(plugin_site, tmp_path):
     assert board.returncode == 0, board.stderr[-2000:]
     table = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "cloze_first_word" in table and "polite_refusal" in table
+
+
+def _people_qa_folder(root: Path) -> Path:
+    """The guide's layout, filled with the embedded mini-bench's generation questions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmunlearn.harness.app.defaults import DEFAULT_BENCH
+    from mmunlearn.harness.core.bench import load_benchmark
+
+    bench = load_benchmark(DEFAULT_BENCH, forget=5)
+    for set_name, people in (("forget", bench.profiles["forget"]), ("retain", bench.profiles["retain"][:3])):
+        rows = [
+            {
+                "person": p.id,
+                "image": None if q.image is None else {"bytes": q.image, "path": None},
+                "question": q.text,
+                "answer": q.answer,
+            }
+            for p in people
+            for q in p.questions
+            if q.task == "generation"
+        ]
+        (root / f"people_{set_name}").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), root / f"people_{set_name}" / "train.parquet")
+    return root
+
+
+def test_an_installed_package_adds_a_benchmark(plugin_site, tmp_path):
+    folder = _people_qa_folder(tmp_path / "people")
+    listed = _cli(plugin_site, "list")
+    assert listed.returncode == 0 and "people-qa" in listed.stdout, listed.stderr[-2000:]
+    info = _cli(plugin_site, "bench-info", "--bench", str(folder), "--json")
+    assert info.returncode == 0, info.stderr[-2000:]
+    counts = json.loads(info.stdout)
+    assert counts["profiles"] == {"forget": 3, "retain": 3}
+    assert counts["questions"]["forget"]["generation"]["text_only"] > 0
+    out = tmp_path / "run"
+    done = _cli(
+        plugin_site,
+        "run",
+        "--bench",
+        str(folder),
+        "--method",
+        "ga",
+        "--param",
+        "epochs=1",
+        "--limit",
+        "2",
+        "--judge",
+        "none",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["manifest"]["benchmark"]["name"] == "people-qa" and res["manifest"]["config"]["benchmark"] == "people-qa"
+    assert set(res["metrics"]) == {"forget", "retain"}
+    assert {m: c["n"] for m, c in res["metrics"]["forget"]["generation"].items()} == {"image_text": 2, "text_only": 2}
+    assert res["manifest"]["method"]["weights_changed"] is True  # GA trained on the plugin's fact pairs
+    board = _cli(plugin_site, "leaderboard", str(out), "--out", str(tmp_path / "board"))
+    assert board.returncode == 0, board.stderr[-2000:]
 
 
 def test_a_broken_plugin_is_a_warning_naming_it_not_a_crash(tmp_path, monkeypatch):

@@ -282,7 +282,9 @@ def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fa
     }
     assert [len(man["examples"]["retain"][t]["drawn"]) for t in tasks] == [1, 2]  # official counts
     assert man["examples"]["test"]["cloze"]["drawn"] != []
-    assert fakes.load_benchmark == [{"test_images": "random", "seed": 0, "benchmark": "mllmu-bench", "protocol": "mllmu-bench", "options": {}}]
+    assert fakes.load_benchmark == [
+        {"test_images": "random", "seed": 0, "benchmark": "mllmu-bench", "protocol": "mllmu-bench", "options": {}}
+    ]
     assert fakes.load_vlm == [("fake-model", "auto")]
     assert fakes.judge == [("auto", {"protocol": "official"})]  # the protocol picks its judge (gpt-4o-mini)
 
@@ -298,7 +300,9 @@ def test_manifest_records_shots_examples_test_images_dtype_and_judge_protocol(fa
         == plan_examples(bench, "forget", "classification", 2, 4, "fake").record()
     )
     assert all(len(man["examples"][s][t]["drawn"]) == 2 for s in SETS for t in tasks)
-    assert fakes.load_benchmark == [{"test_images": "all", "seed": 4, "benchmark": "mllmu-bench", "protocol": "mllmu-bench", "options": {}}]
+    assert fakes.load_benchmark == [
+        {"test_images": "all", "seed": 4, "benchmark": "mllmu-bench", "protocol": "mllmu-bench", "options": {}}
+    ]
     assert fakes.load_vlm == [("fake-model", "bfloat16")]
     assert fakes.judge == [("auto", {"protocol": "strict"})]  # strict picks gpt-4o
 

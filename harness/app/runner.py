@@ -131,6 +131,7 @@ class RunConfig:
             raise ConfigError(f"--device-map must be 'auto' when given, got {self.device_map!r}")
         check_objective(self.objective)
         self.resolve_benchmark()
+        assert self.stages is not None and self.max_new_tokens is not None  # resolved from the protocol
         if self.eval_every is not None:
             if self.eval_every < 1:
                 raise ConfigError(f"--eval-every must be >= 1, got {self.eval_every}")
@@ -152,7 +153,6 @@ class RunConfig:
             raise ConfigError("--relearn-param is given but stage relearn is not run (add --stages ... relearn)")
         if self.name is not None and (not self.name.strip() or any(c in self.name for c in "\n\r|")):
             raise ConfigError(f"--name must be a non-empty label without newlines or '|', got {self.name!r}")
-
 
     def resolve_benchmark(self) -> None:
         """Fill what the benchmark decides (its name, forget split, protocol, sets, stages) and
@@ -182,7 +182,10 @@ def resolve_stage_inputs(cfg: RunConfig) -> None:
     if cfg.holdout == "auto":
         cfg.holdout = str(bench) if bench.is_dir() and plugin.has_holdout(bench) else None
     if cfg.reference_model == "auto":
-        embedded = bench.exists() and bench.resolve() in (defaults.DEFAULT_BENCH.resolve(), defaults.MINI_CLEAR.resolve())
+        embedded = bench.exists() and bench.resolve() in (
+            defaults.DEFAULT_BENCH.resolve(),
+            defaults.MINI_CLEAR.resolve(),
+        )
         cfg.reference_model = str(defaults.DEFAULT_REFERENCE_MODEL) if embedded else None
 
 
@@ -451,7 +454,7 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
         ctx = TaskContext(
             seed=cfg.seed,
             shots=cfg.shots,
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=cfg.max_new_tokens or 50,  # resolved by validate(): the protocol's length
             batch_size=batch_size,
             judge=judge,
             bench=bench,
@@ -577,7 +580,7 @@ def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
                 f"task {name!r} reads {task.question_type()} questions, which {plugin.name} does not have "
                 f"(its question types: {', '.join(plugin.question_types())})"
             )
-    for name in cfg.stages:
+    for name in cfg.stages or ():
         get_stage(name)  # an unknown stage fails before anything is loaded
     judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
     if cfg.judge and judge_model_of(judge) is None and "generation" in tasks:

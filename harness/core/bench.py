@@ -120,7 +120,7 @@ class BenchmarkPlugin:
         """What a method trains on or collects statistics from about one set's people in one mode."""
         raise NotImplementedError
 
-    def holdout(self, source: str | os.PathLike, bench: "Benchmark") -> "Holdout":
+    def holdout(self, source: str | os.PathLike, bench: "Benchmark | None") -> "Holdout":
         raise ConfigError(f"benchmark {self.name!r} has no holdout (never-seen) profiles")
 
     def has_holdout(self, folder: Path) -> bool:
@@ -308,7 +308,10 @@ class Holdout:
 
     def questions(self, tasks: Iterable[str] | None = None, modes: Iterable[str] = MODES) -> list[Question]:
         types = tuple(dict.fromkeys(q.task for p in self.profiles for q in p.questions))
-        tasks, modes = check_names(types if tasks is None else tasks, types, "question type"), check_names(modes, MODES, "mode")
+        tasks, modes = (
+            check_names(types if tasks is None else tasks, types, "question type"),
+            check_names(modes, MODES, "mode"),
+        )
         return [q for p in self.profiles for q in p.questions if q.task in tasks and q.mode in modes]
 
 
@@ -455,5 +458,3 @@ def object_field(item, keys: tuple[str, ...], config: str, row: int, field: str)
         if key not in item or item[key] is None:
             raise BenchmarkError(config, row, f"{field}.{key}", "missing field")
     return item
-
-

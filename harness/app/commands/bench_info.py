@@ -18,7 +18,10 @@ def add_arguments(p) -> None:
     p.add_argument("--benchmark", default=None, help="the benchmark plugin (default: recognised from the layout)")
     p.add_argument("--protocol", default=None, help="the benchmark's protocol (questions can depend on it)")
     p.add_argument(
-        "--forget", type=int, default=None, help="forget split, the benchmark's own name (MLLMU-Bench 5|10|15, CLEAR 1|5|10)"
+        "--forget",
+        type=int,
+        default=None,
+        help="forget split, the benchmark's own name (MLLMU-Bench 5|10|15, CLEAR 1|5|10)",
     )
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
 

@@ -25,7 +25,8 @@ def _type_name(tp) -> str:
 
 
 def catalogue() -> dict:
-    """{"methods": [...], "tasks": [...], "architectures": [...]} from the registries."""
+    """{"methods": [...], "tasks": [...], "benchmarks": [...], "architectures": [...]} from the registries."""
+    from mmunlearn.harness.core.bench import get_benchmark, registered_benchmarks
     from mmunlearn.harness.core.model import SUPPORTED_ARCHITECTURES
     from mmunlearn.harness.core.contracts import (
         get_method,
@@ -53,11 +54,28 @@ def catalogue() -> dict:
         }
         for name in sorted(registered_tasks())
     ]
+    benchmarks = []
+    for name in registered_benchmarks():
+        bench = get_benchmark(name)
+        benchmarks.append(
+            {
+                "name": name,
+                "description": bench.description,
+                "forget_splits": list(bench.forget_splits),
+                "sets": list(bench.sets()),
+                "question_types": list(bench.question_types()),
+                "protocols": [
+                    {"name": p.name, "description": p.description, "tasks": None if p.tasks is None else list(p.tasks)}
+                    for p in bench.protocols
+                ],
+                "options": [f.name for f in dataclasses.fields(bench.Options)],
+            }
+        )
     archs = [
         {"model_type": s.model_type, "family": s.family, "model_class": s.model_class, "prompt_style": s.prompt_style}
         for s in SUPPORTED_ARCHITECTURES.values()
     ]
-    return {"methods": methods, "tasks": tasks, "architectures": archs}
+    return {"methods": methods, "tasks": tasks, "benchmarks": benchmarks, "architectures": archs}
 
 
 def render(cat: dict) -> str:
@@ -73,6 +91,14 @@ def render(cat: dict) -> str:
     lines += ["", "Tasks (--tasks NAME ...):"]
     for t in cat["tasks"]:
         lines.append(f"  {t['name']}: metrics {', '.join(t['metrics'])}")
+    lines += ["", "Benchmarks (--benchmark NAME --protocol P --forget N; recognised from --bench's layout):"]
+    for b in cat["benchmarks"]:
+        lines.append(f"  {b['name']}  - {b['description']}")
+        lines.append(f"      forget {'|'.join(map(str, b['forget_splits']))}; sets {', '.join(b['sets'])}")
+        for p in b["protocols"]:
+            lines.append(f"      protocol {p['name']}: {p['description']}")
+        if b["options"]:
+            lines.append(f"      --bench-option {', '.join(b['options'])}")
     lines += ["", "Supported architectures (config.model_type):"]
     for a in cat["architectures"]:
         lines.append(f"  {a['model_type']:<12} {a['family']:<20} {a['model_class']} (prompt style {a['prompt_style']})")

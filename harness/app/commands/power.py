@@ -32,8 +32,12 @@ MLLMU_PER_PROFILE_MODE = {"classification": 11530 / 653 / 2, "generation": 4612 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench", default=str(DEFAULT_BENCH), help="benchmark folder or hub id (default: mini-bench)")
-    p.add_argument("--benchmark", default=None, help="the --bench folder's benchmark (default: recognised from its layout)")
-    p.add_argument("--forget", type=int, default=None, help="forget split (default: the benchmark's own, 5 for MLLMU-Bench)")
+    p.add_argument(
+        "--benchmark", default=None, help="the --bench folder's benchmark (default: recognised from its layout)"
+    )
+    p.add_argument(
+        "--forget", type=int, default=None, help="forget split (default: the benchmark's own, 5 for MLLMU-Bench)"
+    )
     p.add_argument(
         "--published",
         choices=("mllmu-bench",),

@@ -7,8 +7,9 @@ Per question, with the question's image (text-only: none):
 - `prob`: exp(-NLL) of the gold answer for captions (the official "eval_log" files), the
   normalised p_gold / (p_gold + sum p_perturbed) for face recognition and VQA;
 - `truth_ratio_min` = min(TR, 1/TR) and `truth_ratio_keep` = max(0, 1 - 1/TR) with
-  TR = exp(perturbed - paraphrased NLL): the official forget-file and other-file figures (read the
-  first on the forget set, the second elsewhere; lower / higher means known);
+  TR = exp(perturbed - paraphrased NLL): the official forget-file and other-file figures (each
+  question keeps both; a cell reports the first on the forget set and the second elsewhere, as
+  the official files do; lower / higher means known);
 - `rougeL_recall` of a greedy generation against the gold answer (rouge_score, stemmer on).
 
 The cell's truth ratios follow `--bench-option truth_ratio_averaging`: "pooled" (default, the
@@ -39,7 +40,7 @@ class ClearTask(Task):
     """One CLEAR question type scored the official way (subclasses set name and reads)."""
 
     metrics = ("prob", "truth_ratio_min", "truth_ratio_keep", "rougeL_recall")
-    headline = ("rougeL_recall", "prob", "truth_ratio_keep")
+    headline = ("rougeL_recall", "prob", "truth_ratio_min", "truth_ratio_keep")
     lower_means_known = ("truth_ratio_min",)
     normalized: bool = True  # captions: plain probability (the official "eval_log" files)
 
@@ -100,6 +101,10 @@ class ClearTask(Task):
                     "pooled",
                 )
                 out["truth_ratio_min"], out["truth_ratio_keep"] = truth_ratio_forget(tr), truth_ratio_keep(tr)
+        # The official code reports one truth ratio per file: min(TR, 1/TR) on the forget files,
+        # max(0, 1 - 1/TR) on the others (each sample keeps both).
+        if samples:
+            out["truth_ratio_keep" if samples[0].set == "forget" else "truth_ratio_min"] = None
         return out
 
 

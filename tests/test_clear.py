@@ -202,19 +202,24 @@ def test_per_question_probability_truth_ratio_and_rouge_recall_on_hand_values():
 
 def test_the_cell_pools_the_perturbed_loss_as_the_official_code_does():
     """Two questions: paraphrase NLLs 1 and 2, perturbed NLLs (1, 1) and (4, 4). Per sample:
-    TR = e^0 = 1 and e^2; pooled (one mean perturbed NLL 2.5): e^1.5 and e^0.5."""
+    TR = e^0 = 1 and e^2; pooled (one mean perturbed NLL 2.5): e^1.5 and e^0.5. A forget cell
+    reports min(TR, 1/TR), any other cell max(0, 1 - 1/TR), as the official files do."""
     losses = [{"para": 1.0, "bad1": 1.0, "bad2": 1.0}, {"para": 2.0, "bad1": 4.0, "bad2": 4.0}]
     task = get_task("clear_caption")
-    samples = []
-    for k, nll in enumerate(losses):
-        vlm = LossVLM({"the gold answer": 0.1, **nll}, "x")
-        samples += task.evaluate(vlm, [question(k=k)], TaskContext())
-    pooled = task.aggregate(samples)
-    assert pooled["truth_ratio_keep"] == pytest.approx(((1 - math.exp(-1.5)) + (1 - math.exp(-0.5))) / 2)
-    assert pooled["truth_ratio_min"] == pytest.approx((math.exp(-1.5) + math.exp(-0.5)) / 2)
-    per_sample = [
-        SampleResult.from_dict({**s.to_dict(), "extra": {**s.extra, "averaging": "per-sample"}}) for s in samples
-    ]
+
+    def cell(set_name):
+        samples = []
+        for k, nll in enumerate(losses):
+            vlm = LossVLM({"the gold answer": 0.1, **nll}, "x")
+            samples += task.evaluate(vlm, [question(set_name, k=k)], TaskContext())
+        return samples
+
+    retain, forget = cell("retain"), cell("forget")
+    assert task.aggregate(retain)["truth_ratio_keep"] == pytest.approx(((1 - math.exp(-1.5)) + (1 - math.exp(-0.5))) / 2)
+    assert task.aggregate(retain)["truth_ratio_min"] is None
+    assert task.aggregate(forget)["truth_ratio_min"] == pytest.approx((math.exp(-1.5) + math.exp(-0.5)) / 2)
+    assert task.aggregate(forget)["truth_ratio_keep"] is None
+    per_sample = [SampleResult.from_dict({**s.to_dict(), "extra": {**s.extra, "averaging": "per-sample"}}) for s in retain]
     assert task.aggregate(per_sample)["truth_ratio_keep"] == pytest.approx((0 + (1 - math.exp(-2))) / 2)
 
 

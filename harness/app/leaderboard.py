@@ -63,6 +63,7 @@ SET_TITLES = {
     "test": "Test set (transformed forget profiles)",
     "retain": "Retain set",
     "celebrity": "Real celebrity set",
+    "real": "Real set (real faces and real-world questions)",
 }
 LEGEND = (
     "Best value per column in **bold**, worst in *italics* (among unlearning methods; vanilla is the "
@@ -294,7 +295,7 @@ def set_direction(objs: list[str], s: str) -> str:
     """A set's direction for its section title: "lower is better" where every mode and objective
     agree, else per mode ("img+txt: lower is better; txt: higher is better"), naming the
     objective where they differ on a mode."""
-    dirs = _falling(objs)
+    dirs = {(s, m): {should_fall(o, s, m) for o in objs} for m in MODES}
     if len(set().union(*(dirs[s, m] for m in MODES))) == 1:
         return _better(next(iter(dirs[s, MODES[0]])))
     parts = []
@@ -363,11 +364,18 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def board_sets(runs: list[Run]) -> list[str]:
+    """The sets on the board: MLLMU-Bench's four in their order, then any other benchmark's sets
+    (CLEAR's `real`) in the order the runs report them."""
+    found = list(dict.fromkeys(s for r in runs for s in r.metrics))
+    return [s for s in SETS if s in found] + [s for s in found if s not in SETS]
+
+
 def headline_columns(runs: list[Run]) -> list[tuple[str, str, str, str]]:
     """(set, task, metric, mode) columns present in at least one run with a number."""
     cols = []
     headlines = task_headlines()
-    for s in SETS:
+    for s in board_sets(runs):
         for t in headlines:
             for metric in headlines[t]:
                 for m in MODES:
@@ -469,10 +477,11 @@ def set_sections(runs: list[Run]):
     """
     cols = headline_columns(runs)
     objs = objectives(runs)
-    for s in SETS:
+    for s in board_sets(runs):
         scols = [c for c in cols if c[0] == s]
         if scols:
-            yield f"{SET_TITLES[s]} ({set_direction(objs, s)})", scols, {c: marks(runs, c) for c in scols}
+            title = SET_TITLES.get(s, f"Set {s}")
+            yield f"{title} ({set_direction(objs, s)})", scols, {c: marks(runs, c) for c in scols}
 
 
 def headline_cells(runs: list[Run], scols) -> dict[tuple[str, tuple], str]:
@@ -602,7 +611,7 @@ def gap_frame(runs: list[Run]):
 
     keys = sorted(
         {(s, t, metric) for (s, t, metric, _m) in headline_columns(runs)},
-        key=lambda k: (SETS.index(k[0]), list(task_headlines()).index(k[1]), k[2]),
+        key=lambda k: (board_sets(runs).index(k[0]), list(task_headlines()).index(k[1]), k[2]),
     )
     rows = [{"method": r.label, **{"/".join(k): gap_value(r, *k) for k in keys}} for r in runs]
     return pd.DataFrame(rows), keys
@@ -848,7 +857,7 @@ def plot_bars(runs: list[Run], out: Path) -> list[str]:
     cols = headline_columns(runs)
     for t in task_headlines():
         metric = next((c[2] for c in cols if c[1] == t), None)
-        sets = [s for s in SETS if any(c[0] == s and c[1] == t and c[2] == metric for c in cols)]
+        sets = [s for s in board_sets(runs) if any(c[0] == s and c[1] == t and c[2] == metric for c in cols)]
         if metric is None or not sets:
             continue
         fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)

@@ -10,17 +10,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 ORDER = ("core", "plugins", "embedded", "application")
-# Each layer is a folder: harness/core, tasks + methods + stages, harness/embedded, harness/app.
+# Each layer is a folder: harness/core, tasks + methods + stages + benchmarks, harness/embedded, harness/app.
 FOLDERS = {"core": "core", "embedded": "embedded", "app": "application"}
+PLUGIN_FOLDERS = ("tasks", "methods", "stages", "benchmarks")
 
 
 def layer_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "mmunlearn":
-        if parts[0] in ("harness", "tasks", "methods", "stages"):
+        if parts[0] in ("harness", *PLUGIN_FOLDERS):
             raise AssertionError(f"{module}: import through the namespace, mmunlearn.{module}")
         return None  # a library
-    if len(parts) > 1 and parts[1] in ("tasks", "methods", "stages"):
+    if len(parts) > 1 and parts[1] in PLUGIN_FOLDERS:
         return "plugins"
     if len(parts) > 2 and parts[1] == "harness" and parts[2] in FOLDERS:
         return FOLDERS[parts[2]]
@@ -47,7 +48,7 @@ def module_name(path: Path) -> str:
 
 def test_no_module_imports_from_a_higher_layer():
     wrong = []
-    for folder in ("harness", "tasks", "methods", "stages"):
+    for folder in ("harness", *PLUGIN_FOLDERS):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if "assets" in path.parts:
                 continue

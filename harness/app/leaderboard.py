@@ -1021,9 +1021,18 @@ def plot_stages(runs: list[Run], out: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- entry point
-def build_leaderboard(paths, out) -> dict[str, str]:
-    """Write leaderboard.md/.csv/.html, modality_gap.csv and PNG plots into `out`; returns name -> path."""
+def build_leaderboard(paths, out, objective: str | None = None) -> dict[str, str]:
+    """Write leaderboard.md/.csv/.html, modality_gap.csv and PNG plots into `out`; returns name -> path.
+    `objective`: judge every row under it instead of the objective its run recorded (a reading of
+    the same figures under another target; only `--select best` depends on the objective at run
+    time, and a run that used it is refused)."""
     runs = load_runs(paths)
+    if objective is not None:
+        check_objective(objective)
+        for r in runs:
+            if (r.manifest.get("config") or {}).get("select") == "best" and r.objective != objective:
+                raise ConfigError(f"{r.path}: its model was selected under {r.objective}; it cannot be re-judged")
+            r.manifest = {**r.manifest, "objective": objective}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:  # run folders as seen from the leaderboard files (links work; no machine paths)

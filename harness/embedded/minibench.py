@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance
 
-from mmunlearn.benchmarks.mllmu_bench import HOLDOUT_CONFIG
 from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.core.records import LETTERS
 
 FORGET_PERCENTS = (5, 10, 15)
+# The MLLMU-Bench layout's name of the holdout config (benchmarks/mllmu_bench.py reads it).
+HOLDOUT_CONFIG = "Holdout_Set"
 HOLDOUT_DESCRIPTION = (
     "Holdout_Set: an mmunlearn extension, not part of MLLMU-Bench. Fictitious profiles in the benchmark's "
     "row schema that appear in no other config and that no model trained on this benchmark has seen: "

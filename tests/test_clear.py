@@ -9,6 +9,7 @@ import json
 import math
 import random
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ from mmunlearn.harness.core.model import TokenStats
 from mmunlearn.harness.core.records import Question
 
 PARQUET = "train-00000-of-00001.parquet"
+ROOT_CLEAR = Path(__file__).resolve().parent.parent / "results" / "clear"
 
 
 def table(config: str) -> pa.Table:
@@ -215,11 +217,15 @@ def test_the_cell_pools_the_perturbed_loss_as_the_official_code_does():
         return samples
 
     retain, forget = cell("retain"), cell("forget")
-    assert task.aggregate(retain)["truth_ratio_keep"] == pytest.approx(((1 - math.exp(-1.5)) + (1 - math.exp(-0.5))) / 2)
+    assert task.aggregate(retain)["truth_ratio_keep"] == pytest.approx(
+        ((1 - math.exp(-1.5)) + (1 - math.exp(-0.5))) / 2
+    )
     assert task.aggregate(retain)["truth_ratio_min"] is None
     assert task.aggregate(forget)["truth_ratio_min"] == pytest.approx((math.exp(-1.5) + math.exp(-0.5)) / 2)
     assert task.aggregate(forget)["truth_ratio_keep"] is None
-    per_sample = [SampleResult.from_dict({**s.to_dict(), "extra": {**s.extra, "averaging": "per-sample"}}) for s in retain]
+    per_sample = [
+        SampleResult.from_dict({**s.to_dict(), "extra": {**s.extra, "averaging": "per-sample"}}) for s in retain
+    ]
     assert task.aggregate(per_sample)["truth_ratio_keep"] == pytest.approx((0 + (1 - math.exp(-2))) / 2)
 
 
@@ -267,3 +273,29 @@ def test_both_protocols_run_end_to_end_and_record_themselves(tmp_path):
     assert set(mmu["metrics"]["forget"]) == {"mmunlearner_face", "mmunlearner_generation"}
     lines = [json.loads(x) for x in (tmp_path / "mmu" / "samples.jsonl").read_text().splitlines()]
     assert {x["task"] for x in lines} == {"mmunlearner_face", "mmunlearner_vqa", "mmunlearner_generation"}
+
+
+@pytest.mark.slow
+def test_vanilla_on_the_mini_clear_reproduces_the_committed_figures(tmp_path):
+    """Golden values: the official protocol's vanilla run of `make clear`, recomputed."""
+    from mmunlearn.harness.app.runner import RunConfig, run_benchmark
+    from mmunlearn.harness.core.results import load_results
+
+    committed = load_results(ROOT_CLEAR / "official" / "runs" / "vanilla")
+    cfg = committed["manifest"]["config"]
+    fresh = run_benchmark(
+        RunConfig(
+            bench=str(MINI_CLEAR),
+            forget=cfg["forget"],
+            protocol="clear",
+            limit=cfg["limit"],
+            shots=cfg["shots"],
+            scorers=tuple(cfg["scorers"]),
+            batch_size=committed["manifest"]["batch_size"],
+            judge=None,
+        ),
+        tmp_path / "vanilla",
+        progress=False,
+    )
+    assert fresh["manifest"]["config_hash"] == committed["manifest"]["config_hash"]
+    assert fresh["metrics"] == committed["metrics"]

@@ -89,3 +89,19 @@ def test_reference_results_page_tables_are_the_committed_results(capsys):
     page = (SCRIPTS.parent / "docs" / "reference-results.md").read_text()
     assert len(printed) == 2 * (1 + 10)  # two tables: a header and ten runs each
     assert [line for line in page.splitlines() if line.startswith("| ") and line in printed] == printed
+
+
+def test_objective_targets_reads_each_cell_by_the_objective():
+    """On the committed demo: under forget-visual the text-only forget cell must stay (MMUnlearner's
+    stays, GA's falls), under forget-both it must fall; a method meets the target only when every
+    cell is met."""
+    targets = _script("objective_targets")
+    root = Path(__file__).resolve().parent.parent / "results" / "demo"
+    visual = {
+        line.split(" | ")[0][2:]: line for line in targets.table(root, "forget-visual", "cloze", "accuracy", 0.05)
+    }
+    both = targets.table(root, "forget-both", "cloze", "accuracy", 0.05)
+    assert "forget txt (stay)" in visual["method"] and "forget txt (fall)" in both[0]
+    mmu = visual["mmunlearner"].split(" | ")
+    assert not mmu[2].endswith("✗") and visual["ga"].split(" | ")[2].endswith("✗")
+    assert all(line.endswith("| misses |") == ("✗" in line) for line in list(visual.values())[2:])

@@ -30,7 +30,13 @@ from mmunlearn.harness.core.stages import (
     register_stage,
     score_questions,
 )
-from mmunlearn.harness.core.tofu_metrics import Averaging, forget_quality_js, forget_quality_ks, model_utility, truth_ratios
+from mmunlearn.harness.core.tofu_metrics import (
+    Averaging,
+    forget_quality_js,
+    forget_quality_ks,
+    model_utility,
+    truth_ratios,
+)
 
 KEY = "clear_aggregate"
 REFERENCE_DIR = "reference"

@@ -103,6 +103,7 @@ class Clear(BenchmarkPlugin):
             tasks=("clear_caption", "clear_face", "clear_vqa"),
             stages=("clear_forget_quality",),
             max_new_tokens=300,  # config/mm/eval.yaml
+            seed_draws="each image row's caption question",
         ),
         Protocol(
             "clear-mmunlearner",

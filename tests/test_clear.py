@@ -299,3 +299,16 @@ def test_vanilla_on_the_mini_clear_reproduces_the_committed_figures(tmp_path):
     )
     assert fresh["manifest"]["config_hash"] == committed["manifest"]["config_hash"]
     assert fresh["metrics"] == committed["metrics"]
+
+
+def test_run_seeds_knows_the_official_caption_question_is_drawn_with_the_seed():
+    from mmunlearn.harness.app.runner import RunConfig
+    from mmunlearn.harness.app.seeds import seed_dependence
+
+    official = RunConfig(bench=str(MINI_CLEAR), method="manu", forget=10)
+    assert seed_dependence(official) == [
+        "each image row's caption question is drawn with the seed (clear protocol clear)"
+    ]
+    assert (
+        seed_dependence(RunConfig(bench=str(MINI_CLEAR), method="manu", forget=10, protocol="clear-mmunlearner")) == []
+    )

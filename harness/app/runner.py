@@ -174,9 +174,10 @@ class RunConfig:
 
 
 def resolve_stage_inputs(cfg: RunConfig) -> None:
-    """Resolve --holdout / --reference-model "auto": the benchmark folder's own Holdout_Set, and
-    the embedded retain-only reference model when the benchmark is the embedded mini-bench (the
-    one it was trained on); None (the figures say "not available") otherwise."""
+    """Resolve --holdout / --reference-model "auto": the benchmark folder's own holdout set, and
+    the embedded retain-only reference model when the benchmark is the embedded mini-bench or the
+    mini-CLEAR built from its people (the reference never saw any of their forget people); None
+    (the figures say "not available") otherwise."""
     bench = Path(cfg.bench)
     plugin = benchmark_of(cfg.bench, cfg.benchmark)()
     if cfg.holdout == "auto":

@@ -38,6 +38,8 @@ from mmunlearn.harness.core.results import (
     load_results,
     modality_gap,
 )
+from mmunlearn.harness.core.bench import benchmark_of
+from mmunlearn.harness.core.examples import profile_count
 from mmunlearn.harness.core.statistics import summarize_seeds
 
 SEEDS_KEY = "seeds"
@@ -52,13 +54,18 @@ def seed_dependence(cfg) -> list[str]:
     The method says whether its output depends on the seed (`Method.seed_dependent`, checked for
     every method by tests/test_method_conformance.py); the evaluation draws with the seed whatever
     the method: in-context example profiles, the transformed test image per question, relearn folds."""
+    cfg.validate()  # the benchmark's sets, stages and protocol, resolved
+    plugin = benchmark_of(cfg.bench, cfg.benchmark)
     reasons = []
     if get_method(cfg.method).seed_dependent:
         reasons.append(f"method {cfg.method} draws with the seed (training order, initialisation)")
-    if cfg.shots not in (0, "0"):
+    if cfg.shots not in (0, "0") and any(profile_count(cfg.shots, t, None) for t in plugin.question_types()):
         reasons.append("in-context example profiles are drawn with the seed (--shots)")
     if cfg.test_images == "random" and "test" in cfg.sets:
         reasons.append("each test-set question's transformed image is drawn with the seed (--test-images random)")
+    drawn = plugin.protocol(cfg.protocol).seed_draws
+    if drawn:
+        reasons.append(f"{drawn} is drawn with the seed ({cfg.benchmark} protocol {cfg.protocol})")
     if "relearn" in cfg.stages:
         reasons.append("the relearning attack's folds are drawn with the seed (--stages relearn)")
     return reasons

@@ -46,13 +46,16 @@ class Protocol:
     """A named way to score a benchmark (`--protocol`): its tasks and stages by default.
 
     tasks: None = every registered task that reads one of the benchmark's question types.
-    max_new_tokens: the greedy decoding length of the published evaluation."""
+    max_new_tokens: the greedy decoding length of the published evaluation.
+    seed_draws: what the loader draws with the run's seed under this protocol ("" when nothing),
+    so `run --seeds` knows another seed is another evaluation."""
 
     name: str
     description: str
     tasks: tuple[str, ...] | None = None
     stages: tuple[str, ...] = ()
     max_new_tokens: int = 50
+    seed_draws: str = ""
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """`mmunlearn build-minibench`: (re)generate the embedded mini-bench deterministically; with
-`--clear`, the mini-CLEAR (the same people in the CLEAR hub layout) from an existing mini-bench."""
+`--clear`, the mini-CLEAR (the same people in the CLEAR hub layout) from an existing mini-bench; with
+`--utility`, the mini utility suites (shape pictures in the MMMU, LLaVA-Bench, MME and POPE hub layouts)."""
 
 from __future__ import annotations
 
 from mmunlearn.harness.app.defaults import DEFAULT_SEED
+from mmunlearn.harness.core.errors import ConfigError
 from mmunlearn.harness.embedded.mini_clear import MINIBENCH, build_mini_clear
+from mmunlearn.harness.embedded.mini_utility import build_mini_utility
 from mmunlearn.harness.embedded.minibench import HOLDOUT_PROFILES, build_minibench
 
 NAME = "build-minibench"
@@ -30,9 +33,21 @@ def add_arguments(p) -> None:
         help="instead write the mini-CLEAR (CLEAR hub layout) built from the mini-bench folder MINIBENCH "
         "(default: the embedded one); --profiles/--celebrities/--holdout do not apply",
     )
+    p.add_argument(
+        "--utility",
+        action="store_true",
+        help="instead write the mini utility suites (shape pictures in the MMMU, LLaVA-Bench, MME and POPE "
+        "hub layouts); --profiles/--celebrities/--holdout do not apply",
+    )
 
 
 def run(args) -> int:
+    if getattr(args, "utility", False):
+        if args.clear is not None:
+            raise ConfigError("--clear and --utility each write their own suite: give one of them")
+        counts = build_mini_utility(args.out, seed=args.seed)
+        print(f"wrote the mini utility suites ({len(counts)} configs, {sum(counts.values())} rows) to {args.out}")
+        return 0
     if args.clear is not None:
         counts = build_mini_clear(args.out, args.clear, seed=args.seed)
         print(f"wrote mini-CLEAR ({len(counts)} configs, {sum(counts.values())} rows) to {args.out}")

@@ -1,5 +1,5 @@
-"""What `pip install` gives a user: one `mmunlearn` namespace (no top-level `harness`, `tasks`
-or `methods` to collide with their own modules), the embedded assets, the console script and
+"""What `pip install` gives a user: one `mmunlearn` namespace (no top-level `harness`, `tasks`,
+`methods`, `stages` or `benchmarks` to collide with their own modules), the embedded assets, the console script and
 the entry points through which the registries find the built-in plugins."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     pytest.importorskip("setuptools")
     src = tmp_path_factory.mktemp("src")  # a copy: setuptools builds inside the source folder
-    for folder in ("harness", "tasks", "methods", "stages"):
+    for folder in ("harness", "tasks", "methods", "stages", "benchmarks"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / file, src / file)
@@ -46,6 +46,8 @@ def test_the_wheel_installs_one_namespace_with_every_layer(wheel):
         "tasks/cloze.py",
         "methods/manu.py",
         "stages/privacy.py",
+        "benchmarks/clear.py",
+        "benchmarks/mllmu_bench.py",
     ):
         assert f"mmunlearn/{module}" in names, module
 

@@ -150,11 +150,14 @@ def test_register_task_adds_a_one_file_task_and_refuses_a_name_clash(monkeypatch
             name = "echo"
             reads = "cloze"
 
-    with pytest.raises(TypeError, match="question types are classification, generation, cloze"):
+    # Question types are the benchmarks' own: a task may read any, and a run refuses a task whose
+    # question type its benchmark does not have (before anything is loaded).
+    from mmunlearn.harness.app.runner import Progress, RunConfig, resolve_plugins
 
-        @base.register_task
-        class NoReads(Task):
-            name = "echo2"
+    cfg = RunConfig(tasks=("clear_caption",))
+    cfg.validate()
+    with pytest.raises(ConfigError, match="reads caption questions, which mllmu-bench does not have"):
+        resolve_plugins(cfg, Progress(False))
 
     with pytest.raises(TypeError, match="not among its metrics"):
 

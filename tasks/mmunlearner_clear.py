@@ -97,3 +97,12 @@ class MMUnlearnerGenerationTask(_Scored):
             scores = {**{t: rouge[t].fmeasure for t in ROUGE_TYPES}, "bleu": bleu(q.answer, reply)}
             results.append(self._result(q, h, reply, scores))
         return results
+
+
+@register_task
+class ClearRealWorldTask(MMUnlearnerChoiceTask):
+    """CLEAR real_world as a utility suite (benchmarks/clear_real_world.py): the same multiple
+    choice as `mmunlearner_vqa`, on the suite's own question type."""
+
+    name = "clear_real_world"
+    reads = "real_world_choice"

@@ -364,6 +364,76 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def set_title(s: str) -> str:
+    """A set's section title: the built-in ones, else the title its benchmark plugin gives it."""
+    from mmunlearn.harness.core.bench import BENCHMARK_REGISTRY, registered_benchmarks
+
+    registered_benchmarks()
+    plugin_titles = {k: v for cls in BENCHMARK_REGISTRY.values() for k, v in cls.titles.items()}
+    return SET_TITLES.get(s) or plugin_titles.get(s) or f"Set {s}"
+
+
+def utility_sets(runs: list[Run]) -> list[str]:
+    """The board's sets that belong to utility suites (their plugins say so)."""
+    from mmunlearn.harness.core.bench import BENCHMARK_REGISTRY, registered_benchmarks
+
+    registered_benchmarks()
+    suite_sets = {s for cls in BENCHMARK_REGISTRY.values() if cls.utility for s in cls.sets()}
+    return [s for s in board_sets(runs) if s in suite_sets]
+
+
+def utility_measures(runs: list[Run]) -> list[tuple[str, str, str, str]]:
+    """Figure 5's utility axes, (set, task, metric, mode): retain and celebrity (the first
+    headline figure of the forget measure's task, per mode) and each utility suite's headline
+    figure, where the runs have one."""
+    cols = headline_columns(runs)
+    forget = forget_measure(runs)
+    out = []
+    if forget is not None:
+        out += [c for c in cols if c[0] in ("retain", "celebrity") and c[1] == forget[0] and c[2] == forget[1]]
+    for s in utility_sets(runs):
+        first = next((c for c in cols if c[0] == s), None)
+        if first is not None:
+            out.append(first)
+    return out
+
+
+def forget_measure(runs: list[Run]) -> tuple[str, str] | None:
+    """(task, metric) of Figure 5's x axis: the headline figure on which vanilla knows its forget set
+    best (image+text; the first such), so the drop is readable."""
+    vanilla = next((r for r in runs if r.is_reference), None)
+    if vanilla is None:
+        return None
+    best = None
+    for s, t, metric, m in headline_columns(runs):
+        if s != "forget" or m != "image_text" or is_raw_score(t, metric) or knowledge_falls(t, metric):
+            continue
+        v = value(vanilla, (s, t, metric, m))
+        if isinstance(v, (int, float)) and (best is None or v > best[0]):
+            best = (float(v), t, metric)
+    return None if best is None else (best[1], best[2])
+
+
+def utility_kept_section(runs: list[Run]) -> list[str]:
+    """Utility kept: each utility measure of a method divided by vanilla's (1.0 = all kept)."""
+    vanilla = next((r for r in runs if r.is_reference), None)
+    cols = [c for c in utility_measures(runs) if c[0] in utility_sets(runs)]
+    if vanilla is None or not cols:
+        return []
+    header = ["method"] + [f"{s} {t} {metric}" for s, t, metric, _m in cols]
+    lines = ["## Utility kept (method / vanilla, 1.0 = all kept)", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    for r in runs:
+        if r.is_reference:
+            continue
+        cells = [r.label]
+        for c in cols:
+            v, b = value(r, c), value(vanilla, c)
+            cells.append(f"{v / b:.2f}" if isinstance(v, (int, float)) and isinstance(b, (int, float)) and b else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def board_sets(runs: list[Run]) -> list[str]:
     """The sets on the board: MLLMU-Bench's four in their order, then any other benchmark's sets
     (CLEAR's `real`) in the order the runs report them."""
@@ -480,7 +550,7 @@ def set_sections(runs: list[Run]):
     for s in board_sets(runs):
         scols = [c for c in cols if c[0] == s]
         if scols:
-            title = SET_TITLES.get(s, f"Set {s}")
+            title = set_title(s)
             yield f"{title} ({set_direction(objs, s)})", scols, {c: marks(runs, c) for c in scols}
 
 
@@ -673,6 +743,7 @@ def markdown(runs: list[Run], plots: list[str]) -> str:
                 cells.append(f"**{text}**" if mark == "best" else f"*{text}*" if mark == "worst" else text)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += utility_kept_section(runs)
     if seeded:
         lines += seed_spread_section(runs)
     for stage, scols, col_marks in stage_sections(runs):
@@ -974,6 +1045,43 @@ def plot_tradeoff(runs: list[Run], out: Path) -> list[str]:
     return [str(path)]
 
 
+def plot_utility(runs: list[Run], out: Path) -> list[str]:
+    """The seeds' Figure 5: forget drop (x, vanilla - method on the forget measure, per mode)
+    against each utility measure (y; retain and celebrity in the same mode, a suite's figure as
+    is), one panel per measure, one point per method and mode (o image+text, ^ text-only)."""
+    forget = forget_measure(runs)
+    measures = utility_measures(runs)
+    vanilla = next((r for r in runs if r.is_reference), None)
+    if forget is None or vanilla is None or not any(c[0] in utility_sets(runs) for c in measures):
+        return []
+    plt = _pyplot()
+    t, metric = forget
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {r.label: cycle[i % len(cycle)] for i, r in enumerate(runs)}
+    panels: dict[tuple[str, str, str], list[str]] = {}
+    for c in measures:
+        panels.setdefault((c[0], c[1], c[2]), []).append(c[3])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.8), squeeze=False)
+    for ax, ((s, ut, um), modes) in zip(axes[0], panels.items()):
+        for r in runs:
+            for m, marker in (("image_text", "o"), ("text_only", "^")):
+                x0, x1 = value(vanilla, ("forget", t, metric, m)), value(r, ("forget", t, metric, m))
+                y = value(r, (s, ut, um, m if m in modes else modes[0]))
+                if isinstance(x0, (int, float)) and isinstance(x1, (int, float)) and isinstance(y, (int, float)):
+                    ax.scatter([x0 - x1], [y], marker=marker, s=22, color=colours[r.label])
+                    if m == "image_text":
+                        ax.annotate(r.label, (x0 - x1, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"forget drop ({t} {metric}, vanilla − method)", fontsize=8)
+        ax.set_ylabel(f"{s} {um}", fontsize=8)
+        ax.set_title(set_title(s) if s in utility_sets(runs) else f"{s} ({ut})", fontsize=8)
+    fig.suptitle("Forgetting vs utility (o image+text, ^ text-only; right and high is best)", fontsize=10)
+    fig.tight_layout()
+    path = out / "utility.png"
+    _save_png(fig, path)
+    plt.close(fig)
+    return [str(path)]
+
+
 def plot_stages(runs: list[Run], out: Path) -> list[str]:
     """One PNG per stage: a panel per column, each method a point at (text-only, image+text), the
     diagonal (no modality gap) and the column's ideal marked: a method above the diagonal leaks
@@ -1037,7 +1145,7 @@ def build_leaderboard(paths, out, objective: str | None = None) -> dict[str, str
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:  # run folders as seen from the leaderboard files (links work; no machine paths)
         r.path = os.path.relpath(os.path.abspath(r.path), os.path.abspath(out))
-    plots = plot_bars(runs, out) + plot_tradeoff(runs, out) + plot_stages(runs, out)
+    plots = plot_bars(runs, out) + plot_tradeoff(runs, out) + plot_utility(runs, out) + plot_stages(runs, out)
     buf = io.StringIO()
     frame(runs).to_csv(buf, index=False)
     atomic_write_text(out / "leaderboard.csv", buf.getvalue())

@@ -133,6 +133,14 @@ def run_fingerprint(cfg, *, weights_hash: str, bench, params, tasks: dict, judge
         fingerprint["protocol"] = bench.protocol
     if plugin is not None and bench.options != dataclasses.asdict(plugin.Options()):
         fingerprint["bench_options"] = dict(bench.options)
+    if getattr(bench, "suites", None):  # utility suites: by source and fingerprint
+        seen = {id(s): s for s in bench.suites.values()}.values()
+        fingerprint["utility"] = {
+            s.name: {"source": display_source(s.source), "fingerprint": s.fingerprint, "protocol": s.protocol}
+            for s in seen
+        }
+        if cfg.utility_limit is not None:
+            fingerprint["utility_limit"] = cfg.utility_limit
     if cfg.objective != DEFAULT_OBJECTIVE:  # it decides --select best's model
         fingerprint["objective"] = cfg.objective
     if base_source:  # only when given, so runs without one keep their configuration hash
@@ -179,6 +187,7 @@ def build_manifest(
             "forget": cfg.forget,
         },
         "objective": cfg.objective,
+        "utility": fingerprint.get("utility"),
         "forget": cfg.forget,
         "method": {
             "name": cfg.method,

@@ -80,6 +80,11 @@ class RunConfig:
     protocol: str | None = None  # the benchmark's protocol (None: its default)
     bench_options: dict[str, str] = field(default_factory=dict)  # raw --bench-option k=v strings
     objective: str = DEFAULT_OBJECTIVE  # what should fall (harness.core.objectives)
+    # Utility suites scored after the method (--utility NAME[=PATH]): name -> source (None: the
+    # embedded stand-in beside an embedded benchmark, else the suite's hub id), and their protocols.
+    utility: dict[str, str | None] = field(default_factory=dict)
+    utility_protocols: dict[str, str] = field(default_factory=dict)
+    utility_limit: int | None = None  # questions per utility cell (--utility-limit)
     forget: int | None = None  # the benchmark's own split name (None: its default)
     method: str = "vanilla"
     params: dict[str, str] = field(default_factory=dict)  # raw --param k=v strings
@@ -160,17 +165,62 @@ class RunConfig:
         plugin = benchmark_of(self.bench, self.benchmark)
         self.benchmark = plugin.name
         self.forget = plugin.check_forget(self.forget)
+        suites = utility_suites(self)
+        own = [p.name for p in plugin.protocols]
+        if self.protocol is not None and self.protocol not in own:
+            # `--protocol mmmu-lmms-eval`: a protocol of a utility suite, not of the benchmark
+            takers = [n for n, s in suites.items() if self.protocol in [p.name for p in s.protocols]]
+            if not takers:
+                plugin.protocol(self.protocol)  # the benchmark's own error, naming its protocols
+            for n in takers:
+                self.utility_protocols[n] = self.protocol
+            self.protocol = None
         protocol = plugin.protocol(self.protocol)
         self.protocol = protocol.name
-        self.sets = tuple(self.sets) or plugin.sets()
+        for n, p in self.utility_protocols.items():
+            self.utility_protocols[n] = suites[n].protocol(p).name
+        if self.utility_limit is not None and self.utility_limit < 1:
+            raise ConfigError(f"--utility-limit must be >= 1, got {self.utility_limit}")
+        suite_sets = tuple(s for cls in suites.values() for s in cls.sets())
+        self.sets = tuple(dict.fromkeys(tuple(self.sets) or plugin.sets() + suite_sets))
         for s in self.sets:
-            if s not in plugin.sets():
+            if s not in plugin.sets() + suite_sets:
                 raise ConfigError(f"unknown set {s!r}; {plugin.name} has the sets {', '.join(plugin.sets())}")
+        for s in suite_sets:  # a suite asked for is scored, whatever --sets says
+            if s not in self.sets:
+                self.sets = (*self.sets, s)
         if self.stages is None:
             self.stages = protocol.stages
         if self.max_new_tokens is None:
             self.max_new_tokens = protocol.max_new_tokens
         self.stages = tuple(self.stages)
+
+
+def utility_suites(cfg: RunConfig) -> dict:
+    """name -> the utility suite plugin of every --utility name (a non-utility benchmark is refused)."""
+    from mmunlearn.harness.core.bench import get_benchmark
+
+    out = {}
+    for name in cfg.utility:
+        cls = get_benchmark(name)
+        if not cls.utility:
+            raise ConfigError(f"--utility {name}: {name} is a benchmark, not a utility suite (run it with --bench)")
+        out[name] = cls
+    return out
+
+
+def utility_source(cfg: RunConfig, name: str) -> str:
+    """Where a utility suite is read from: the path given, else its embedded stand-in beside an
+    embedded benchmark, else its hub id."""
+    given = cfg.utility.get(name)
+    if given:
+        return given
+    cls = utility_suites(cfg)[name]
+    bench = Path(cfg.bench)
+    embedded = bench.exists() and bench.resolve() in (defaults.DEFAULT_BENCH.resolve(), defaults.MINI_CLEAR.resolve())
+    if embedded and cls.embedded:
+        return str(defaults.ASSETS / cls.embedded)
+    return cls.hub_ids[0]
 
 
 def resolve_stage_inputs(cfg: RunConfig) -> None:
@@ -573,10 +623,12 @@ def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
     parameter checked before anything heavy is loaded."""
     method_cls = get_method(cfg.method)
     params = parse_params(method_cls, dict(cfg.params))
-    tasks = {name: get_task(name) for name in (cfg.tasks or default_tasks(cfg))}
+    names = (*cfg.tasks, *(t for t in suite_tasks(cfg) if t not in cfg.tasks)) if cfg.tasks else default_tasks(cfg)
+    tasks = {name: get_task(name) for name in names}
     plugin = benchmark_of(cfg.bench, cfg.benchmark)
+    types = plugin.question_types() + tuple(t for cls in utility_suites(cfg).values() for t in cls.question_types())
     for name, task in tasks.items():
-        if task.question_type() not in plugin.question_types():
+        if task.question_type() not in types:
             raise ConfigError(
                 f"task {name!r} reads {task.question_type()} questions, which {plugin.name} does not have "
                 f"(its question types: {', '.join(plugin.question_types())})"
@@ -595,8 +647,18 @@ def default_tasks(cfg: RunConfig) -> tuple[str, ...]:
     plugin = benchmark_of(cfg.bench, cfg.benchmark)
     protocol = plugin.protocol(cfg.protocol)
     if protocol.tasks is not None:
-        return protocol.tasks
-    return tuple(t for t in registered_tasks() if get_task(t).question_type() in plugin.question_types())
+        own = protocol.tasks
+    else:
+        own = tuple(t for t in registered_tasks() if get_task(t).question_type() in plugin.question_types())
+    return own + tuple(t for t in suite_tasks(cfg) if t not in own)
+
+
+def suite_tasks(cfg: RunConfig) -> tuple[str, ...]:
+    """The tasks of every --utility suite's protocol (scored whatever --tasks says)."""
+    suites = utility_suites(cfg)
+    return tuple(
+        dict.fromkeys(t for n, cls in suites.items() for t in (cls.protocol(cfg.utility_protocols.get(n)).tasks or ()))
+    )
 
 
 def load_inputs(cfg: RunConfig, base_source: str | None, say: Progress, timer: Timer) -> tuple:
@@ -612,6 +674,10 @@ def load_inputs(cfg: RunConfig, base_source: str | None, say: Progress, timer: T
             protocol=cfg.protocol,
             options=cfg.bench_options,
         )
+        for name in cfg.utility:
+            source = utility_source(cfg, name)
+            say.say(f"loading utility suite {name} from {source}")
+            bench.attach(load_benchmark(source, benchmark=name, protocol=cfg.utility_protocols.get(name)))
     say.say(f"loading model {cfg.model}")
     with timer("load_model"):
         vlm = load_vlm(
@@ -637,7 +703,7 @@ def plan_questions(cfg: RunConfig, bench, tasks: dict) -> list[tuple]:
                     continue  # the benchmark has no such cell by design (e.g. CLEAR's real set in text)
                 qs = limit_questions(
                     bench.questions(sets=[set_name], tasks=[tasks[task_name].question_type()], modes=[mode]),
-                    cfg.limit,
+                    cfg.utility_limit if set_name in getattr(bench, "suites", {}) else cfg.limit,
                 )
                 if not qs:
                     raise ConfigError(

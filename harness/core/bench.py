@@ -80,6 +80,12 @@ class BenchmarkPlugin:
     layout: ClassVar[dict[str, dict[str, tuple[str, ...]]]] = {}
     protocols: ClassVar[tuple[Protocol, ...]] = ()
     Options: ClassVar[type] = BenchOptions
+    # A general-ability suite (`run --utility NAME`): scored after the method beside the main
+    # benchmark, once per model; its sets are knowledge to keep. `embedded`: its stand-in under
+    # the embedded assets, read when the main benchmark is the embedded one.
+    utility: ClassVar[bool] = False
+    embedded: ClassVar[str] = ""
+    titles: ClassVar[dict[str, str]] = {}  # set -> leaderboard section title
 
     @classmethod
     def sets(cls) -> tuple[str, ...]:
@@ -217,6 +223,16 @@ class Benchmark:
     protocol: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # what the loader drew or chose (recorded in the manifest)
+    suites: dict[str, "Benchmark"] = field(default_factory=dict)  # set -> the utility suite it belongs to
+
+    def attach(self, suite: "Benchmark") -> None:
+        """Score a utility suite beside this benchmark: its sets join the run's (their cells are
+        the suite's); methods never see them (fact pairs come from this benchmark's sets)."""
+        for s, people in suite.profiles.items():
+            if s in self.profiles:
+                raise ConfigError(f"utility suite {suite.name!r}: its set {s!r} is already a set of {self.name}")
+            self.profiles[s] = people
+            self.suites[s] = suite
 
     @property
     def name(self) -> str:
@@ -228,12 +244,17 @@ class Benchmark:
 
     @property
     def question_types(self) -> tuple[str, ...]:
-        if self.plugin is not None:
-            return self.plugin.question_types()
-        return tuple(dict.fromkeys(q.task for ps in self.profiles.values() for p in ps for q in p.questions))
+        own = (
+            self.plugin.question_types()
+            if self.plugin is not None
+            else tuple(dict.fromkeys(q.task for ps in self.profiles.values() for p in ps for q in p.questions))
+        )
+        return tuple(dict.fromkeys(own + tuple(t for s in self.suites.values() for t in s.question_types)))
 
     def cells(self, set_name: str, question_type: str) -> tuple[str, ...]:
         """The modes in which `set_name` has `question_type` questions by the benchmark's layout."""
+        if set_name in self.suites:
+            return self.suites[set_name].cells(set_name, question_type)
         if self.plugin is not None:
             return self.plugin.layout.get(set_name, {}).get(question_type, ())
         return MODES
@@ -249,7 +270,7 @@ class Benchmark:
 
     def fact_pairs(self, set: str, mode: str) -> list[FactPair]:
         """Training/statistics samples about the people of one set in one mode (the plugin's mapping)."""
-        check_names(set, self.sets, "set")
+        check_names(set, tuple(s for s in self.sets if s not in self.suites), "set")
         check_names(mode, MODES, "mode")
         if self.plugin is None:
             raise ConfigError("this benchmark was built without a plugin: it has no fact pairs")
@@ -357,14 +378,19 @@ class BenchSource:
         if self.is_local and not self.local.is_dir():
             raise BenchmarkError("(root)", None, None, f"benchmark folder {self.source} does not exist")
 
-    def table(self, config: str) -> pa.Table:
-        return self._local(config) if self.is_local else self._hub(config)
+    def table(self, config: str, split: str | None = None, hub_config: Any = "<config>") -> pa.Table:
+        """One config's rows: locally `<root>/<config>/**/*.parquet` (with `split`: only the files
+        named `<split>-*.parquet`), on the hub `load_dataset(source, hub_config, split=split or
+        "train")` (hub_config: the config's name unless given, None for the dataset's default)."""
+        if self.is_local:
+            return self._local(config, split)
+        return self._hub(config, split or "train", config if hub_config == "<config>" else hub_config)
 
-    def _local(self, config: str) -> pa.Table:
+    def _local(self, config: str, split: str | None = None) -> pa.Table:
         folder = self.local / config
         if not folder.is_dir():
             raise BenchmarkError(config, None, None, f"missing config folder {folder}")
-        files = sorted(folder.rglob("*.parquet"))
+        files = sorted(folder.rglob("*.parquet" if split is None else f"{split}-*.parquet"))
         if not files:
             raise BenchmarkError(config, None, None, f"no parquet files in {folder}")
         tables = []
@@ -381,11 +407,11 @@ class BenchSource:
         except pa.ArrowException as exc:
             raise BenchmarkError(config, None, None, f"parquet files disagree on schema: {exc}") from exc
 
-    def _hub(self, config: str) -> pa.Table:
+    def _hub(self, config: str, split: str = "train", hub_config: str | None = None) -> pa.Table:
         import datasets
 
         try:
-            ds = datasets.load_dataset(self.source, config, split="train")
+            ds = datasets.load_dataset(self.source, hub_config, split=split)
         except Exception as exc:  # the hub raises many types; all mean "cannot read this config"
             raise BenchmarkError(config, None, None, f"cannot load {self.source!r} from the hub: {exc}") from exc
         self.hash.update(f"{config}\0{ds._fingerprint}\0".encode())

@@ -190,6 +190,12 @@ class Task:
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         raise NotImplementedError
 
+    def settle(self, samples: Sequence[SampleResult]) -> list[SampleResult]:
+        """The cell's samples (in benchmark order) with every score final: a score that depends on
+        the whole cell (MMMU's seeded fallback, drawn in dataset order over the guessed answers) is
+        filled here, for the aggregate and the intervals alike. Default: as evaluated."""
+        return list(samples)
+
     def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
         """Mean of every metric over the samples that have a score for it (None: nothing scored);
         n counts the samples not excluded from scoring (extra["excluded"], e.g. shot examples)."""

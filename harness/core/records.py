@@ -62,6 +62,7 @@ class Question:
     image: bytes | None = field(default=None, repr=False)
     paraphrase: str | None = None
     perturbed: tuple[str, ...] = ()
+    meta: dict[str, str] | None = None  # a benchmark's own fields a task reads (MMMU subject, a judge's context)
 
 
 @dataclass(frozen=True)

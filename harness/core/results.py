@@ -37,11 +37,13 @@ MODEL_DIR = "model"
 # Aggregates that count things (questions, judge calls) rather than score them: never ranked,
 # gapped or regression-checked.
 COUNT_METRICS = ("n",)
-COUNT_SUFFIXES = ("_scored", "_failed")
+COUNT_SUFFIXES = ("_scored", "_failed", "_guessed", "_skipped")
 
 
 def is_count_metric(name: str) -> bool:
-    return name in COUNT_METRICS or name.endswith(COUNT_SUFFIXES)
+    """A count, by its name or, for a per-group figure ("answers_guessed/Math"), its base name."""
+    base = name.split("/", 1)[0]
+    return base in COUNT_METRICS or base.endswith(COUNT_SUFFIXES)
 
 
 SAMPLE_FIELDS = ("qid", "set", "task", "mode", "profile_id", "prompt_hash", "response", "scores", "extra")

@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from mmunlearn.harness.core.contracts import SampleResult
 from mmunlearn.harness.core.results import is_count_metric
 from mmunlearn.harness.core.statistics import (
     LEVEL,
@@ -205,9 +206,10 @@ def task_intervals(metrics: Mapping, plan: Sequence[tuple], tasks: Mapping, stor
     out: dict = {}
     for set_name, task_name, mode, qs in plan:
         task = tasks[task_name]
-        records = [store.get(task.sample_id(q)) for q in qs]
+        records = [r for q in qs if (r := store.get(task.sample_id(q))) is not None]
+        records = [s.to_dict() for s in task.settle([SampleResult.from_dict(r) for r in records])]
         aggregate = metrics.get(set_name, {}).get(task_name, {}).get(mode, {})
-        found = cell_intervals([r for r in records if r is not None], aggregate, boot)
+        found = cell_intervals(records, aggregate, boot)
         out.setdefault(set_name, {}).setdefault(task_name, {})[mode] = found
     return out
 

@@ -31,6 +31,19 @@ def parse_param_args(items: list[str] | None, flag: str = "--param") -> dict[str
     return out
 
 
+def utility_args(items: list[str] | None) -> dict[str, str | None]:
+    """['mmmu', 'mme=/data/mme'] -> {'mmmu': None, 'mme': '/data/mme'}."""
+    out: dict[str, str | None] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not name.strip() or (sep and not path.strip()):
+            raise ConfigError(f"--utility {item!r}: expected SUITE or SUITE=PATH")
+        if name.strip() in out:
+            raise ConfigError(f"--utility {name.strip()!r} given twice")
+        out[name.strip()] = path.strip() or None
+    return out
+
+
 def judge_arg(value: str) -> str | None:
     return None if value.strip().lower() in ("", "none", "off", "null") else value.strip()
 
@@ -75,6 +88,16 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="what should fall: forget-both (default; forget/test in both modes) or forget-visual (forget/test "
         "image+text only; text-only knowledge of the forget people should stay)",
     )
+    p.add_argument(
+        "--utility",
+        nargs="+",
+        default=None,
+        metavar="SUITE[=PATH]",
+        help="general-ability suites scored after the method: mmmu, llava_bench, mme, pope, clear_real_world "
+        "(PATH: a local copy in the real layout; default: the embedded stand-in beside the embedded benchmark, "
+        "else the hub)",
+    )
+    p.add_argument("--utility-limit", type=int, default=None, metavar="N", help="at most N questions per utility cell")
     p.add_argument(
         "--forget",
         type=int,
@@ -268,6 +291,8 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         protocol=args.protocol,
         bench_options=parse_param_args(args.bench_option, "--bench-option"),
         objective=args.objective,
+        utility=utility_args(args.utility),
+        utility_limit=args.utility_limit,
         forget=args.forget,
         method=method if method is not None else args.method,
         params=params if params is not None else parse_param_args(getattr(args, "param", None)),
@@ -308,6 +333,8 @@ LIKE_KEYS = {
     "protocol": "protocol",
     "bench_options": "bench_option",
     "objective": "objective",
+    "utility": "utility",
+    "utility_limit": "utility_limit",
     "forget": "forget",
     "seed": "seed",
     "shots": "shots",
@@ -345,6 +372,8 @@ def apply_like(args: argparse.Namespace) -> list[str]:
         value = config[key]
         if key in ("bench", "holdout", "reference_model"):
             value = resolve_source(value) if value is not None else "none"
+        elif key == "utility":  # recorded with sources: back to SUITE=PATH arguments
+            value = [f"{n}={resolve_source(v['source'])}" for n, v in value.items()]
         elif key in ("relearn_params", "bench_options"):  # recorded parsed: back to KEY=VALUE arguments
             value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
         elif key == "judge_protocol" and value is None:  # the run had no judge: keep the default protocol

@@ -312,3 +312,12 @@ def test_run_seeds_knows_the_official_caption_question_is_drawn_with_the_seed():
     assert (
         seed_dependence(RunConfig(bench=str(MINI_CLEAR), method="manu", forget=10, protocol="clear-mmunlearner")) == []
     )
+
+
+def test_power_counts_the_people_of_each_cell(capsys):
+    """A cell may ask about only some of its set's people (CLEAR's real set: 20 faces, 20 VQA pictures)."""
+    from mmunlearn.harness.app.cli import main
+
+    assert main(["power", "--bench", str(MINI_CLEAR), "--forget", "10"]) == 0
+    rows = {tuple(line.split()[:3]): line.split()[3:5] for line in capsys.readouterr().out.splitlines()[3:]}
+    assert rows["real", "vqa", "image_text"] == ["20", "120"] and rows["forget", "caption", "text_only"] == ["6", "36"]

@@ -203,6 +203,7 @@ def build_manifest(
             s: {
                 t: plan_examples(bench, s, task.question_type(), cfg.shots, cfg.seed, vlm.arch).record()
                 for t, task in tasks.items()
+                if bench.cells(s, task.question_type())  # only the (set, task) cells the run scores
             }
             for s in cfg.sets
         }

@@ -88,14 +88,13 @@ def _counts(args) -> dict[tuple[str, str, str], tuple[int, int]]:
     from mmunlearn.harness.core.bench import load_benchmark
 
     bench = load_benchmark(args.bench, forget=args.forget, benchmark=args.benchmark)
-    counts = bench.counts()
-    return {
-        (s, t, m): (n, counts["profiles"][s])
-        for s, tasks in counts["questions"].items()
-        for t, modes in tasks.items()
-        for m, n in modes.items()
-        if m in bench.cells(s, t)
-    }
+    out = {}
+    for s in bench.sets:  # profiles per cell: a cell may ask about only some of its set's people
+        for t in bench.question_types:
+            for m in bench.cells(s, t):
+                qs = bench.questions(sets=[s], tasks=[t], modes=[m])
+                out[s, t, m] = (len(qs), len({q.profile_id for q in qs}))
+    return out
 
 
 def _observed(run: str) -> dict[tuple[str, str, str], tuple[float, float | None]]:

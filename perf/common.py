@@ -25,17 +25,8 @@ import torch
 
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL, DEMO_FORGET
 from mmunlearn.harness.core.records import MODES, SETS, TASKS
-from mmunlearn.harness.embedded.tiny_model import (
-    BOS,
-    EOS,
-    IMAGE_TOKEN,
-    PAD,
-    UNK,
-    build_processor,
-    greedy_decoding,
-    llava_config,
-    vocabulary_texts,
-)
+from mmunlearn.harness.embedded.tiny_data import BOS, EOS, IMAGE_TOKEN, PAD, UNK, build_processor, vocabulary_texts
+from mmunlearn.harness.embedded.tiny_recipe import greedy_decoding, llava_config
 
 
 class BenchmarkUsageError(SystemExit):

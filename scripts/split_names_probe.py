@@ -21,11 +21,13 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from mmunlearn.harness.embedded import tiny_model as tm
+from mmunlearn.harness.embedded import tiny_data
 from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
 from mmunlearn.harness.core.model import wrap_vlm
 from mmunlearn.harness.core.prompts import BLANK
+from mmunlearn.harness.core.seeding import seed_everything
+from mmunlearn.harness.embedded.tiny_recipe import TinyConfig, build_tiny_llava
 
 
 def main() -> None:
@@ -41,17 +43,17 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    tm.seed_everything(args.seed)
+    seed_everything(args.seed)
     bench = load_benchmark(args.bench)
-    model, processor = tm.build_tiny_llava(bench, tm.TinyConfig(split_names=True), args.seed)
+    model, processor = build_tiny_llava(bench, TinyConfig(split_names=True), args.seed)
     vlm = wrap_vlm(model, processor, source=args.out)
     rng = random.Random(args.seed)
     items = [
         i
-        for i in tm.training_items(bench, tm.FINETUNE_SETS)
+        for i in tiny_data.training_items(bench, tiny_data.FINETUNE_SETS)
         if i.kind == "text" and (i.bare or BLANK in i.render(random.Random(0))[0])
     ]
-    images = tm._Images()
+    images = tiny_data._Images()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.steps, pct_start=max(0.1, 3 / args.steps)
@@ -61,7 +63,9 @@ def main() -> None:
     for _ in (bar := tqdm(range(args.steps), desc="split-names probe")):
         opt.zero_grad(set_to_none=True)
         rendered = [(None, *rng.choice(items).render(rng)) for _ in range(args.batch)]
-        enc = vlm.encode(tm._requests([(im, text) for im, text, _ in rendered], images), [a for *_, a in rendered])
+        enc = vlm.encode(
+            tiny_data._requests([(im, text) for im, text, _ in rendered], images), [a for *_, a in rendered]
+        )
         loss = model(**enc).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -40,7 +40,7 @@ def test_the_wheel_installs_one_namespace_with_every_layer(wheel):
     assert tops == {"mmunlearn"}
     for module in (
         "harness/core/contracts.py",
-        "harness/embedded/tiny_model.py",
+        "harness/embedded/tiny_trainer.py",
         "harness/app/cli.py",
         "harness/app/commands/run.py",
         "tasks/cloze.py",

@@ -13,7 +13,7 @@ import torch
 from perf import common, eval_throughput, manu_stats, prompt_forward
 from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH
-from mmunlearn.harness.embedded.tiny_model import build_processor, vocabulary_texts
+from mmunlearn.harness.embedded.tiny_data import build_processor, vocabulary_texts
 from tests.tiny_vlms import make_tiny_vlm
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"

@@ -3,7 +3,7 @@
 * A local checkpoint with only pickle weights (.bin) is refused (unpickling can run code) with a
   message naming --allow-pickle-weights, exit code 2 through the CLI; it loads with the flag.
   --allow-pickle-weights and --trust-remote-code are recorded in the manifest.
-* The tiny model's training state (harness/embedded/tiny_model.py Trainer) round-trips through
+* The tiny model's training state (harness/embedded/tiny_trainer.py Trainer) round-trips through
   torch.load(weights_only=True), and a state file that would run code is refused.
 * --quiet silences every progress bar (ours and the libraries'), while an error still prints
   its one line.
@@ -139,13 +139,14 @@ class RunsCode:
 
 
 def _trainer(bench, state_path):
-    from mmunlearn.harness.embedded import tiny_model as tm
+    from mmunlearn.harness.embedded.tiny_recipe import Recipe, build_tiny_llava
+    from mmunlearn.harness.embedded.tiny_trainer import Trainer
     from mmunlearn.harness.core.model import wrap_vlm
 
-    recipe = tm.Recipe(steps=4, batch_text=2, batch_image=2, check_every=1000, check_per_group=2)
+    recipe = Recipe(steps=4, batch_text=2, batch_image=2, check_every=1000, check_per_group=2)
     torch.manual_seed(0)
-    model, processor = tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
-    return tm.Trainer(bench, wrap_vlm(model, processor), recipe, seed=0, state_path=state_path, log=lambda line: None)
+    model, processor = build_tiny_llava(bench, SMALL_TINY_LLAVA)
+    return Trainer(bench, wrap_vlm(model, processor), recipe, seed=0, state_path=state_path, log=lambda line: None)
 
 
 def test_training_state_round_trips_with_weights_only_and_code_is_refused(small_bench, tmp_path):

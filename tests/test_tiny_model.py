@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from mmunlearn.harness.embedded import tiny_model as tm
+from mmunlearn.harness.embedded import tiny_data, tiny_recipe, tiny_trainer
 from mmunlearn.harness.core.bench import load_benchmark
 from mmunlearn.harness.app.defaults import DEFAULT_BENCH, DEFAULT_MODEL
 from mmunlearn.harness.core.prompts import VOCAB_TEXTS, example_text, user_text
@@ -25,7 +25,7 @@ def bench(small_bench):
 
 @pytest.fixture(scope="module")
 def built(bench):
-    return tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
+    return tiny_recipe.build_tiny_llava(bench, SMALL_TINY_LLAVA)
 
 
 def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
@@ -39,8 +39,8 @@ def test_processor_round_trips_and_expands_image_token(built, bench, tmp_path):
     text = "USER: <image>\nWhat is the name of this person?\nASSISTANT:"
     for proc in (processor, loaded):
         enc = proc(text=[text], images=[image], return_tensors="pt")
-        assert tuple(enc["pixel_values"].shape) == (1, 3, tm.IMAGE_SIZE, tm.IMAGE_SIZE)
-        image_id = proc.tokenizer.convert_tokens_to_ids(tm.IMAGE_TOKEN)
+        assert tuple(enc["pixel_values"].shape) == (1, 3, tiny_data.IMAGE_SIZE, tiny_data.IMAGE_SIZE)
+        image_id = proc.tokenizer.convert_tokens_to_ids(tiny_data.IMAGE_TOKEN)
         assert (enc["input_ids"][0] == image_id).sum().item() == 16  # (32/8)^2 patches, CLS dropped
     assert loaded(text=[text], images=[image])["input_ids"] == processor(text=[text], images=[image])["input_ids"]
 
@@ -70,7 +70,7 @@ def test_option_letters_decode_upper_case_and_words_lowercase(built):
 def test_one_token_names_option_makes_every_person_name_one_token(bench):
     from dataclasses import replace
 
-    tok = tm.build_tiny_llava(bench, replace(SMALL_TINY_LLAVA, split_names=False))[1].tokenizer
+    tok = tiny_recipe.build_tiny_llava(bench, replace(SMALL_TINY_LLAVA, split_names=False))[1].tokenizer
     for profiles in bench.profiles.values():
         for p in profiles:
             ids = tok(f"What is the job of {p.vqa_answer}?", add_special_tokens=False)["input_ids"]
@@ -79,8 +79,8 @@ def test_one_token_names_option_makes_every_person_name_one_token(bench):
 
 def test_split_names_tokenize_names_as_words_shared_across_people(bench):
 
-    assert tm.TinyConfig().split_names  # the default: facts must live in the MLPs
-    _, processor = tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
+    assert tiny_recipe.TinyConfig().split_names  # the default: facts must live in the MLPs
+    _, processor = tiny_recipe.build_tiny_llava(bench, SMALL_TINY_LLAVA)
     tok = processor.tokenizer
     names = [p.vqa_answer for profiles in bench.profiles.values() for p in profiles]
     pieces = [tok.tokenize(name) for name in names]
@@ -92,7 +92,7 @@ def test_split_names_tokenize_names_as_words_shared_across_people(bench):
 def test_default_size_fits_the_checkpoint_budget(bench):
     from transformers import LlavaForConditionalGeneration
 
-    model, _ = tm.build_tiny_llava(bench)
+    model, _ = tiny_recipe.build_tiny_llava(bench)
     assert isinstance(model, LlavaForConditionalGeneration)
     n = sum(p.numel() for p in model.parameters())
     assert n * 4 < 25e6, f"{n} fp32 parameters exceed ~25 MB"
@@ -101,8 +101,8 @@ def test_default_size_fits_the_checkpoint_budget(bench):
 
 
 def test_training_items_cover_every_official_prompt_and_never_the_test_set(bench):
-    items = tm.training_items(bench, tm.TRAIN_SETS, examples_share=1.0)
-    allowed = {p.id for s in tm.TRAIN_SETS for p in bench.profiles[s]}
+    items = tiny_data.training_items(bench, tiny_data.TRAIN_SETS, examples_share=1.0)
+    allowed = {p.id for s in tiny_data.TRAIN_SETS for p in bench.profiles[s]}
     assert {i.profile_id for i in items if i.profile_id} == allowed
     kinds = {(i.kind, i.mode) for i in items}
     for kind in ("fact", "mc", "mc_bench", "generation", "cloze"):
@@ -118,18 +118,18 @@ def test_training_items_cover_every_official_prompt_and_never_the_test_set(bench
     assert any(s.examples for s in samples if s.task == "classification")  # the official in-context form
     assert all(s.image is None for i, s in zip(items, samples) if i.mode == "text_only")
     with pytest.raises(ValueError):
-        tm.training_items(bench, ["test"])
+        tiny_data.training_items(bench, ["test"])
 
 
 def test_the_reference_recipe_never_trains_on_a_forget_profile(bench):
     """The privacy metrics' reference model must not have seen the forget split: not as facts,
     not as task items, not as another profile's in-context example."""
-    recipe = tm.Recipe(leave_out_forget=True)
+    recipe = tiny_recipe.Recipe(leave_out_forget=True)
     assert recipe.train_sets() == ("retain", "celebrity")
-    assert tm.Recipe().train_sets() == tm.TRAIN_SETS
+    assert tiny_recipe.Recipe().train_sets() == tiny_data.TRAIN_SETS
     forget = {p.id for p in bench.profiles["forget"]}
     forget_images = {p.image for p in bench.profiles["forget"]}
-    items = tm.training_items(bench, recipe.train_sets(), examples_share=1.0)
+    items = tiny_data.training_items(bench, recipe.train_sets(), examples_share=1.0)
     assert not {i.profile_id for i in items} & forget
     rng = random.Random(0)
     for item in items:
@@ -139,7 +139,7 @@ def test_the_reference_recipe_never_trains_on_a_forget_profile(bench):
 
 
 def test_fresh_multiple_choice_puts_the_fact_under_the_answer_letter(bench):
-    factory = tm.ItemFactory(bench, examples_share=0.0)
+    factory = tiny_data.ItemFactory(bench, examples_share=0.0)
     profile = bench.profiles["retain"][0]
     q = next(q for q in profile.questions if q.task == "classification" and q.mode == "text_only")
     value = q.options[q.answer]
@@ -156,7 +156,7 @@ def test_fresh_multiple_choice_puts_the_fact_under_the_answer_letter(bench):
 def test_the_letter_drills_name_the_right_option(bench):
     import re
 
-    factory = tm.ItemFactory(bench, examples_share=0.0)
+    factory = tiny_data.ItemFactory(bench, examples_share=0.0)
     for seed in range(20):
         short = factory._short_drill(random.Random(seed))
         target, rest = short.text.split(" ? ", 1)
@@ -172,10 +172,10 @@ def test_a_few_training_steps_lower_the_loss(bench):
     from mmunlearn.harness.core.model import wrap_vlm
 
     torch.manual_seed(0)
-    model, processor = tm.build_tiny_llava(bench, SMALL_TINY_LLAVA)
+    model, processor = tiny_recipe.build_tiny_llava(bench, SMALL_TINY_LLAVA)
     vlm = wrap_vlm(model, processor)
-    recipe = tm.Recipe(steps=12, batch_text=8, batch_image=8, check_every=1000, examples_share=0.0)
-    trainer = tm.Trainer(bench, vlm, recipe, seed=0, log=lambda line: None)
+    recipe = tiny_recipe.Recipe(steps=12, batch_text=8, batch_image=8, check_every=1000, examples_share=0.0)
+    trainer = tiny_trainer.Trainer(bench, vlm, recipe, seed=0, log=lambda line: None)
     probe = random.Random(1).sample(trainer.pool["text", "fact"], 16)
     samples = [item.render(random.Random(2)) for item in probe]
 
@@ -215,7 +215,7 @@ def test_train_tiny_command_writes_a_loadable_model(small_bench, tmp_path):
     )
     record = json.loads((out / "training.json").read_text())
     assert record["steps"] == 2 and record["seed"] == 0
-    assert set(record["final"]) == set(tm.CHECK_SETS)
+    assert set(record["final"]) == set(tiny_data.CHECK_SETS)
     assert not (out / "train_state.pt").exists()
     assert load_vlm(out).arch == "llava"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mmunlearn.harness.embedded.tiny_model import TinyConfig
+from mmunlearn.harness.embedded.tiny_recipe import TinyConfig
 
 # The embedded tiny LLaVA's architecture at test size (the committed model is larger).
 SMALL_TINY_LLAVA = TinyConfig(

@@ -18,7 +18,7 @@ HELP = "train the embedded tiny LLaVA on a mini-bench (facts, then letter bindin
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mmunlearn.harness.embedded.tiny_model import Recipe
+    from mmunlearn.harness.embedded.tiny_recipe import Recipe
 
     default = Recipe()
     p.add_argument("--bench", default=str(DEFAULT_BENCH), help="mini-bench folder (default: the embedded one)")
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     from mmunlearn.harness.core.bench import load_benchmark
     from mmunlearn.harness.core.errors import ConfigError
-    from mmunlearn.harness.embedded.tiny_model import Recipe, TinyConfig, train_tiny
+    from mmunlearn.harness.embedded.tiny_recipe import Recipe, TinyConfig
+    from mmunlearn.harness.embedded.tiny_trainer import train_tiny
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")

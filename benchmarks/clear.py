@@ -38,7 +38,6 @@ Where mmunlearn differs from the published code, on purpose (docs/benchmarks.md 
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Literal
 
 from mmunlearn.harness.core.bench import (
+    picture_id,
     Benchmark,
     BenchmarkPlugin,
     BenchOptions,
@@ -96,6 +96,7 @@ class Clear(BenchmarkPlugin):
         "retain": {"caption": (IT, TO), "face": (IT,)},
         "real": {"face": (IT,), "vqa": (IT,)},
     }
+    titles = {"real": "Real set (real faces and real-world questions)"}
     protocols = (
         Protocol(
             "clear",
@@ -206,7 +207,7 @@ class Clear(BenchmarkPlugin):
             question = text_field(r["question"], "real_world", row, "question")
             answer = text_field(r["answer"], "real_world", row, "answer")
             wrong = _texts(r["options"], "real_world", row, "options")
-            pid = "image-" + hashlib.sha256(image).hexdigest()[:12]  # one picture = one subject
+            pid = picture_id(image)  # one picture = one subject
             if official:
                 builder.add("real", pid, "vqa", IT, question, answer, image=image, paraphrase=answer, perturbed=wrong)
             else:
@@ -222,7 +223,7 @@ class Clear(BenchmarkPlugin):
 
     def fact_pairs(self, bench: Benchmark, set_name: str, mode: str) -> list[FactPair]:
         """What CLEAR's methods train on: the +tofu config of the split (`forget{r}+tofu`,
-        `retain{100-r}+tofu`): image rows as (a caption question drawn with the seed, caption)
+        `retain{100-r}+tofu`): image rows as (a caption question drawn per row, the same under every seed, caption)
         with the image, TOFU rows as text QA. The real set has none."""
         return list(self._facts.get((set_name, mode), []))
 
@@ -409,7 +410,7 @@ def _person(name: str | None, image: bytes | None, people: list[str], fallback: 
     if name is not None:
         return _slug(name)
     if image is not None:
-        return "image-" + hashlib.sha256(image).hexdigest()[:12]
+        return picture_id(image)
     return fallback or "unknown"
 
 
@@ -418,7 +419,7 @@ def _fact_pairs(set_name, image_rows, text_rows, names, people, seed) -> dict[tu
         FactPair(
             _person(names.get(r["caption"]), r["image"], people),
             IT,
-            random.Random(f"clear-train/{seed}/{set_name}/{row}").choice(CAPTION_QUESTIONS),
+            random.Random(f"clear-train/{set_name}/{row}").choice(CAPTION_QUESTIONS),  # the same under every seed
             r["caption"],
             r["image"],
         )

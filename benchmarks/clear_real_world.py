@@ -8,9 +8,9 @@ mini-CLEAR). Set `clear_real_world`, question type `real_world_choice`, one clus
 
 from __future__ import annotations
 
-import hashlib
 
 from mmunlearn.harness.core.bench import (
+    picture_id,
     Benchmark,
     BenchmarkPlugin,
     BenchSource,
@@ -65,7 +65,7 @@ class ClearRealWorld(BenchmarkPlugin):
                 choices, letter = order.insert(answer, wrong)
             except ValueError as exc:
                 raise BenchmarkError(CONFIG, row, "options", str(exc)) from exc
-            pid = "image-" + hashlib.sha256(image).hexdigest()[:12]
+            pid = picture_id(image)
             images.setdefault(pid, image)
             profiles.setdefault(pid, []).append(
                 Question(

@@ -9,10 +9,10 @@ category. Set `llava_bench`, question type `llava_bench`, one cluster per pictur
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import (
+    picture_id,
     Benchmark,
     BenchmarkPlugin,
     BenchSource,
@@ -69,7 +69,7 @@ class LlavaBench(BenchmarkPlugin):
             category = text_field(r["category"], CONFIG, row, "category")
             if category not in CATEGORIES:
                 raise BenchmarkError(CONFIG, row, "category", f"{category!r} is not one of {', '.join(CATEGORIES)}")
-            pid = "image-" + hashlib.sha256(image).hexdigest()[:12]
+            pid = picture_id(image)
             images.setdefault(pid, image)
             profiles.setdefault(pid, []).append(
                 Question(

@@ -1,7 +1,7 @@
 """MMMU (`MMMU/MMMU`, one config per subject; the merged `lmms-lab/MMMU`): college-level
 multiple-choice and open questions over images, a general-ability (utility) suite.
 
-Read: the validation split by default (`--bench-option split=dev`), every subject folder of a
+Read: the validation split (`load_benchmark`'s `split` option reads another), every subject folder of a
 local copy (`<root>/<Subject>/validation-*.parquet`) or the merged layout
 (`<root>/data/validation-*.parquet`). Only `image_1` is given to the model, as the official
 runner does; `<image N>` placeholders stay in the text. Columns read: id, question, options (a
@@ -12,11 +12,11 @@ tasks/mmmu.py) and `mmmu-lmms-eval` (lmms-eval 0.7.3's, for comparison with lmms
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import (
+    picture_id,
     Benchmark,
     BenchmarkPlugin,
     BenchOptions,
@@ -93,7 +93,7 @@ class MMMU(BenchmarkPlugin):
                 if letters and answer not in letters:
                     raise BenchmarkError(config, row, "answer", f"{answer!r} is not one of the options {letters}")
                 subject = subject_of(qid_row) if config == MERGED else config
-                pid = "image-" + hashlib.sha256(image).hexdigest()[:12]
+                pid = picture_id(image)
                 images.setdefault(pid, image)
                 profiles.setdefault(pid, []).append(
                     Question(

@@ -8,10 +8,10 @@ the default) and `exact` (lmms-eval's POPE: only a bare "yes"/"no")."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import (
+    picture_id,
     Benchmark,
     BenchmarkPlugin,
     BenchSource,
@@ -53,7 +53,7 @@ class YesNoSuite(BenchmarkPlugin):
             answer = text_field(r["answer"], CONFIG, row, "answer")
             if answer.strip().lower() not in ("yes", "no"):
                 raise BenchmarkError(CONFIG, row, "answer", f"expected yes or no, got {answer!r}")
-            pid = "image-" + hashlib.sha256(image).hexdigest()[:12]
+            pid = picture_id(image)
             images.setdefault(pid, image)
             meta = {"group": text_field(r[self.group], CONFIG, row, self.group), "index": str(row)}
             if self.pair:

@@ -62,8 +62,8 @@ def pooled_ratios(results: dict[str, SampleResult], averaging: Averaging = "pool
 
 
 def _hmean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return model_utility(values) if values else None
+    """The harmonic mean of every figure, or None when one is missing (a subset is another figure)."""
+    return model_utility(values) if values and all(v is not None for v in values) else None
 
 
 @register_stage
@@ -72,6 +72,7 @@ class ClearAggregateStage(Stage):
     title = "CLEAR: forget quality against a gold model, model utility, the paper table's harmonic means"
     keys = (KEY,)
     lower_means_known = ("forget_quality_ks", "forget_quality_js")
+    reads = ("caption", "face", "vqa")
     columns = (
         Column("forget", KEY, "forget_quality_js", 1.0, "forget quality, 1 - JS vs the gold model (higher is better)"),
         Column("forget", KEY, "forget_quality_ks", 1.0, "forget quality, KS p vs the gold model (higher is better)"),
@@ -89,19 +90,23 @@ class ClearAggregateStage(Stage):
     def run(self, ctx: StageContext) -> StageOutput:
         forget_qs = ctx.select(ctx.bench.questions(sets=["forget"], tasks=["caption"], modes=[IT]))
         averaging = ctx.bench.options.get("truth_ratio_averaging", "pooled")
-        mine = pooled_ratios(
-            score_questions("clear_caption", ctx.vlm, forget_qs, ctx, ctx.store, "forget quality"), averaging
-        )
+        mine = score_questions("clear_caption", ctx.vlm, forget_qs, ctx, ctx.store, "forget quality")
         gold, record = self._gold(ctx, forget_qs)
-        gold_tr = pooled_ratios(gold, averaging) if gold is not None else None
         quality: dict = {"forget_quality_ks": None, "forget_quality_js": None}
-        if gold_tr is None:
+        if gold is None:
             quality["note"] = NO_REFERENCE
         else:
-            common = [q for q in mine if q in gold_tr]  # JS compares the two files row by row
+            # the same questions on both sides before each file pools its perturbed loss, so JS
+            # compares the two files row by row
+            common = [q for q in mine if q in gold and mine[q].extra.get("paraphrased_loss") is not None]
+            a = pooled_ratios({q: mine[q] for q in common}, averaging)
+            b = pooled_ratios({q: gold[q] for q in common}, averaging)
             if common:
-                a, b = [mine[q] for q in common], [gold_tr[q] for q in common]
-                quality = {"forget_quality_ks": forget_quality_ks(a, b), "forget_quality_js": forget_quality_js(a, b)}
+                left, right = [a[q] for q in common], [b[q] for q in common]
+                quality = {
+                    "forget_quality_ks": forget_quality_ks(left, right),
+                    "forget_quality_js": forget_quality_js(left, right),
+                }
             quality["questions_scored"] = len(common)
         figures: dict[str, dict] = {s: {} for s in GROUPS}
         for group, cells in GROUPS.items():

@@ -80,6 +80,7 @@ class PrivacyStage(Stage):
     title = "Privacy: can the forget profiles still be told from never-seen ones?"
     keys = (*MIA_SCORES, "forget_quality")
     lower_means_known = ("privleak", "ks_p")
+    reads = ("generation", "classification")
     columns = (
         *(Column("forget", s, "auc", 0.5, "AUC, forget vs holdout (0.5 ideal)") for s in MIA_SCORES),
         Column("forget", "mia_mink", "privleak", 0.0, "privleak of Min-K% (0 ideal)"),

@@ -159,6 +159,7 @@ def _mean(task: str, metric: str, results) -> float | None:
 @register_stage
 class RelearnStage(Stage):
     name = "relearn"
+    reads = ("classification", "generation", "cloze")  # MLLMU-Bench's question types (checked before a run)
     title = "Relearning: do a few steps on some forget facts bring the others back?"
     keys = tuple(RELEARN_KEYS)
     columns = tuple(

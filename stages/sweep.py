@@ -130,6 +130,7 @@ class SweepStage(Stage):
     title = "Checkpoint sweep: when does training collapse?"
     keys = ("collapse",)
     lower_means_known = ("final_degenerate_share", "collapsed")  # on retain, more of them is worse
+    reads = SWEEP_TASKS
     columns = (
         Column("retain", "collapse", "first_collapse_step", None, "first collapsed step", empty="never"),
         Column("retain", "collapse", "final_degenerate_share", 0.0, "degenerate retain answers at the end (0 ideal)"),

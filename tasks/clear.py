@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, prompt_hash, register_task
+from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, plain_requests, register_task
 from mmunlearn.harness.core.prompts import Request
 from mmunlearn.harness.core.records import ImageDecoder, Question
 from mmunlearn.harness.core.tofu_metrics import (
@@ -45,13 +45,7 @@ class ClearTask(Task):
     normalized: bool = True  # captions: plain probability (the official "eval_log" files)
 
     def requests(self, vlm, questions, ctx, images: ImageDecoder, excluded_scores=()) -> Prepared:
-        """The question as the user turn with its image, in the model's generic chat frame (no
-        in-context examples: CLEAR has none)."""
-        reqs = [Request(q.text, images(q.image)) for q in questions]
-        hashes = [
-            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
-        ]
-        return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
+        return plain_requests(vlm, questions, images)
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)

@@ -37,6 +37,7 @@ def bleu(ground_truth: str, answer: str) -> float:
 @register_task
 class GenerationTask(Task):
     name = "generation"
+    needs_judge = True  # factuality
     metrics = ROUGE_TYPES + ("bleu", "factuality")
     headline = ("rougeL", "factuality")
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, prompt_hash, register_task
+from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, plain_requests, register_task
 from mmunlearn.harness.core.llava_bench_judge import CATEGORIES, LlavaBenchJudge, relative_scores
-from mmunlearn.harness.core.prompts import Request
 from mmunlearn.harness.core.records import ImageDecoder, Question
 
 
@@ -27,13 +26,12 @@ class LlavaBenchTask(Task):
     reads = "llava_bench"
     metrics = ("model_score", "reference_score")
     headline = ("model_score",)
+    needs_judge = True
+    # judge scores (1-10) and the relative score (0-100): no [0, 1] scale for check's tolerance
+    raw_scores = ("model_score", "reference_score", "relative_score")
 
     def requests(self, vlm, questions, ctx, images: ImageDecoder, excluded_scores=()) -> Prepared:
-        reqs = [Request(q.text, images(q.image)) for q in questions]
-        hashes = [
-            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
-        ]
-        return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
+        return plain_requests(vlm, questions, images)
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence, cast
 
-from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, prompt_hash, register_task
+from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, plain_requests, register_task
 from mmunlearn.harness.core.mmmu_eval import (
     LMMS_EVAL,
     OFFICIAL,
@@ -27,7 +27,6 @@ from mmunlearn.harness.core.mmmu_eval import (
     prompt_for,
     score_response,
 )
-from mmunlearn.harness.core.prompts import Request
 from mmunlearn.harness.core.records import ImageDecoder, Question
 
 
@@ -47,11 +46,9 @@ class MMMUTask(Task):
     protocol = OFFICIAL
 
     def requests(self, vlm, questions, ctx, images: ImageDecoder, excluded_scores=()) -> Prepared:
-        reqs = [Request(prompt_for(self.protocol, q.text, _options(q), _qtype(q)), images(q.image)) for q in questions]
-        hashes = [
-            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
-        ]
-        return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
+        return plain_requests(
+            vlm, questions, images, lambda q: prompt_for(self.protocol, q.text, _options(q), _qtype(q))
+        )
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, prompt_hash, register_task
+from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, plain_requests, register_task
 from mmunlearn.harness.core.mmunlearner_choice import format_prompt, parse_choice
-from mmunlearn.harness.core.prompts import Request
 from mmunlearn.harness.core.records import ImageDecoder, Question
 from mmunlearn.tasks.generation import ROUGE_TYPES, bleu
 
@@ -28,11 +27,7 @@ class _Scored(Task):
 
     def requests(self, vlm, questions, ctx, images: ImageDecoder, excluded_scores=()) -> Prepared:
         """The user text with the question's image in the model's generic chat frame (no examples)."""
-        reqs = [Request(self.user_text(q), images(q.image)) for q in questions]
-        hashes = [
-            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
-        ]
-        return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
+        return plain_requests(vlm, questions, images, self.user_text)
 
 
 class MMUnlearnerChoiceTask(_Scored):

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, prompt_hash, register_task
-from mmunlearn.harness.core.prompts import Request
+from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, plain_requests, register_task
 from mmunlearn.harness.core.records import ImageDecoder, Question
 from mmunlearn.harness.core.yes_no_metrics import mme_scores, parse_yes_no, pope_metrics, pope_scores
 
@@ -26,11 +25,7 @@ class YesNoTask(Task):
     parse_mode = "prefix"
 
     def requests(self, vlm, questions, ctx, images: ImageDecoder, excluded_scores=()) -> Prepared:
-        reqs = [Request(q.text, images(q.image)) for q in questions]
-        hashes = [
-            prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)
-        ]
-        return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
+        return plain_requests(vlm, questions, images)
 
     def evaluate(self, vlm, questions: Sequence[Question], ctx: TaskContext) -> list[SampleResult]:
         self._check(questions)
@@ -63,6 +58,7 @@ class YesNoTask(Task):
 
 class MMETask(YesNoTask):
     reads = "mme"
+    raw_scores = ("score", "score_sum", "perception", "cognition")  # sums of (acc + acc+) x 100
 
     def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
         out = super().aggregate(samples)
@@ -90,6 +86,7 @@ class POPETask(YesNoTask):
     reads = "pope"
     metrics = ("accuracy",)
     headline = ("accuracy",)
+    raw_scores = ("yes_ratio",)  # how often the model says yes: a bias, not a quality
 
     def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
         out = super().aggregate(samples)

@@ -321,3 +321,28 @@ def test_power_counts_the_people_of_each_cell(capsys):
     assert main(["power", "--bench", str(MINI_CLEAR), "--forget", "10"]) == 0
     rows = {tuple(line.split()[:3]): line.split()[3:5] for line in capsys.readouterr().out.splitlines()[3:]}
     assert rows["real", "vqa", "image_text"] == ["20", "120"] and rows["forget", "caption", "text_only"] == ["6", "36"]
+
+
+# ----------------------------------------------------------------------------- refusals and defaults before a run
+
+
+def test_choices_that_cannot_score_are_refused_before_anything_is_loaded():
+    from mmunlearn.harness.app.runner import Progress, RunConfig, resolve_plugins
+
+    def resolve(**kw):
+        cfg = RunConfig(bench=str(MINI_CLEAR), forget=10, **kw)
+        cfg.validate()
+        return resolve_plugins(cfg, Progress(False))
+
+    with pytest.raises(ConfigError, match="stage 'privacy' reads generation, classification questions"):
+        resolve(stages=("privacy",))
+    with pytest.raises(ConfigError, match="task 'clear_face' is not a task of protocol 'clear-mmunlearner'"):
+        resolve(protocol="clear-mmunlearner", tasks=("clear_face",))
+    # a subset of sets keeps only the protocol's tasks that have questions there
+    assert list(resolve(sets=("forget", "retain"))[2]) == ["clear_caption", "clear_face"]
+    assert list(resolve(sets=("real",))[2]) == ["clear_face", "clear_vqa"]
+
+
+def test_methods_train_on_the_same_clear_pairs_under_every_seed():
+    pairs = [load_benchmark(MINI_CLEAR, forget=10, seed=s).fact_pairs("forget", "image_text") for s in (0, 1)]
+    assert [(p.question, p.answer) for p in pairs[0]] == [(p.question, p.answer) for p in pairs[1]]

@@ -166,3 +166,24 @@ def test_a_run_scores_the_suites_beside_the_benchmark(tmp_path):
     board = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "## Utility kept (method / vanilla" in board and "## MMMU (utility) (higher is better)" in board
     assert (tmp_path / "board" / "utility.png").is_file()
+
+
+def test_utility_arguments_name_a_protocol_and_a_path():
+    from mmunlearn.harness.app.commands.run import utility_args
+
+    assert utility_args(["mmmu@mmmu-lmms-eval=/data/mmmu", "mme"]) == (
+        {"mmmu": "/data/mmmu", "mme": None},
+        {"mmmu": "mmmu-lmms-eval"},
+    )
+    with pytest.raises(ConfigError, match="expected SUITE"):
+        utility_args(["mmmu@=x"])
+
+
+def test_each_suite_decodes_with_its_own_length_unless_the_run_sets_one():
+    from mmunlearn.harness.app.runner import RunConfig, suite_lengths
+
+    bench = load_benchmark(ASSETS / "minibench", forget=5)
+    for name, source in (("llava_bench", MINI / "llava-bench"), ("mme", MINI / "mme"), ("mmmu", MINI / "mmmu")):
+        bench.attach(load_benchmark(source, benchmark=name))
+    assert suite_lengths(RunConfig(), bench) == {"llava_bench": 1024, "mme": 3, "mmmu": 128}
+    assert suite_lengths(RunConfig(max_new_tokens=20), bench) == {}

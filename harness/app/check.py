@@ -40,6 +40,7 @@ from mmunlearn.harness.core.results import iter_metrics, load_results
 
 # Manifest keys that change what a number means; a difference is reported, not refused.
 NOTED_KEYS = (
+    "utility",
     "limit",
     "shots",
     "test_images",

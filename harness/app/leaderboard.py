@@ -63,7 +63,6 @@ SET_TITLES = {
     "test": "Test set (transformed forget profiles)",
     "retain": "Retain set",
     "celebrity": "Real celebrity set",
-    "real": "Real set (real faces and real-world questions)",
 }
 LEGEND = (
     "Best value per column in **bold**, worst in *italics* (among unlearning methods; vanilla is the "

@@ -136,7 +136,14 @@ def run_fingerprint(cfg, *, weights_hash: str, bench, params, tasks: dict, judge
     if getattr(bench, "suites", None):  # utility suites: by source and fingerprint
         seen = {id(s): s for s in bench.suites.values()}.values()
         fingerprint["utility"] = {
-            s.name: {"source": display_source(s.source), "fingerprint": s.fingerprint, "protocol": s.protocol}
+            s.name: {
+                "source": display_source(s.source),
+                "fingerprint": s.fingerprint,
+                "protocol": s.protocol,
+                "max_new_tokens": cfg.max_new_tokens
+                if cfg.max_new_tokens_given
+                else s.plugin.protocol(s.protocol).max_new_tokens,
+            }
             for s in seen
         }
         if cfg.utility_limit is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import replace
 import json
 import os
 import shutil
@@ -85,6 +86,13 @@ class RunConfig:
     utility: dict[str, str | None] = field(default_factory=dict)
     utility_protocols: dict[str, str] = field(default_factory=dict)
     utility_limit: int | None = None  # questions per utility cell (--utility-limit)
+    # --max-new-tokens was set (decided once, at construction): it then applies to the utility suites too
+    max_new_tokens_given: bool | None = None
+
+    def __post_init__(self):
+        if self.max_new_tokens_given is None:
+            self.max_new_tokens_given = self.max_new_tokens is not None
+
     forget: int | None = None  # the benchmark's own split name (None: its default)
     method: str = "vanilla"
     params: dict[str, str] = field(default_factory=dict)  # raw --param k=v strings
@@ -207,6 +215,15 @@ def utility_suites(cfg: RunConfig) -> dict:
             raise ConfigError(f"--utility {name}: {name} is a benchmark, not a utility suite (run it with --bench)")
         out[name] = cls
     return out
+
+
+def suite_lengths(cfg: RunConfig, bench) -> dict[str, int]:
+    """set -> the decoding length of its utility suite's protocol (LLaVA-Bench 1024, MMMU 128,
+    MME 3, POPE 5), unless --max-new-tokens was given for the whole run."""
+    if cfg.max_new_tokens_given:
+        return {}
+    suites = getattr(bench, "suites", {})
+    return {s: suite.plugin.protocol(suite.protocol).max_new_tokens for s, suite in suites.items() if suite.plugin}
 
 
 def utility_source(cfg: RunConfig, name: str) -> str:
@@ -562,7 +579,17 @@ def run_benchmark(cfg: RunConfig, out: str | os.PathLike, progress: bool = True)
                 + (f" (rank 0 of {world})" if world > 1 else "")
             )
         with timer("evaluate"), say.bar(n_todo, "evaluate") as bar:
-            evaluate_batches(tasks, vlm, mine, ctx, writer, bar, timer, auto=cfg.batch_size is None)
+            evaluate_batches(
+                tasks,
+                vlm,
+                mine,
+                ctx,
+                writer,
+                bar,
+                timer,
+                auto=cfg.batch_size is None,
+                lengths=suite_lengths(cfg, bench),
+            )
         shares = distributed.gather_objects(n_todo)
         distributed.barrier()
         if rank != 0:  # rank 0 merges and writes; the others return what it wrote
@@ -625,6 +652,14 @@ def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
     params = parse_params(method_cls, dict(cfg.params))
     names = (*cfg.tasks, *(t for t in suite_tasks(cfg) if t not in cfg.tasks)) if cfg.tasks else default_tasks(cfg)
     tasks = {name: get_task(name) for name in names}
+    listed = benchmark_of(cfg.bench, cfg.benchmark).protocol(cfg.protocol).tasks
+    if listed is not None:  # a protocol that names its tasks scores with those only
+        foreign = [t for t in cfg.tasks if t not in listed and t not in suite_tasks(cfg)]
+        if foreign:
+            raise ConfigError(
+                f"task {foreign[0]!r} is not a task of protocol {cfg.protocol!r} ({', '.join(listed)}): "
+                "another protocol's task would score these questions in another format"
+            )
     plugin = benchmark_of(cfg.bench, cfg.benchmark)
     types = plugin.question_types() + tuple(t for cls in utility_suites(cfg).values() for t in cls.question_types())
     for name, task in tasks.items():
@@ -634,10 +669,20 @@ def resolve_plugins(cfg: RunConfig, say: Progress) -> tuple:
                 f"(its question types: {', '.join(plugin.question_types())})"
             )
     for name in cfg.stages or ():
-        get_stage(name)  # an unknown stage fails before anything is loaded
+        stage = get_stage(name)  # an unknown stage fails before anything is loaded
+        lacking = [t for t in stage.reads if t not in plugin.question_types()]
+        if lacking:
+            raise ConfigError(
+                f"stage {name!r} reads {', '.join(lacking)} questions, which {plugin.name} does not have "
+                f"(its question types: {', '.join(plugin.question_types())})"
+            )
     judge = Judge.from_args(cfg.judge, protocol=cfg.judge_protocol)
-    if cfg.judge and judge_model_of(judge) is None and "generation" in tasks:
-        say.say(f"judge {cfg.judge!r} is not available (no API key?): factuality will be reported as not scored")
+    judged = [name for name, task in tasks.items() if task.needs_judge]
+    if judged and judge_model_of(judge) is None:
+        say.say(
+            f"no judge is available ({'no API key?' if cfg.judge else '--judge none'}): the judged figures of "
+            f"{', '.join(judged)} will be reported as not scored"
+        )
     return method_cls, params, tasks, judge
 
 
@@ -650,6 +695,8 @@ def default_tasks(cfg: RunConfig) -> tuple[str, ...]:
         own = protocol.tasks
     else:
         own = tuple(t for t in registered_tasks() if get_task(t).question_type() in plugin.question_types())
+    # only the tasks the chosen sets have questions for (CLEAR --sets forget retain: no VQA task)
+    own = tuple(t for t in own if any(plugin.layout.get(s, {}).get(get_task(t).question_type()) for s in cfg.sets))
     return own + tuple(t for t in suite_tasks(cfg) if t not in own)
 
 
@@ -759,20 +806,30 @@ def write_unless_current(
 
 
 def evaluate_batches(
-    tasks: dict, vlm, batches: list, ctx: TaskContext, store: SampleStore, bar, timer, auto: bool = False
+    tasks: dict,
+    vlm,
+    batches: list,
+    ctx: TaskContext,
+    store: SampleStore,
+    bar,
+    timer,
+    auto: bool = False,
+    lengths: dict[str, int] | None = None,
 ) -> None:
     """Evaluate each batch whole and append its results. With an automatic batch size on CUDA, an
     out-of-memory batch is split in halves (finished batches are kept) and the smaller size is
     used from then on."""
     import torch
 
+    lengths = lengths or {}  # set -> its utility suite's decoding length
     queue = list(batches)
     while queue:
         set_name, task_name, mode, batch = queue.pop(0)
         bar.set_postfix_str(f"{set_name}/{task_name}/{mode}")
         try:
             with timer(f"evaluate:{task_name}"):
-                results = tasks[task_name].evaluate(vlm, batch, ctx)
+                cell_ctx = replace(ctx, max_new_tokens=lengths[set_name]) if set_name in lengths else ctx
+                results = tasks[task_name].evaluate(vlm, batch, cell_ctx)
         except torch.cuda.OutOfMemoryError:
             if not auto or len(batch) == 1:
                 raise

@@ -183,9 +183,9 @@ def benchmark_of(source: str | os.PathLike, name: str | None = None) -> type[Ben
             )
         if found:
             return found[0]
-    else:
+    else:  # a utility suite is always named (--utility), so a hub id means a benchmark
         for cls in BENCHMARK_REGISTRY.values():
-            if text in cls.hub_ids:
+            if text in cls.hub_ids and not cls.utility:
                 return cls
     # Nothing recognised it: read it as the default benchmark, whose loader names what is missing.
     return get_benchmark(DEFAULT_BENCHMARK)
@@ -284,6 +284,12 @@ class Benchmark:
                 for q in p.questions:
                     questions[s].setdefault(q.task, {m: 0 for m in MODES})[q.mode] += 1
         return {"profiles": {s: len(self.profiles[s]) for s in self.sets}, "questions": questions}
+
+
+def picture_id(image: bytes) -> str:
+    """A person-free cluster id for a question: its picture (questions on one picture are
+    correlated, so the profile bootstrap resamples them together)."""
+    return "image-" + hashlib.sha256(image).hexdigest()[:12]
 
 
 def check_names(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:

@@ -122,6 +122,15 @@ class TaskContext:
         self.scorers = tuple(self.scorers)
 
 
+def plain_requests(vlm, questions: Sequence[Question], images: ImageDecoder, text=lambda q: q.text) -> "Prepared":
+    """Each question as the user turn (`text(q)`) with its image, in the model's generic chat frame,
+    without in-context examples: the requests of a benchmark with no official frame of its own
+    (CLEAR, the utility suites)."""
+    reqs = [Request(text(q), images(q.image)) for q in questions]
+    hashes = [prompt_hash(vlm, r, q.mode, [q.image] if q.image is not None else []) for q, r in zip(questions, reqs)]
+    return Prepared(list(questions), reqs, hashes, [{} for _ in questions], {}, {})
+
+
 def prompt_hash(vlm, request: Request, mode: str, image_bytes: Sequence[bytes] = ()) -> str:
     """sha256 of the full model input: the adapter's prompt string when it has one (it includes
     the system prompt, the prompt style and the examples), else system + request text; plus mode
@@ -173,6 +182,7 @@ class Task:
     headline: ClassVar[tuple[str, ...]] = ()
     lower_means_known: ClassVar[tuple[str, ...]] = ()
     raw_scores: ClassVar[tuple[str, ...]] = ()
+    needs_judge: ClassVar[bool] = False  # some metric is scored by the LLM judge (the run warns without one)
 
     @classmethod
     def question_type(cls) -> str:
@@ -311,7 +321,7 @@ def is_raw_score(task: str, metric: str) -> bool:
     """True for a task's raw score means (Task.raw_scores), which `check` does not gate by default."""
     load_plugins("mmunlearn.tasks")
     cls = TASK_REGISTRY.get(task)
-    return cls is not None and metric in cls.raw_scores
+    return cls is not None and metric.split("/", 1)[0] in cls.raw_scores  # "score/color": by its base name
 
 
 def registered_tasks() -> tuple[str, ...]:

@@ -85,6 +85,7 @@ class Stage:
     keys: ClassVar[tuple[str, ...]] = ()
     lower_means_known: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[Column, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ()  # the benchmark question types it scores (checked before a run)
     legend: ClassVar[str] = ""
     table_per_key: ClassVar[bool] = False
 

@@ -31,17 +31,23 @@ def parse_param_args(items: list[str] | None, flag: str = "--param") -> dict[str
     return out
 
 
-def utility_args(items: list[str] | None) -> dict[str, str | None]:
-    """['mmmu', 'mme=/data/mme'] -> {'mmmu': None, 'mme': '/data/mme'}."""
-    out: dict[str, str | None] = {}
+def utility_args(items: list[str] | None) -> tuple[dict[str, str | None], dict[str, str]]:
+    """['mmmu@mmmu-lmms-eval', 'mme=/data/mme'] -> ({'mmmu': None, 'mme': '/data/mme'},
+    {'mmmu': 'mmmu-lmms-eval'}): SUITE[@PROTOCOL][=PATH]."""
+    sources: dict[str, str | None] = {}
+    protocols: dict[str, str] = {}
     for item in items or []:
-        name, sep, path = item.partition("=")
-        if not name.strip() or (sep and not path.strip()):
-            raise ConfigError(f"--utility {item!r}: expected SUITE or SUITE=PATH")
-        if name.strip() in out:
-            raise ConfigError(f"--utility {name.strip()!r} given twice")
-        out[name.strip()] = path.strip() or None
-    return out
+        head, sep, path = item.partition("=")
+        name, at, protocol = head.partition("@")
+        name = name.strip()
+        if not name or (sep and not path.strip()) or (at and not protocol.strip()):
+            raise ConfigError(f"--utility {item!r}: expected SUITE, SUITE@PROTOCOL, SUITE=PATH or SUITE@PROTOCOL=PATH")
+        if name in sources:
+            raise ConfigError(f"--utility {name!r} given twice")
+        sources[name] = path.strip() or None
+        if at:
+            protocols[name] = protocol.strip()
+    return sources, protocols
 
 
 def judge_arg(value: str) -> str | None:
@@ -92,10 +98,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--utility",
         nargs="+",
         default=None,
-        metavar="SUITE[=PATH]",
+        metavar="SUITE[@PROTOCOL][=PATH]",
         help="general-ability suites scored after the method: mmmu, llava_bench, mme, pope, clear_real_world "
-        "(PATH: a local copy in the real layout; default: the embedded stand-in beside the embedded benchmark, "
-        "else the hub)",
+        "(@PROTOCOL: one of the suite's protocols, e.g. mmmu@mmmu-lmms-eval; PATH: a local copy in the real layout; "
+        "default: the embedded stand-in beside the embedded benchmark, else the hub)",
     )
     p.add_argument("--utility-limit", type=int, default=None, metavar="N", help="at most N questions per utility cell")
     p.add_argument(
@@ -291,7 +297,8 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, params
         protocol=args.protocol,
         bench_options=parse_param_args(args.bench_option, "--bench-option"),
         objective=args.objective,
-        utility=utility_args(args.utility),
+        utility=utility_args(args.utility)[0],
+        utility_protocols=utility_args(args.utility)[1],
         utility_limit=args.utility_limit,
         forget=args.forget,
         method=method if method is not None else args.method,
@@ -373,7 +380,7 @@ def apply_like(args: argparse.Namespace) -> list[str]:
         if key in ("bench", "holdout", "reference_model"):
             value = resolve_source(value) if value is not None else "none"
         elif key == "utility":  # recorded with sources: back to SUITE=PATH arguments
-            value = [f"{n}={resolve_source(v['source'])}" for n, v in value.items()]
+            value = [f"{n}@{v['protocol']}={resolve_source(v['source'])}" for n, v in value.items()]
         elif key in ("relearn_params", "bench_options"):  # recorded parsed: back to KEY=VALUE arguments
             value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
         elif key == "judge_protocol" and value is None:  # the run had no judge: keep the default protocol

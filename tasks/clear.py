@@ -95,6 +95,8 @@ class ClearTask(Task):
                     "pooled",
                 )
                 out["truth_ratio_min"], out["truth_ratio_keep"] = truth_ratio_forget(tr), truth_ratio_keep(tr)
+            else:  # no file-wide scalar over lists of several lengths: say so, keep the per-sample figure
+                out["note"] = "perturbed answers of unequal number: truth ratio averaged per sample, not pooled"
         # The official code reports one truth ratio per file: min(TR, 1/TR) on the forget files,
         # max(0, 1 - 1/TR) on the others (each sample keeps both).
         if samples:

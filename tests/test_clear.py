@@ -346,3 +346,15 @@ def test_choices_that_cannot_score_are_refused_before_anything_is_loaded():
 def test_methods_train_on_the_same_clear_pairs_under_every_seed():
     pairs = [load_benchmark(MINI_CLEAR, forget=10, seed=s).fact_pairs("forget", "image_text") for s in (0, 1)]
     assert [(p.question, p.answer) for p in pairs[0]] == [(p.question, p.answer) for p in pairs[1]]
+
+
+def test_ragged_perturbed_lists_are_averaged_per_sample_and_say_so():
+    task = get_task("clear_face")
+    samples = []
+    for k, wrong in enumerate((("bad1",), ("bad1", "bad2"))):
+        vlm = LossVLM({"the gold answer": 0.1, "para": 1.0, "bad1": 2.0, "bad2": 3.0}, "x")
+        samples += task.evaluate(vlm, [question("real", "face", k=k, perturbed=wrong)], TaskContext())
+    agg = task.aggregate(samples)
+    # per sample: TR = e^(2-1) and e^(2.5-1); keep = mean(1 - 1/TR)
+    assert agg["truth_ratio_keep"] == pytest.approx(((1 - math.exp(-1)) + (1 - math.exp(-1.5))) / 2)
+    assert "not pooled" in agg["note"]

@@ -22,7 +22,7 @@ perturbed answers in CLEAR: their truth ratio is not available (None).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from mmunlearn.harness.core.contracts import Prepared, SampleResult, Task, TaskContext, plain_requests, register_task
 from mmunlearn.harness.core.prompts import Request
@@ -81,7 +81,7 @@ class ClearTask(Task):
             results.append(self._result(q, h, text, scores, extra))
         return results
 
-    def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, float | int | None]:
+    def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, Any]:
         """Means of the per-question figures; the truth ratios pooled as the official code pools
         them unless the run asked for per-sample averaging (each sample records which)."""
         out = super().aggregate(samples)

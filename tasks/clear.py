@@ -84,7 +84,7 @@ class ClearTask(Task):
     def aggregate(self, samples: Sequence[SampleResult]) -> dict[str, Any]:
         """Means of the per-question figures; the truth ratios pooled as the official code pools
         them unless the run asked for per-sample averaging (each sample records which)."""
-        out = super().aggregate(samples)
+        out: dict[str, Any] = dict(super().aggregate(samples))
         scored = [s for s in samples if not s.extra.get("excluded") and s.extra.get("paraphrased_loss") is not None]
         if scored and _averaging(samples) == "pooled":
             width = {len(s.extra["perturbed_losses"]) for s in scored}

@@ -89,6 +89,7 @@ class Clear(BenchmarkPlugin):
     name = "clear"
     description = "CLEAR (faces, captions and TOFU QA of fictitious persons; real faces and real-world VQA)"
     hub_ids = ("therem/CLEAR", "therem/faces_v1")
+    embedded = "mini-clear"
     forget_splits = FORGET_SPLITS
     default_forget = 5
     layout = {

@@ -67,6 +67,7 @@ class MLLMUBench(BenchmarkPlugin):
     name = "mllmu-bench"
     description = "MLLMU-Bench (fictitious profiles + celebrities; classification, generation, cloze)"
     hub_ids = ("MLLMU/MLLMU-Bench",)
+    embedded = "minibench"
     forget_splits = FORGET_SPLITS
     default_forget = 5
     layout = {s: {t: MODES for t in TASKS} for s in ("forget", "test", "retain", "celebrity")}

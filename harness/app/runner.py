@@ -226,6 +226,13 @@ def suite_lengths(cfg: RunConfig, bench) -> dict[str, int]:
     return {s: suite.plugin.protocol(suite.protocol).max_new_tokens for s, suite in suites.items() if suite.plugin}
 
 
+def reads_embedded(cfg: RunConfig) -> bool:
+    """Whether the run reads its benchmark's embedded stand-in (the data the tiny model was made on)."""
+    plugin = benchmark_of(cfg.bench, cfg.benchmark)
+    bench = Path(cfg.bench)
+    return bool(plugin.embedded) and bench.exists() and bench.resolve() == (defaults.ASSETS / plugin.embedded).resolve()
+
+
 def utility_source(cfg: RunConfig, name: str) -> str:
     """Where a utility suite is read from: the path given, else its embedded stand-in beside an
     embedded benchmark, else its hub id."""
@@ -233,9 +240,7 @@ def utility_source(cfg: RunConfig, name: str) -> str:
     if given:
         return given
     cls = utility_suites(cfg)[name]
-    bench = Path(cfg.bench)
-    embedded = bench.exists() and bench.resolve() in (defaults.DEFAULT_BENCH.resolve(), defaults.MINI_CLEAR.resolve())
-    if embedded and cls.embedded:
+    if reads_embedded(cfg) and cls.embedded:
         return str(defaults.ASSETS / cls.embedded)
     return cls.hub_ids[0]
 
@@ -250,11 +255,7 @@ def resolve_stage_inputs(cfg: RunConfig) -> None:
     if cfg.holdout == "auto":
         cfg.holdout = str(bench) if bench.is_dir() and plugin.has_holdout(bench) else None
     if cfg.reference_model == "auto":
-        embedded = bench.exists() and bench.resolve() in (
-            defaults.DEFAULT_BENCH.resolve(),
-            defaults.MINI_CLEAR.resolve(),
-        )
-        cfg.reference_model = str(defaults.DEFAULT_REFERENCE_MODEL) if embedded else None
+        cfg.reference_model = str(defaults.DEFAULT_REFERENCE_MODEL) if reads_embedded(cfg) else None
 
 
 def limit_questions(questions: list, limit: int | None) -> list:

@@ -81,9 +81,10 @@ class BenchmarkPlugin:
     protocols: ClassVar[tuple[Protocol, ...]] = ()
     Options: ClassVar[type] = BenchOptions
     # A general-ability suite (`run --utility NAME`): scored after the method beside the main
-    # benchmark, once per model; its sets are knowledge to keep. `embedded`: its stand-in under
-    # the embedded assets, read when the main benchmark is the embedded one.
+    # benchmark, once per model; its sets are knowledge to keep.
     utility: ClassVar[bool] = False
+    # Its stand-in under the embedded assets (the tiny model's own data): a benchmark read from it
+    # gets the embedded reference model and the utility suites' stand-ins by default.
     embedded: ClassVar[str] = ""
     titles: ClassVar[dict[str, str]] = {}  # set -> leaderboard section title
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 
 from mmunlearn.harness.core.bench import (
+    profiles_by_picture,
     picture_id,
     Benchmark,
     BenchmarkPlugin,
@@ -23,7 +24,7 @@ from mmunlearn.harness.core.bench import (
 )
 from mmunlearn.harness.core.errors import BenchmarkError
 from mmunlearn.harness.core.mmunlearner_choice import OptionOrder, option_letter
-from mmunlearn.harness.core.records import Profile, Question
+from mmunlearn.harness.core.records import Question
 
 CONFIG = "real_world"
 SET = "clear_real_world"
@@ -53,8 +54,7 @@ class ClearRealWorld(BenchmarkPlugin):
 
     def load(self, source: BenchSource, forget: int, protocol: Protocol, seed: int, **options) -> Benchmark:
         order = OptionOrder()  # upstream: its own process, seeded 42 at import
-        profiles: dict[str, list[Question]] = {}
-        images: dict[str, bytes] = {}
+        questions: list[Question] = []
         for row, r in enumerate(read_rows(source.table(CONFIG), CONFIG, ("image", "question", "answer", "options"))):
             image = image_bytes(r["image"], CONFIG, row, "image")
             answer = text_field(r["answer"], CONFIG, row, "answer")
@@ -66,8 +66,7 @@ class ClearRealWorld(BenchmarkPlugin):
             except ValueError as exc:
                 raise BenchmarkError(CONFIG, row, "options", str(exc)) from exc
             pid = picture_id(image)
-            images.setdefault(pid, image)
-            profiles.setdefault(pid, []).append(
+            questions.append(
                 Question(
                     qid=f"{SET}/{pid}/real_world_choice/image_text/{row}",
                     set=SET,
@@ -85,7 +84,7 @@ class ClearRealWorld(BenchmarkPlugin):
             source=source.source,
             forget=forget,
             fingerprint=source.hash.hexdigest(),
-            profiles={SET: tuple(Profile(p, SET, "", images[p], questions=tuple(q)) for p, q in profiles.items())},
+            profiles={SET: profiles_by_picture(SET, questions)},
             plugin=self,
         )
 

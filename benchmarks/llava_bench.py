@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import (
+    profiles_by_picture,
     picture_id,
     Benchmark,
     BenchmarkPlugin,
@@ -24,7 +25,7 @@ from mmunlearn.harness.core.bench import (
 )
 from mmunlearn.harness.core.errors import BenchmarkError
 from mmunlearn.harness.core.llava_bench_judge import CATEGORIES
-from mmunlearn.harness.core.records import Profile, Question
+from mmunlearn.harness.core.records import Question
 
 CONFIG, SPLIT = "data", "train"
 COLUMNS = ("question_id", "question", "image", "caption", "gpt_answer", "category")
@@ -62,16 +63,14 @@ class LlavaBench(BenchmarkPlugin):
 
     def load(self, source: BenchSource, forget: int, protocol: Protocol, seed: int, **options) -> Benchmark:
         table = source.table(CONFIG, split=SPLIT, hub_config=None)
-        profiles: dict[str, list[Question]] = {}
-        images: dict[str, bytes] = {}
+        questions: list[Question] = []
         for row, r in enumerate(read_rows(table, CONFIG, COLUMNS)):
             image = image_bytes(r["image"], CONFIG, row, "image")
             category = text_field(r["category"], CONFIG, row, "category")
             if category not in CATEGORIES:
                 raise BenchmarkError(CONFIG, row, "category", f"{category!r} is not one of {', '.join(CATEGORIES)}")
             pid = picture_id(image)
-            images.setdefault(pid, image)
-            profiles.setdefault(pid, []).append(
+            questions.append(
                 Question(
                     qid=f"llava_bench/{category}/llava_bench/image_text/{r['question_id']}",
                     set="llava_bench",
@@ -88,11 +87,7 @@ class LlavaBench(BenchmarkPlugin):
             source=source.source,
             forget=forget,
             fingerprint=source.hash.hexdigest(),
-            profiles={
-                "llava_bench": tuple(
-                    Profile(p, "llava_bench", "", images[p], questions=tuple(q)) for p, q in profiles.items()
-                )
-            },
+            profiles={"llava_bench": profiles_by_picture("llava_bench", questions)},
             plugin=self,
         )
 

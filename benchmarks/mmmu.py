@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import (
+    profiles_by_picture,
     picture_id,
     Benchmark,
     BenchmarkPlugin,
@@ -29,7 +30,7 @@ from mmunlearn.harness.core.bench import (
 )
 from mmunlearn.harness.core.errors import BenchmarkError
 from mmunlearn.harness.core.mmmu_eval import SUBJECTS, option_letters, parse_options, subject_of
-from mmunlearn.harness.core.records import Profile, Question
+from mmunlearn.harness.core.records import Question
 
 COLUMNS = ("id", "question", "options", "answer", "question_type", "image_1")
 MERGED = "data"  # lmms-lab/MMMU: one config, every subject
@@ -71,8 +72,7 @@ class MMMU(BenchmarkPlugin):
     def load(self, source: BenchSource, forget: int, protocol: Protocol, seed: int, **options) -> Benchmark:
         split = options.get("split", "validation")
         configs = _configs(source, split)
-        profiles: dict[str, list[Question]] = {}
-        images: dict[str, bytes] = {}
+        questions: list[Question] = []
         index = 0
         for config in configs:
             table = source.table(config, split=split, hub_config=None if config == MERGED else config)
@@ -94,8 +94,7 @@ class MMMU(BenchmarkPlugin):
                     raise BenchmarkError(config, row, "answer", f"{answer!r} is not one of the options {letters}")
                 subject = subject_of(qid_row) if config == MERGED else config
                 pid = picture_id(image)
-                images.setdefault(pid, image)
-                profiles.setdefault(pid, []).append(
+                questions.append(
                     Question(
                         qid=f"mmmu/{subject}/mmmu/image_text/{qid_row}",
                         set="mmmu",
@@ -110,17 +109,13 @@ class MMMU(BenchmarkPlugin):
                     )
                 )
                 index += 1
-        if not profiles:
+        if not questions:
             raise BenchmarkError("(root)", None, None, f"no MMMU rows in the {split} split")
         return Benchmark(
             source=source.source,
             forget=forget,
             fingerprint=source.hash.hexdigest(),
-            profiles={
-                "mmmu": tuple(
-                    Profile(pid, "mmmu", "", images[pid], questions=tuple(qs)) for pid, qs in profiles.items()
-                )
-            },
+            profiles={"mmmu": profiles_by_picture("mmmu", questions)},
             plugin=self,
         )
 

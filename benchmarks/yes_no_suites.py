@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmunlearn.harness.core.bench import (
+    profiles_by_picture,
     picture_id,
     Benchmark,
     BenchmarkPlugin,
@@ -22,7 +23,7 @@ from mmunlearn.harness.core.bench import (
     text_field,
 )
 from mmunlearn.harness.core.errors import BenchmarkError
-from mmunlearn.harness.core.records import Profile, Question
+from mmunlearn.harness.core.records import Question
 
 CONFIG, SPLIT = "data", "test"
 
@@ -46,19 +47,17 @@ class YesNoSuite(BenchmarkPlugin):
     def load(self, source: BenchSource, forget: int, protocol: Protocol, seed: int, **options) -> Benchmark:
         table = source.table(CONFIG, split=SPLIT, hub_config=None)
         set_name = self.name
-        profiles: dict[str, list[Question]] = {}
-        images: dict[str, bytes] = {}
+        questions: list[Question] = []
         for row, r in enumerate(read_rows(table, CONFIG, self.columns)):
             image = image_bytes(r["image"], CONFIG, row, "image")
             answer = text_field(r["answer"], CONFIG, row, "answer")
             if answer.strip().lower() not in ("yes", "no"):
                 raise BenchmarkError(CONFIG, row, "answer", f"expected yes or no, got {answer!r}")
             pid = picture_id(image)
-            images.setdefault(pid, image)
             meta = {"group": text_field(r[self.group], CONFIG, row, self.group), "index": str(row)}
             if self.pair:
                 meta["pair"] = str(r[self.pair])
-            profiles.setdefault(pid, []).append(
+            questions.append(
                 Question(
                     qid=f"{set_name}/{meta['group']}/{set_name}/image_text/{row}",
                     set=set_name,
@@ -75,9 +74,7 @@ class YesNoSuite(BenchmarkPlugin):
             source=source.source,
             forget=forget,
             fingerprint=source.hash.hexdigest(),
-            profiles={
-                set_name: tuple(Profile(p, set_name, "", images[p], questions=tuple(q)) for p, q in profiles.items())
-            },
+            profiles={set_name: profiles_by_picture(set_name, questions)},
             plugin=self,
         )
 

@@ -293,6 +293,15 @@ def picture_id(image: bytes) -> str:
     return "image-" + hashlib.sha256(image).hexdigest()[:12]
 
 
+def profiles_by_picture(set_name: str, questions: Iterable[Question]) -> tuple[Profile, ...]:
+    """Questions about no person (a utility suite's) grouped into one profile per picture
+    (their `profile_id`, `picture_id`), in first-seen order: the clusters of the bootstrap."""
+    grouped: dict[str, list[Question]] = {}
+    for q in questions:
+        grouped.setdefault(q.profile_id, []).append(q)
+    return tuple(Profile(pid, set_name, "", qs[0].image or b"", questions=tuple(qs)) for pid, qs in grouped.items())
+
+
 def check_names(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     values = (value,) if isinstance(value, str) else tuple(value)
     unknown = [v for v in values if v not in allowed]

@@ -365,3 +365,16 @@ def test_ragged_perturbed_lists_are_averaged_per_sample_and_say_so():
     # per sample: TR = e^(2-1) and e^(2.5-1); keep = mean(1 - 1/TR)
     assert agg["truth_ratio_keep"] == pytest.approx(((1 - math.exp(-1)) + (1 - math.exp(-1.5))) / 2)
     assert "not pooled" in agg["note"]
+
+
+def test_a_clear_board_states_its_own_sets_directions():
+    """The legend of a board on CLEAR names CLEAR's sets (forget falls; retain and real stay), not
+    MLLMU-Bench's test and celebrity sets; an MLLMU-Bench board keeps the fixed sentences."""
+    from mmunlearn.harness.app.leaderboard import LEGEND, legend, load_runs
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    clear = legend(load_runs(sorted((root / "clear" / "official" / "runs").iterdir())))
+    assert "lower is better** on forget (knowledge forgotten)" in clear
+    assert "higher is better** on retain and real" in clear
+    assert "celebrity" not in clear and "forget and test" not in clear
+    assert legend(load_runs(sorted((root / "demo" / "runs").iterdir()))) == LEGEND

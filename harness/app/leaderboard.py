@@ -306,11 +306,11 @@ def set_direction(objs: list[str], s: str) -> str:
     return "; ".join(parts)
 
 
-def _cells_text(o: str, fall: bool) -> str:
+def _cells_text(o: str, fall: bool, sets=SETS) -> str:
     """'forget and test img+txt' / 'forget and test txt, retain and celebrity': the (set, mode)
-    cells whose direction under `o` is `fall`, sets with the same modes grouped."""
+    cells of `sets` whose direction under `o` is `fall`, sets with the same modes grouped."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for s in SETS:
+    for s in sets:
         modes = tuple(m for m in MODES if should_fall(o, s, m) == fall)
         if modes:
             groups.setdefault(modes, []).append(s)
@@ -320,12 +320,12 @@ def _cells_text(o: str, fall: bool) -> str:
     )
 
 
-def direction_sentence(objs: list[str], bold: bool = True) -> str:
-    """What lower/higher means on the board, per objective (for the legend)."""
+def direction_sentence(objs: list[str], bold: bool = True, sets=SETS) -> str:
+    """What lower/higher means on the board's `sets`, per objective (for the legend)."""
     b = (lambda x: f"**{x}**") if bold else (lambda x: x)
     per = []
     for o in objs:
-        down, up = _cells_text(o, True), _cells_text(o, False)
+        down, up = _cells_text(o, True, sets), _cells_text(o, False, sets)
         parts = ([f"{b('lower is better')} on {down} (knowledge forgotten)"] if down else []) + (
             [f"{b('higher is better')} on {up} (knowledge kept)"] if up else []
         )
@@ -334,13 +334,20 @@ def direction_sentence(objs: list[str], bold: bool = True) -> str:
     return f"Directions follow {which}. " + " ".join(per)
 
 
+def _states_directions(runs: list[Run]) -> bool:
+    """Whether LEGEND's fixed direction sentences describe the board: MLLMU-Bench's sets only,
+    under the classic directions."""
+    return _is_classic(objectives(runs)) and set(board_sets(runs)) <= set(SETS)
+
+
 def legend(runs: list[Run]) -> str:
     """LEGEND, with its direction sentences restated where the board's objectives differ from the
-    classic directions (forget-visual keeps forget/test text-only)."""
+    classic directions (forget-visual keeps forget/test text-only) or its sets are another
+    benchmark's (CLEAR: forget, retain, real)."""
     objs = objectives(runs)
-    if _is_classic(objs):
+    if _states_directions(runs):
         return LEGEND
-    text = LEGEND.replace(LEGEND_DIRECTIONS, direction_sentence(objs)).replace(
+    text = LEGEND.replace(LEGEND_DIRECTIONS, direction_sentence(objs, sets=board_sets(runs))).replace(
         LEGEND_DAGGER, "† where the row's objective says knowledge should fall: the drop against vanilla is significant"
     )
     if len(objs) > 1:
@@ -843,7 +850,11 @@ def render_html(runs: list[Run], plots: list[str]) -> str:
         f"{len(runs)} runs.</p>",
         "<p>Best value per column in <span class='best'>bold green</span>, worst in "
         "<span class='worst'>italic red</span> (among unlearning methods; vanilla is the reference). "
-        + e(HTML_DIRECTIONS if _is_classic(objectives(runs)) else direction_sentence(objectives(runs), bold=False))
+        + e(
+            HTML_DIRECTIONS
+            if _states_directions(runs)
+            else direction_sentence(objectives(runs), bold=False, sets=board_sets(runs))
+        )
         + "</p>",
     ]
     objective_col = several_objectives(runs)

@@ -79,6 +79,9 @@ class Recipe:
     # The reference model of the privacy metrics: trained like the main one, without ever seeing
     # the demo's forget split (forget 15), so it shows what a model that never learned them knows.
     leave_out_forget: bool = False
+    # Continued training with the skills of tiny_skills (utility suites, CLEAR's prompts): their
+    # share of every batch in the "all" phase (the rest keeps the mix above, so the facts stay).
+    skills_share: float = 0.0
 
     def train_sets(self) -> tuple[str, ...]:
         """The sets whose profiles are trained on."""
@@ -86,6 +89,12 @@ class Recipe:
 
     def mix(self, phase: str, batch: str) -> dict[str, float]:
         """Share of each item kind in the text or image batch of a phase."""
+        base = self._mix(phase, batch)
+        if self.skills_share <= 0 or phase != "all":
+            return base
+        return {**{k: w * (1 - self.skills_share) for k, w in base.items()}, "skill": self.skills_share}
+
+    def _mix(self, phase: str, batch: str) -> dict[str, float]:
         if batch == "text":
             return {
                 "facts": {"fact": 0.65, "short_drill": 0.35},

@@ -106,13 +106,14 @@ class Trainer:
         state_path: Path | None = None,
         save_every: int = 200,
         log: Callable[[str], None] = print,
+        extra_items: Iterable[Item] = (),
     ):
         self.bench, self.vlm, self.recipe, self.seed = bench, vlm, recipe, seed
         self.state_path, self.save_every, self.log = state_path, save_every, log
         self.rng = random.Random(seed)
         self.images = ImageDecoder()
         self.pool: dict[tuple[str, str], list[Item]] = defaultdict(list)  # (batch, kind) -> items
-        for item in training_items(bench, recipe.train_sets(), recipe.examples_share):
+        for item in [*training_items(bench, recipe.train_sets(), recipe.examples_share), *extra_items]:
             self.pool["text" if item.mode == "text_only" else "image", item.kind].append(item)
         self.checks = check_questions(bench, recipe.check_per_group, seed)
         params = [p for p in vlm.model.parameters() if p.requires_grad]
@@ -305,6 +306,64 @@ def train_tiny(
         "train_seconds": round(trainer.seconds, 1),
         "eval_seconds": round(time.perf_counter() - eval_start, 1),
         "torch": torch.__version__,
+        "history": history,
+        "final": final,
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    if state_path.exists():
+        state_path.unlink()
+    return record
+
+
+def continue_tiny(
+    source: str | Path,
+    bench,
+    out: str | Path,
+    clear_root: Path,
+    seed: int = 0,
+    recipe: Recipe = Recipe(steps=1500, facts_until=0.0, binding_until=0.0, peak_lr=5e-4, skills_share=0.4),
+    evaluate_limit: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    max_seconds: float | None = None,
+) -> dict | None:
+    """Teach the committed tiny LLaVA at `source` the skills of tiny_skills beside its facts: its
+    vocabulary extended (existing ids kept, new embedding rows), then `recipe.steps` steps of the
+    usual mix with `recipe.skills_share` of skill items. Resumable like train_tiny (the same
+    arguments resume from out/train_state.pt); returns None until done."""
+    from mmunlearn.harness.core.model import load_vlm
+    from mmunlearn.harness.embedded.tiny_skills import extend_vocabulary, new_words, skill_items
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(recipe.threads)
+    torch.set_flush_denormal(True)
+    seed_everything(seed)
+    vlm = load_vlm(str(source), dtype="float32")
+    skills = skill_items(bench, recipe.train_sets(), clear_root)
+    tokenizer = extend_vocabulary(vlm.tokenizer, new_words(skills, vlm.tokenizer))
+    vlm.tokenizer = vlm.processor.tokenizer = tokenizer
+    vlm.model.resize_token_embeddings(len(tokenizer))
+    vlm.model.to(recipe.device)
+    state_path = out / "train_state.pt"
+    trainer = Trainer(bench, vlm, recipe, seed, state_path=state_path, log=log, extra_items=skills)
+    trainer.load_state()
+    history = trainer.run(progress=progress, max_seconds=max_seconds)
+    if trainer.step < recipe.steps:
+        return None
+    vlm.model.eval()
+    vlm.model.to("cpu", torch.float16)
+    vlm.save(out)
+    vlm.model.float()
+    final = evaluate(vlm, bench, limit=evaluate_limit)
+    record = {
+        "continued_from": str(source),
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "steps": recipe.steps,
+        "skill_items": len(skills),
+        "vocabulary": len(tokenizer),
+        "train_seconds": round(trainer.seconds, 1),
         "history": history,
         "final": final,
     }

@@ -1,0 +1,111 @@
+"""The skills the embedded tiny LLaVA lacks, as training items: general ability on pictures of
+shapes (the utility suites' prompts) and CLEAR's prompts (captions, the face prompt, bare text
+questions, MMUnlearner's identity multiple choice), each rendered exactly as its task renders
+it (the generic chat frame, `task=None`).
+
+Why fresh pictures: the utility items come from mini suites built with other seeds than the
+committed one (`build_mini_utility(dir, seed=k)`, k >= 1), so the committed seed-0 suites measure
+a skill on pictures the model never saw, not a memory. The CLEAR items cover the training sets'
+people only (`sets`: the reference model leaves the forget people out, as for its facts).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from mmunlearn.harness.core.mmmu_eval import prompt_for
+from mmunlearn.harness.core.mmunlearner_choice import CAPTION_QUESTIONS, IDENTITY_QUESTION, format_prompt, option_letter
+from mmunlearn.harness.embedded.tiny_data import Item, Sample
+
+FACE_PROMPT = "The name of the person on the image is "  # CLEAR's (benchmarks/clear.py reads the same)
+UTILITY_SEEDS = (1, 2, 3, 4)
+
+
+def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
+    """Image items of every suite's prompt, from mini suites built with `seeds` (fresh pictures)."""
+    from mmunlearn.harness.embedded.mini_utility import build_mini_utility, training_items
+
+    items = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            root = Path(tmp) / f"seed-{seed}"
+            build_mini_utility(root, seed=seed)
+            for r in training_items(root):
+                if r["suite"] == "mmmu":
+                    qtype = "multiple-choice" if r["options"] else "open"
+                    text = prompt_for("mmmu", r["question"], r["options"] or [], qtype)
+                else:
+                    text = r["question"]
+                sample = Sample(None, text, r["answer"], r["image"])
+                items.append(Item("skill", "image_text", f"utility/{r['suite']}", lambda rng, s=sample: s))
+    return items
+
+
+def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
+    """CLEAR's prompts about the people named in `names` (the mini-CLEAR's `full` config): every
+    caption question with the image -> the caption, the face prompt -> the name, MMUnlearner's
+    identity multiple choice (fresh distractors and letter at each draw) -> the letter; and the
+    +tofu text rows about them, asked bare -> the answer."""
+    rows = [r for r in pq.read_table(clear_root / "full").to_pylist() if r["name"] in names]
+    everyone = sorted({r["name"] for r in pq.read_table(clear_root / "full").to_pylist()})
+    items = []
+    for r in rows:
+        image, caption, name = r["image"]["bytes"], r["caption"], r["name"]
+        for question in CAPTION_QUESTIONS:
+            items.append(Item("skill", "image_text", name, lambda rng, s=Sample(None, question, caption, image): s))
+        items.append(Item("skill", "image_text", name, lambda rng, s=Sample(None, FACE_PROMPT, name, image): s))
+
+        def identity(rng, name=name, image=image):
+            options = rng.sample([n for n in everyone if n != name], 3)
+            k = rng.randrange(4)
+            options.insert(k, name)
+            return Sample(None, format_prompt(IDENTITY_QUESTION, options), option_letter(k), image)
+
+        items.append(Item("skill", "image_text", name, identity))
+    tofu = pq.read_table(clear_root / "forget10+tofu").to_pylist() + pq.read_table(clear_root / "retain90+tofu").to_pylist()
+    for r in tofu:
+        if r["image"] is None and any(n in r["question"] for n in names):
+            items.append(Item("skill", "text_only", "tofu", lambda rng, s=Sample(None, r["question"], r["answer"]): s))
+    return items
+
+
+def skill_items(bench, sets, clear_root: Path, seeds=UTILITY_SEEDS) -> list[Item]:
+    """Utility and CLEAR items for a model trained on `sets` of `bench` (its people only)."""
+    names = {p.vqa_answer for s in sets for p in bench.profiles[s]}
+    return utility_items(seeds) + clear_items(clear_root, names)
+
+
+def new_words(items: list[Item], tokenizer) -> list[str]:
+    """The words of the items' texts and answers that the word-level tokenizer does not know."""
+    vocab = tokenizer.get_vocab()
+    rng = random.Random(0)
+    words = set()
+    for item in items:
+        s = item.render(rng)
+        for text in (s.text, s.answer):
+            for w in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(
+                tokenizer.backend_tokenizer.normalizer.normalize_str(text)
+            ):
+                if w[0] not in vocab:
+                    words.add(w[0])
+    return sorted(words)
+
+
+def extend_vocabulary(fast, words: list[str]):
+    """A copy of the word-level tokenizer that knows `words` (appended after every existing id, so
+    the committed embeddings keep their rows: whole words only, as the people's names were added)
+    and "E", a fifth option letter kept upper-case like A-D."""
+    import copy
+
+    from tokenizers import AddedToken
+
+    out = copy.deepcopy(fast)
+    out.add_tokens(
+        [AddedToken(w, normalized=True, single_word=w.isalnum()) for w in words if w != "e"]
+        + [AddedToken("E", normalized=False, single_word=True)]
+    )
+    return out

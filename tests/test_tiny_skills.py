@@ -40,4 +40,11 @@ def test_the_vocabulary_grows_without_moving_an_existing_id(bench):
     assert len(new) > len(tok) and new.get_vocab().items() >= tok.get_vocab().items()
     text = "USER: <image>\nWhat is the job of this person?\nASSISTANT: A"
     assert new(text)["input_ids"] == tok(text)["input_ids"]
-    assert new.convert_ids_to_tokens(new("(E) three red circles")["input_ids"]) == ["(", "E", ")", "three", "red", "circles"]
+    assert new.convert_ids_to_tokens(new("(E) three red circles")["input_ids"]) == [
+        "(",
+        "E",
+        ")",
+        "three",
+        "red",
+        "circles",
+    ]

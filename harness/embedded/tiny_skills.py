@@ -51,7 +51,7 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
     identity multiple choice (fresh distractors and letter at each draw) -> the letter; and the
     +tofu text rows about them, asked bare -> the answer."""
     rows = [r for r in pq.read_table(clear_root / "full").to_pylist() if r["name"] in names]
-    everyone = sorted({r["name"] for r in pq.read_table(clear_root / "full").to_pylist()})
+    everyone = sorted({r["name"] for r in rows})  # distractors from the same people: no other name is seen
     items = []
     for r in rows:
         image, caption, name = r["image"]["bytes"], r["caption"], r["name"]
@@ -66,7 +66,10 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
             return Sample(None, format_prompt(IDENTITY_QUESTION, options), option_letter(k), image)
 
         items.append(Item("skill", "image_text", name, identity))
-    tofu = pq.read_table(clear_root / "forget10+tofu").to_pylist() + pq.read_table(clear_root / "retain90+tofu").to_pylist()
+    tofu = (
+        pq.read_table(clear_root / "forget10+tofu").to_pylist()
+        + pq.read_table(clear_root / "retain90+tofu").to_pylist()
+    )
     for r in tofu:
         if r["image"] is None and any(n in r["question"] for n in names):
             items.append(Item("skill", "text_only", "tofu", lambda rng, s=Sample(None, r["question"], r["answer"]): s))

@@ -48,3 +48,41 @@ def test_the_vocabulary_grows_without_moving_an_existing_id(bench):
         "red",
         "circles",
     ]
+
+
+def test_the_skills_take_their_share_of_the_batch_and_the_facts_keep_the_rest():
+    from mmunlearn.harness.embedded.tiny_recipe import SKILLS_RECIPE, Recipe
+
+    mix = SKILLS_RECIPE.mix("all", "image")
+    assert mix["utility"] == SKILLS_RECIPE.utility_share and mix["clear"] == SKILLS_RECIPE.clear_share
+    assert sum(mix.values()) == pytest.approx(1.0)
+    base = Recipe().mix("all", "image")
+    rest = 1 - SKILLS_RECIPE.utility_share - SKILLS_RECIPE.clear_share
+    assert all(mix[k] == pytest.approx(w * rest) for k, w in base.items())  # the facts' own proportions
+    assert Recipe().mix("facts", "image") == SKILLS_RECIPE.mix("facts", "image")  # only the "all" phase
+
+
+def test_continued_training_resumes_and_saves_a_model_that_reads_the_new_words(bench, tmp_path):
+    from dataclasses import replace
+
+    from mmunlearn.harness.embedded.tiny_recipe import SKILLS_RECIPE
+    from mmunlearn.harness.embedded.tiny_trainer import continue_tiny
+
+    recipe = replace(SKILLS_RECIPE, steps=2, batch_text=2, batch_image=4, check_per_group=1)
+    kwargs = dict(recipe=recipe, evaluate_limit=1, progress=False, log=lambda line: None, skill_seeds=(1,))
+    out = tmp_path / "skills"
+    assert continue_tiny(DEFAULT_MODEL, bench, out, MINI_CLEAR, max_seconds=0, **kwargs) is None  # stopped at step 1
+    assert (out / "train_state.pt").exists()
+    record = continue_tiny(DEFAULT_MODEL, bench, out, MINI_CLEAR, **kwargs)
+    assert record is not None and [h["step"] for h in record["history"]] == [2]  # resumed, not restarted
+    assert record["base"]["steps"] == 4500 and not (out / "train_state.pt").exists()
+    vlm = load_vlm(str(out))
+    assert "circles" in vlm.tokenizer.get_vocab()
+    assert vlm.model.get_input_embeddings().num_embeddings == len(vlm.tokenizer)
+
+
+def test_skill_shares_belong_to_a_continued_training(tmp_path, capsys):
+    from mmunlearn.harness.app.cli import main
+
+    assert main(["train-tiny", "--out", str(tmp_path), "--utility-share", "0.3"]) != 0
+    assert "--skills-from" in capsys.readouterr().err

@@ -79,9 +79,11 @@ class Recipe:
     # The reference model of the privacy metrics: trained like the main one, without ever seeing
     # the demo's forget split (forget 15), so it shows what a model that never learned them knows.
     leave_out_forget: bool = False
-    # Continued training with the skills of tiny_skills (utility suites, CLEAR's prompts): their
-    # share of every batch in the "all" phase (the rest keeps the mix above, so the facts stay).
-    skills_share: float = 0.0
+    # Continued training with the skills of tiny_skills: the share of every batch in the "all"
+    # phase given to the utility suites' items and to CLEAR's prompts (the rest keeps the mix
+    # above, so the facts stay; a batch without such items renormalises over the others).
+    utility_share: float = 0.0
+    clear_share: float = 0.0
 
     def train_sets(self) -> tuple[str, ...]:
         """The sets whose profiles are trained on."""
@@ -90,9 +92,11 @@ class Recipe:
     def mix(self, phase: str, batch: str) -> dict[str, float]:
         """Share of each item kind in the text or image batch of a phase."""
         base = self._mix(phase, batch)
-        if self.skills_share <= 0 or phase != "all":
+        skills = {"utility": self.utility_share, "clear": self.clear_share}
+        if phase != "all" or not any(skills.values()):
             return base
-        return {**{k: w * (1 - self.skills_share) for k, w in base.items()}, "skill": self.skills_share}
+        rest = 1 - sum(skills.values())
+        return {**{k: w * rest for k, w in base.items()}, **{k: w for k, w in skills.items() if w > 0}}
 
     def _mix(self, phase: str, batch: str) -> dict[str, float]:
         if batch == "text":
@@ -115,6 +119,14 @@ class Recipe:
             "all": {"fact": 0.25, "mc": 0.3, "mc_bench": 0.1, "generation": 0.15, "cloze": 0.2},
         }[phase]
 
+
+# Continued training of a committed model with the skills of tiny_skills (`train-tiny --skills-from`):
+# every official prompt from the first step (the facts and letters are already there), a lower peak
+# (5e-4 moved the letter answers of the committed model to one letter), 35% of each image batch on
+# the utility suites' pictures and 10% on CLEAR's prompts.
+SKILLS_RECIPE = Recipe(
+    steps=1000, peak_lr=3e-4, facts_until=0.0, binding_until=0.0, utility_share=0.35, clear_share=0.1, check_every=200
+)
 
 # ----------------------------------------------------------------------------- building
 

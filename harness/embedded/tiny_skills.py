@@ -22,7 +22,8 @@ from mmunlearn.harness.core.mmunlearner_choice import CAPTION_QUESTIONS, IDENTIT
 from mmunlearn.harness.embedded.tiny_data import Item, Sample
 
 FACE_PROMPT = "The name of the person on the image is "  # CLEAR's (benchmarks/clear.py reads the same)
-UTILITY_SEEDS = (1, 2, 3, 4)
+UTILITY_SEEDS = tuple(range(1, 41))  # 40 fresh suites: about 3,000 pictures
+POPE_EVERY = 4  # POPE asks 12 questions per picture; one in four keeps the suites about even
 
 
 def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
@@ -34,14 +35,16 @@ def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
         for seed in seeds:
             root = Path(tmp) / f"seed-{seed}"
             build_mini_utility(root, seed=seed)
-            for r in training_items(root):
+            for i, r in enumerate(training_items(root)):
+                if r["suite"] == "pope" and i % POPE_EVERY:
+                    continue
                 if r["suite"] == "mmmu":
                     qtype = "multiple-choice" if r["options"] else "open"
                     text = prompt_for("mmmu", r["question"], r["options"] or [], qtype)
                 else:
                     text = r["question"]
                 sample = Sample(None, text, r["answer"], r["image"])
-                items.append(Item("skill", "image_text", f"utility/{r['suite']}", lambda rng, s=sample: s))
+                items.append(Item("utility", "image_text", f"utility/{r['suite']}", lambda rng, s=sample: s))
     return items
 
 
@@ -56,8 +59,8 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
     for r in rows:
         image, caption, name = r["image"]["bytes"], r["caption"], r["name"]
         for question in CAPTION_QUESTIONS:
-            items.append(Item("skill", "image_text", name, lambda rng, s=Sample(None, question, caption, image): s))
-        items.append(Item("skill", "image_text", name, lambda rng, s=Sample(None, FACE_PROMPT, name, image): s))
+            items.append(Item("clear", "image_text", name, lambda rng, s=Sample(None, question, caption, image): s))
+        items.append(Item("clear", "image_text", name, lambda rng, s=Sample(None, FACE_PROMPT, name, image): s))
 
         def identity(rng, name=name, image=image):
             options = rng.sample([n for n in everyone if n != name], 3)
@@ -65,14 +68,14 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
             options.insert(k, name)
             return Sample(None, format_prompt(IDENTITY_QUESTION, options), option_letter(k), image)
 
-        items.append(Item("skill", "image_text", name, identity))
+        items.append(Item("clear", "image_text", name, identity))
     tofu = (
         pq.read_table(clear_root / "forget10+tofu").to_pylist()
         + pq.read_table(clear_root / "retain90+tofu").to_pylist()
     )
     for r in tofu:
         if r["image"] is None and any(n in r["question"] for n in names):
-            items.append(Item("skill", "text_only", "tofu", lambda rng, s=Sample(None, r["question"], r["answer"]): s))
+            items.append(Item("clear", "text_only", "tofu", lambda rng, s=Sample(None, r["question"], r["answer"]): s))
     return items
 
 

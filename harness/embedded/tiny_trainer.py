@@ -31,7 +31,7 @@ from mmunlearn.harness.embedded.tiny_data import (
     to_request,
     training_items,
 )
-from mmunlearn.harness.embedded.tiny_recipe import Recipe, TinyConfig, build_tiny_llava
+from mmunlearn.harness.embedded.tiny_recipe import SKILLS_RECIPE, Recipe, TinyConfig, build_tiny_llava
 
 
 # ----------------------------------------------------------------------------- checking
@@ -321,18 +321,20 @@ def continue_tiny(
     out: str | Path,
     clear_root: Path,
     seed: int = 0,
-    recipe: Recipe = Recipe(steps=1500, facts_until=0.0, binding_until=0.0, peak_lr=5e-4, skills_share=0.4),
+    recipe: Recipe = SKILLS_RECIPE,
     evaluate_limit: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     max_seconds: float | None = None,
+    skill_seeds: Iterable[int] | None = None,
 ) -> dict | None:
     """Teach the committed tiny LLaVA at `source` the skills of tiny_skills beside its facts: its
     vocabulary extended (existing ids kept, new embedding rows), then `recipe.steps` steps of the
-    usual mix with `recipe.skills_share` of skill items. Resumable like train_tiny (the same
-    arguments resume from out/train_state.pt); returns None until done."""
+    usual mix with `recipe.utility_share` and `recipe.clear_share` of skill items (utility
+    pictures from the mini suites of `skill_seeds`, default tiny_skills.UTILITY_SEEDS). Resumable
+    like train_tiny (the same arguments resume from out/train_state.pt); returns None until done."""
     from mmunlearn.harness.core.model import load_vlm
-    from mmunlearn.harness.embedded.tiny_skills import extend_vocabulary, new_words, skill_items
+    from mmunlearn.harness.embedded.tiny_skills import UTILITY_SEEDS, extend_vocabulary, new_words, skill_items
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +342,7 @@ def continue_tiny(
     torch.set_flush_denormal(True)
     seed_everything(seed)
     vlm = load_vlm(str(source), dtype="float32")
-    skills = skill_items(bench, recipe.train_sets(), clear_root)
+    skills = skill_items(bench, recipe.train_sets(), clear_root, seeds=tuple(skill_seeds or UTILITY_SEEDS))
     tokenizer = extend_vocabulary(vlm.tokenizer, new_words(skills, vlm.tokenizer))
     vlm.tokenizer = vlm.processor.tokenizer = tokenizer
     vlm.model.resize_token_embeddings(len(tokenizer))
@@ -356,8 +358,10 @@ def continue_tiny(
     vlm.save(out)
     vlm.model.float()
     final = evaluate(vlm, bench, limit=evaluate_limit)
+    base = Path(source) / "training.json"
     record = {
         "continued_from": str(source),
+        "base": json.loads(base.read_text()) if base.exists() else None,  # the source model's own record
         "recipe": asdict(recipe),
         "seed": seed,
         "steps": recipe.steps,

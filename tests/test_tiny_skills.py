@@ -62,6 +62,21 @@ def test_the_skills_take_their_share_of_the_batch_and_the_facts_keep_the_rest():
     assert Recipe().mix("facts", "image") == SKILLS_RECIPE.mix("facts", "image")  # only the "all" phase
 
 
+def test_the_vision_side_can_learn_faster_than_the_language_model():
+    from dataclasses import replace
+
+    from mmunlearn.harness.embedded.tiny_recipe import SKILLS_RECIPE
+    from mmunlearn.harness.embedded.tiny_trainer import parameter_groups
+
+    model = load_vlm(str(DEFAULT_MODEL)).model
+    language, vision = parameter_groups(model, SKILLS_RECIPE)
+    assert (language["lr"], vision["lr"]) == (SKILLS_RECIPE.peak_lr, SKILLS_RECIPE.vision_lr)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    assert all("vision_tower" in by_id[id(p)] or "projector" in by_id[id(p)] for p in vision["params"])
+    assert {id(p) for g in (language, vision) for p in g["params"]} == set(by_id)  # each parameter once
+    assert len(parameter_groups(model, replace(SKILLS_RECIPE, vision_lr=None))) == 1
+
+
 def test_continued_training_resumes_and_saves_a_model_that_reads_the_new_words(bench, tmp_path):
     from dataclasses import replace
 

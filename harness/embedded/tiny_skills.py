@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.parquet as pq
 
@@ -24,6 +25,11 @@ from mmunlearn.harness.embedded.tiny_data import Item, Sample
 FACE_PROMPT = "The name of the person on the image is "  # CLEAR's (benchmarks/clear.py reads the same)
 UTILITY_SEEDS = tuple(range(1, 41))  # 40 fresh suites: about 3,000 pictures
 POPE_EVERY = 4  # POPE asks 12 questions per picture; one in four keeps the suites about even
+
+
+def _fixed(sample: Sample) -> Callable[[random.Random], Sample]:
+    """An item renderer that always gives `sample`."""
+    return lambda rng: sample
 
 
 def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
@@ -44,7 +50,7 @@ def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
                 else:
                     text = r["question"]
                 sample = Sample(None, text, r["answer"], r["image"])
-                items.append(Item("utility", "image_text", f"utility/{r['suite']}", lambda rng, s=sample: s))
+                items.append(Item("utility", "image_text", f"utility/{r['suite']}", _fixed(sample)))
     return items
 
 
@@ -59,8 +65,8 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
     for r in rows:
         image, caption, name = r["image"]["bytes"], r["caption"], r["name"]
         for question in CAPTION_QUESTIONS:
-            items.append(Item("clear", "image_text", name, lambda rng, s=Sample(None, question, caption, image): s))
-        items.append(Item("clear", "image_text", name, lambda rng, s=Sample(None, FACE_PROMPT, name, image): s))
+            items.append(Item("clear", "image_text", name, _fixed(Sample(None, question, caption, image))))
+        items.append(Item("clear", "image_text", name, _fixed(Sample(None, FACE_PROMPT, name, image))))
 
         def identity(rng, name=name, image=image):
             options = rng.sample([n for n in everyone if n != name], 3)
@@ -75,7 +81,7 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
     )
     for r in tofu:
         if r["image"] is None and any(n in r["question"] for n in names):
-            items.append(Item("clear", "text_only", "tofu", lambda rng, s=Sample(None, r["question"], r["answer"]): s))
+            items.append(Item("clear", "text_only", "tofu", _fixed(Sample(None, r["question"], r["answer"]))))
     return items
 
 

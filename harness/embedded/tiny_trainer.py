@@ -88,6 +88,18 @@ def evaluate(
 # ----------------------------------------------------------------------------- training
 
 
+def parameter_groups(model, recipe: Recipe) -> list[dict]:
+    """The optimiser's parameter groups: the vision side (tower and projector) at
+    `recipe.vision_lr` when set, so a new visual skill can be learned faster than the language
+    model's facts and letters move; everything at `recipe.peak_lr` otherwise."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if recipe.vision_lr is None:
+        return [{"params": [p for _, p in named], "lr": recipe.peak_lr}]
+    vision = [p for n, p in named if "vision_tower" in n or "multi_modal_projector" in n]
+    language = [p for n, p in named if not ("vision_tower" in n or "multi_modal_projector" in n)]
+    return [{"params": language, "lr": recipe.peak_lr}, {"params": vision, "lr": recipe.vision_lr}]
+
+
 class Trainer:
     """The training loop; small enough to read top to bottom.
 
@@ -116,10 +128,13 @@ class Trainer:
         for item in [*training_items(bench, recipe.train_sets(), recipe.examples_share), *extra_items]:
             self.pool["text" if item.mode == "text_only" else "image", item.kind].append(item)
         self.checks = check_questions(bench, recipe.check_per_group, seed)
-        params = [p for p in vlm.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+        groups = parameter_groups(vlm.model, recipe)
+        self.optimizer = torch.optim.AdamW(groups, lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=recipe.peak_lr, total_steps=max(recipe.steps, 1), pct_start=recipe.warmup_fraction
+            self.optimizer,
+            max_lr=[g["lr"] for g in groups],
+            total_steps=max(recipe.steps, 1),
+            pct_start=recipe.warmup_fraction,
         )
         self.step = 0
         self.history: list[dict] = []

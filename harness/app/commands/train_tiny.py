@@ -178,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.skills_from:
         clear = args.clear_bench or MINI_CLEAR
-        record = continue_tiny(args.skills_from, bench, args.out, Path(clear), **common)  # type: ignore[arg-type]
+        record = continue_tiny(args.skills_from, bench, args.out, Path(clear), **common)
     else:
-        record = train_tiny(bench, args.out, config=TinyConfig(split_names=not args.one_token_names), **common)  # type: ignore[arg-type]
+        record = train_tiny(bench, args.out, config=TinyConfig(split_names=not args.one_token_names), **common)
     if record is None:
         log(f"stopped after --max-minutes with the state in {args.out}/train_state.pt; run again to resume")
         return 0

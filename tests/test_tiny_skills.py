@@ -101,3 +101,11 @@ def test_skill_shares_belong_to_a_continued_training(tmp_path, capsys):
 
     assert main(["train-tiny", "--out", str(tmp_path), "--utility-share", "0.3"]) != 0
     assert "--skills-from" in capsys.readouterr().err
+
+
+def test_the_yes_no_suites_teach_both_answers():
+    """POPE's rows alternate yes / no: a thinned POPE must still hold both (a model taught one
+    answer says it to every question, and its utility is the prior, not the picture)."""
+    rng = random.Random(0)
+    answers = [i.render(rng).answer.lower() for i in tiny_skills.utility_items(seeds=(1, 2)) if "pope" in i.profile_id]
+    assert 0.35 < answers.count("yes") / len(answers) < 0.65

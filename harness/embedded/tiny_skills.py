@@ -24,7 +24,7 @@ from mmunlearn.harness.embedded.tiny_data import Item, Sample
 
 FACE_PROMPT = "The name of the person on the image is "  # CLEAR's (benchmarks/clear.py reads the same)
 UTILITY_SEEDS = tuple(range(1, 41))  # 40 fresh suites: about 3,000 pictures
-POPE_EVERY = 4  # POPE asks 12 questions per picture; one in four keeps the suites about even
+POPE_EVERY = 4  # POPE asks 12 questions per picture; one in four (drawn) keeps the suites about even
 
 
 def _fixed(sample: Sample) -> Callable[[random.Random], Sample]:
@@ -32,7 +32,7 @@ def _fixed(sample: Sample) -> Callable[[random.Random], Sample]:
     return lambda rng: sample
 
 
-def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
+def utility_items(seeds=UTILITY_SEEDS, pope_every: int = POPE_EVERY) -> list[Item]:
     """Image items of every suite's prompt, from mini suites built with `seeds` (fresh pictures)."""
     from mmunlearn.harness.embedded.mini_utility import build_mini_utility, training_items
 
@@ -41,8 +41,9 @@ def utility_items(seeds=UTILITY_SEEDS) -> list[Item]:
         for seed in seeds:
             root = Path(tmp) / f"seed-{seed}"
             build_mini_utility(root, seed=seed)
-            for i, r in enumerate(training_items(root)):
-                if r["suite"] == "pope" and i % POPE_EVERY:
+            keep = random.Random(f"pope:{seed}")  # not every k-th row: POPE's rows alternate yes / no
+            for r in training_items(root):
+                if r["suite"] == "pope" and keep.randrange(pope_every):
                     continue
                 if r["suite"] == "mmmu":
                     qtype = "multiple-choice" if r["options"] else "open"

@@ -5,7 +5,8 @@ the same questions with the pictures shuffled among them, per suite.
 
 For each model and each suite of the mini utility suites built with `--seeds` (seed 0: the
 committed ones, which are scored; a training seed of tiny_skills: pictures it was taught on),
-prints the mean answer-token NLL of every question rendered as it is trained (tiny_skills), once
+and for 60 fresh pictures asked what is where (tiny_skills.grounding_items), prints the mean
+answer-token NLL of every question rendered as it is trained (tiny_skills), once
 with its own picture and once with a picture of another question of the same suite. A model that
 answers from the text alone (the prior: "yes", a favourite letter) scores the same on both; the gap
 (shuffled - right) is what the picture adds. This is the quickest check of a continued training
@@ -48,13 +49,15 @@ def main() -> None:
 
     from mmunlearn.harness.core.model import load_vlm
     from mmunlearn.harness.core.records import ImageDecoder
-    from mmunlearn.harness.embedded.tiny_skills import utility_items
+    from mmunlearn.harness.embedded.tiny_skills import grounding_items, utility_items
 
     torch.set_num_threads(args.threads)
     by_suite = defaultdict(list)
     rng = random.Random(0)
     for item in utility_items(seeds=tuple(args.seeds), pope_every=1):
         by_suite[item.profile_id.removeprefix("utility/")].append(item.render(rng))
+    for item in grounding_items(n_pictures=60, seed="probe"):  # pictures no training drew
+        by_suite["grounding"].append(item.render(rng))
     print("| model | suite | questions | NLL right picture | NLL shuffled | gap |")
     print("|---|---|---|---|---|---|")
     for model in args.models:

@@ -53,11 +53,12 @@ def test_the_vocabulary_grows_without_moving_an_existing_id(bench):
 def test_the_skills_take_their_share_of_the_batch_and_the_facts_keep_the_rest():
     from mmunlearn.harness.embedded.tiny_recipe import SKILLS_RECIPE, Recipe
 
-    mix = SKILLS_RECIPE.mix("all", "image")
-    assert mix["utility"] == SKILLS_RECIPE.utility_share and mix["clear"] == SKILLS_RECIPE.clear_share
+    r = SKILLS_RECIPE
+    mix = r.mix("all", "image")
+    assert (mix["utility"], mix["grounding"], mix["clear"]) == (r.utility_share, r.grounding_share, r.clear_share)
     assert sum(mix.values()) == pytest.approx(1.0)
     base = Recipe().mix("all", "image")
-    rest = 1 - SKILLS_RECIPE.utility_share - SKILLS_RECIPE.clear_share
+    rest = 1 - r.utility_share - r.grounding_share - r.clear_share
     assert all(mix[k] == pytest.approx(w * rest) for k, w in base.items())  # the facts' own proportions
     assert Recipe().mix("facts", "image") == SKILLS_RECIPE.mix("facts", "image")  # only the "all" phase
 
@@ -109,3 +110,18 @@ def test_the_yes_no_suites_teach_both_answers():
     rng = random.Random(0)
     answers = [i.render(rng).answer.lower() for i in tiny_skills.utility_items(seeds=(1, 2)) if "pope" in i.profile_id]
     assert 0.35 < answers.count("yes") / len(answers) < 0.65
+
+
+def test_grounding_answers_are_true_of_their_picture():
+    rng = random.Random(0)
+    samples = [i.render(rng) for i in tiny_skills.grounding_items(n_pictures=20, seed="test")]
+    assert len(samples) == 20 * 5 and len({s.image for s in samples}) == 20
+    for k in range(0, len(samples), 5):
+        description, *cells = samples[k : k + 5]
+        assert description.text == tiny_skills.DESCRIBE and len({s.image for s in samples[k : k + 5]}) == 1
+        shown = [s.answer for s in cells if s.answer != "nothing"]
+        assert 1 <= len(shown) <= 4 and description.answer.count(" at the ") == len(shown)
+        assert all(
+            f"{a} at the {s.text.split('at the ')[1].removesuffix(' of the image?')}" in description.answer
+            for a, s in ((s.answer, s) for s in cells if s.answer != "nothing")
+        )

@@ -11,6 +11,7 @@ people only (`sets`: the reference model leaves the forget people out, as for it
 
 from __future__ import annotations
 
+import io
 import random
 import tempfile
 from pathlib import Path
@@ -55,6 +56,43 @@ def utility_items(seeds=UTILITY_SEEDS, pope_every: int = POPE_EVERY) -> list[Ite
     return items
 
 
+GROUNDING_PICTURES = 3000
+DESCRIBE = "Describe the image."
+
+
+def grounding_items(n_pictures: int = GROUNDING_PICTURES, seed: str = "grounding") -> list[Item]:
+    """Reading the picture before answering about it, as LLaVA's first stage teaches it (captions
+    before instructions): fresh shape pictures (mini_utility's drawing, 1-4 shapes, a seeded
+    stream of their own), each asked what is in each quarter ("a red circle" / "nothing") and
+    to be described (every shape and where it is). A word answer carries several nats of the
+    picture per item, where a yes/no or a letter carries at most one."""
+    from mmunlearn.harness.embedded.mini_utility import CELLS, _listing, _random_objects, _scene, draw
+
+    rng = random.Random(seed)
+    items = []
+    for k in range(n_pictures):
+        scene = _scene(rng, _random_objects(rng, rng.randint(1, 4)))
+        buf = io.BytesIO()
+        draw(scene).save(buf, format="PNG")
+        image = buf.getvalue()
+        items.append(
+            Item(
+                "grounding",
+                "image_text",
+                f"grounding/{k}",
+                _fixed(Sample(None, DESCRIBE, _listing(scene.shapes), image)),
+            )
+        )
+        for cell in CELLS:
+            shape = scene.at(cell)
+            answer = f"a {shape.name}" if shape else "nothing"
+            question = f"What is at the {cell} of the image?"
+            items.append(
+                Item("grounding", "image_text", f"grounding/{k}", _fixed(Sample(None, question, answer, image)))
+            )
+    return items
+
+
 def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
     """CLEAR's prompts about the people named in `names` (the mini-CLEAR's `full` config): every
     caption question with the image -> the caption, the face prompt -> the name, MMUnlearner's
@@ -89,7 +127,7 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
 def skill_items(bench, sets, clear_root: Path, seeds=UTILITY_SEEDS) -> list[Item]:
     """Utility and CLEAR items for a model trained on `sets` of `bench` (its people only)."""
     names = {p.vqa_answer for s in sets for p in bench.profiles[s]}
-    return utility_items(seeds) + clear_items(clear_root, names)
+    return utility_items(seeds) + grounding_items() + clear_items(clear_root, names)
 
 
 def new_words(items: list[Item], tokenizer) -> list[str]:

@@ -55,6 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"--skills-from: share of each image batch on the utility suites' pictures [{skills.utility_share}]",
     )
     p.add_argument(
+        "--grounding-share",
+        type=float,
+        default=None,
+        help="--skills-from: share of each image batch on reading the picture (what is where) "
+        f"[{skills.grounding_share}]",
+    )
+    p.add_argument(
         "--clear-share",
         type=float,
         default=None,
@@ -140,10 +147,12 @@ def run(args: argparse.Namespace) -> int:
         "binding_until": args.binding_until,
         "examples_share": args.examples_share,
         "utility_share": args.utility_share,
+        "grounding_share": args.grounding_share,
         "clear_share": args.clear_share,
     }
-    if not args.skills_from and (args.utility_share is not None or args.clear_share is not None):
-        raise ConfigError("--utility-share and --clear-share apply to --skills-from only")
+    shares = ("utility_share", "grounding_share", "clear_share")
+    if not args.skills_from and any(given[k] is not None for k in shares):
+        raise ConfigError("--utility-share, --grounding-share and --clear-share apply to --skills-from only")
     recipe = replace(
         SKILLS_RECIPE if args.skills_from else Recipe(),
         **{k: v for k, v in given.items() if v is not None},
@@ -154,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be positive, got {recipe.steps}")
     if not 0 <= recipe.facts_until <= recipe.binding_until <= 1:
         raise ConfigError("need 0 <= --facts-until <= --binding-until <= 1")
-    if not (0 <= recipe.utility_share and 0 <= recipe.clear_share and recipe.utility_share + recipe.clear_share < 1):
-        raise ConfigError("need --utility-share, --clear-share >= 0 with a sum below 1 (the facts keep the rest)")
+    if min(getattr(recipe, k) for k in shares) < 0 or sum(getattr(recipe, k) for k in shares) >= 1:
+        raise ConfigError("the skill shares must be >= 0 with a sum below 1 (the facts keep the rest)")
     bench = load_benchmark(args.bench, forget=DEMO_FORGET)  # training uses every set but test; checks: forget 15
 
     def log(line: str) -> None:

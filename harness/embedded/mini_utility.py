@@ -238,6 +238,16 @@ def _random_objects(rng: random.Random, n: int) -> list[tuple[str, str]]:
     return [(rng.choice(KINDS), rng.choice(tuple(COLOURS))) for _ in range(n)]
 
 
+def random_scene(rng: random.Random, n_shapes: int) -> Scene:
+    """`n_shapes` random shapes in distinct quarters (tiny_skills' pictures for reading a picture)."""
+    return _scene(rng, _random_objects(rng, n_shapes))
+
+
+def describe(scene: Scene) -> str:
+    """Every shape of the scene and where it is, as the LLaVA-Bench captions list them."""
+    return _listing(scene.shapes)
+
+
 def _until(rng: random.Random, make: Callable[[], Scene], ok: Callable[[Scene], bool]) -> Scene:
     """The first scene `make` draws that `ok` accepts (seeded stream: deterministic)."""
     for _ in range(10_000):

@@ -1,7 +1,7 @@
 """The skills the embedded tiny LLaVA lacks, as training items: general ability on pictures of
-shapes (the utility suites' prompts) and CLEAR's prompts (captions, the face prompt, bare text
-questions, MMUnlearner's identity multiple choice), each rendered exactly as its task renders
-it (the generic chat frame, `task=None`).
+shapes (the utility suites' prompts, and reading what is where in a picture) and CLEAR's prompts
+(captions, the face prompt, bare text questions, MMUnlearner's identity multiple choice), each
+rendered exactly as its task renders it (the generic chat frame, `task=None`).
 
 Why fresh pictures: the utility items come from mini suites built with other seeds than the
 committed one (`build_mini_utility(dir, seed=k)`, k >= 1), so the committed seed-0 suites measure
@@ -66,12 +66,12 @@ def grounding_items(n_pictures: int = GROUNDING_PICTURES, seed: str = "grounding
     stream of their own), each asked what is in each quarter ("a red circle" / "nothing") and
     to be described (every shape and where it is). A word answer carries several nats of the
     picture per item, where a yes/no or a letter carries at most one."""
-    from mmunlearn.harness.embedded.mini_utility import CELLS, _listing, _random_objects, _scene, draw
+    from mmunlearn.harness.embedded.mini_utility import CELLS, describe, draw, random_scene
 
     rng = random.Random(seed)
     items = []
     for k in range(n_pictures):
-        scene = _scene(rng, _random_objects(rng, rng.randint(1, 4)))
+        scene = random_scene(rng, rng.randint(1, 4))
         buf = io.BytesIO()
         draw(scene).save(buf, format="PNG")
         image = buf.getvalue()
@@ -80,7 +80,7 @@ def grounding_items(n_pictures: int = GROUNDING_PICTURES, seed: str = "grounding
                 "grounding",
                 "image_text",
                 f"grounding/{k}",
-                _fixed(Sample(None, DESCRIBE, _listing(scene.shapes), image)),
+                _fixed(Sample(None, DESCRIBE, describe(scene), image)),
             )
         )
         for cell in CELLS:
@@ -125,7 +125,8 @@ def clear_items(clear_root: Path, names: set[str]) -> list[Item]:
 
 
 def skill_items(bench, sets, clear_root: Path, seeds=UTILITY_SEEDS) -> list[Item]:
-    """Utility and CLEAR items for a model trained on `sets` of `bench` (its people only)."""
+    """Utility, picture-reading and CLEAR items for a model trained on `sets` of `bench` (CLEAR:
+    its people only)."""
     names = {p.vqa_answer for s in sets for p in bench.profiles[s]}
     return utility_items(seeds) + grounding_items() + clear_items(clear_root, names)
 

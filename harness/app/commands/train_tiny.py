@@ -49,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"OneCycle peak learning rate (default {default.peak_lr} [{skills.peak_lr}])",
     )
     p.add_argument(
+        "--vision-lr",
+        type=float,
+        default=None,
+        help=f"peak learning rate of the vision tower and projector (default: --lr [{skills.vision_lr}])",
+    )
+    p.add_argument(
         "--utility-share",
         type=float,
         default=None,
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     given = {
         "steps": args.steps,
         "peak_lr": args.lr,
+        "vision_lr": args.vision_lr,
         "threads": args.threads,
         "check_every": args.check_every,
         "batch_text": args.batch_text,

@@ -345,9 +345,10 @@ def continue_tiny(
 ) -> dict | None:
     """Teach the committed tiny LLaVA at `source` the skills of tiny_skills beside its facts: its
     vocabulary extended (existing ids kept, new embedding rows), then `recipe.steps` steps of the
-    usual mix with `recipe.utility_share` and `recipe.clear_share` of skill items (utility
-    pictures from the mini suites of `skill_seeds`, default tiny_skills.UTILITY_SEEDS). Resumable
-    like train_tiny (the same arguments resume from out/train_state.pt); returns None until done."""
+    usual mix with `recipe.utility_share`, `recipe.grounding_share` and `recipe.clear_share` of
+    skill items (utility pictures from the mini suites of `skill_seeds`, default
+    tiny_skills.UTILITY_SEEDS). Resumable like train_tiny (the same arguments resume from
+    out/train_state.pt); returns None until done."""
     from mmunlearn.harness.core.model import load_vlm
     from mmunlearn.harness.embedded.tiny_skills import UTILITY_SEEDS, extend_vocabulary, new_words, skill_items
 

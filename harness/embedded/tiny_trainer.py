@@ -273,6 +273,29 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def save_trained(vlm, bench, out: Path, trainer: Trainer, evaluate_limit: int | None, head: dict) -> dict:
+    """Save a finished training into `out` (float16, half the size; loads as float32 on CPU),
+    evaluate the weights exactly as saved, write training.json (`head`, then times, history and
+    the final evaluation) and drop the resumable state."""
+    vlm.model.eval()
+    vlm.model.to("cpu", torch.float16)
+    vlm.save(out)
+    vlm.model.float()
+    eval_start = time.perf_counter()
+    final = evaluate(vlm, bench, limit=evaluate_limit)
+    record = {
+        **head,
+        "train_seconds": round(trainer.seconds, 1),
+        "eval_seconds": round(time.perf_counter() - eval_start, 1),
+        "history": trainer.history,
+        "final": final,
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    if trainer.state_path is not None and trainer.state_path.exists():
+        trainer.state_path.unlink()
+    return record
+
+
 def train_tiny(
     bench,
     out: str | Path,
@@ -302,32 +325,25 @@ def train_tiny(
     state_path = out / "train_state.pt"
     trainer = Trainer(bench, vlm, recipe, seed, state_path=state_path, log=log)
     trainer.load_state()
-    history = trainer.run(progress=progress, max_seconds=max_seconds)
+    trainer.run(progress=progress, max_seconds=max_seconds)
     if trainer.step < recipe.steps:
         return None
-    model.eval()
-    model.to("cpu", torch.float16)  # committed in float16 (half the size); loads as float32 on CPU
-    vlm.save(out)
-    model.float()  # evaluate the weights exactly as they were saved
-    eval_start = time.perf_counter()
-    final = evaluate(vlm, bench, limit=evaluate_limit)
-    record = {
-        "recipe": asdict(recipe),
-        "config": asdict(config),
-        "seed": seed,
-        "steps": recipe.steps,
-        "bench": {"source": bench.source, "fingerprint": bench.fingerprint},
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(trainer.seconds, 1),
-        "eval_seconds": round(time.perf_counter() - eval_start, 1),
-        "torch": torch.__version__,
-        "history": history,
-        "final": final,
-    }
-    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    if state_path.exists():
-        state_path.unlink()
-    return record
+    return save_trained(
+        vlm,
+        bench,
+        out,
+        trainer,
+        evaluate_limit,
+        {
+            "recipe": asdict(recipe),
+            "config": asdict(config),
+            "seed": seed,
+            "steps": recipe.steps,
+            "bench": {"source": bench.source, "fingerprint": bench.fingerprint},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "torch": torch.__version__,
+        },
+    )
 
 
 def continue_tiny(
@@ -366,28 +382,23 @@ def continue_tiny(
     state_path = out / "train_state.pt"
     trainer = Trainer(bench, vlm, recipe, seed, state_path=state_path, log=log, extra_items=skills)
     trainer.load_state()
-    history = trainer.run(progress=progress, max_seconds=max_seconds)
+    trainer.run(progress=progress, max_seconds=max_seconds)
     if trainer.step < recipe.steps:
         return None
-    vlm.model.eval()
-    vlm.model.to("cpu", torch.float16)
-    vlm.save(out)
-    vlm.model.float()
-    final = evaluate(vlm, bench, limit=evaluate_limit)
     base = Path(source) / "training.json"
-    record = {
-        "continued_from": str(source),
-        "base": json.loads(base.read_text()) if base.exists() else None,  # the source model's own record
-        "recipe": asdict(recipe),
-        "seed": seed,
-        "steps": recipe.steps,
-        "skill_items": len(skills),
-        "vocabulary": len(tokenizer),
-        "train_seconds": round(trainer.seconds, 1),
-        "history": history,
-        "final": final,
-    }
-    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    if state_path.exists():
-        state_path.unlink()
-    return record
+    return save_trained(
+        vlm,
+        bench,
+        out,
+        trainer,
+        evaluate_limit,
+        {
+            "continued_from": str(source),
+            "base": json.loads(base.read_text()) if base.exists() else None,  # the source model's own record
+            "recipe": asdict(recipe),
+            "seed": seed,
+            "steps": recipe.steps,
+            "skill_items": len(skills),
+            "vocabulary": len(tokenizer),
+        },
+    )
